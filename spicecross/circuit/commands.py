@@ -1,0 +1,93 @@
+"""``spicecross netlist``: emit a tile read as a netlist file."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .netlist import write_netlist
+from .tile import SelectorSpec, TileSpec
+
+
+def add_tile_arguments(p: argparse.ArgumentParser, rows_required: bool = False) -> None:
+    """The TileSpec options shared by every command that builds tiles."""
+    p.add_argument("--rows", type=int, required=rows_required, help="word lines (inputs)")
+    p.add_argument("--cols", type=int, required=rows_required, help="bit lines (outputs)")
+    p.add_argument("--cell", choices=["0t1r", "1t1r"], default="0t1r")
+    p.add_argument("--r-wire", type=float, default=1.0, metavar="OHMS",
+                   help="word- and bit-line segment resistance (Ω), default 1")
+    p.add_argument("--r-wire-wl", type=float, metavar="OHMS", help="word-line segment (Ω), overrides --r-wire")
+    p.add_argument("--r-wire-bl", type=float, metavar="OHMS", help="bit-line segment (Ω), overrides --r-wire")
+    p.add_argument("--r-driver", type=float, default=0.0, metavar="OHMS", help="input driver resistance (Ω)")
+    p.add_argument("--r-sense", type=float, default=0.0, metavar="OHMS", help="sense resistance (Ω)")
+    p.add_argument("--v-gate", type=float, default=SelectorSpec().v_gate_v, metavar="V",
+                   help="1T1R selector gate voltage (V)")
+    p.add_argument("--selector-w", type=float, default=SelectorSpec().w_m, metavar="M",
+                   help="selector channel width (m)")
+
+
+def tile_spec_from_args(args: argparse.Namespace, rows: int | None = None,
+                        cols: int | None = None) -> TileSpec:
+    rows = rows if rows is not None else args.rows
+    cols = cols if cols is not None else args.cols
+    if rows is None or cols is None:
+        raise ValueError("give --rows and --cols (or --conductances G.npy)")
+    sel = SelectorSpec(v_gate_v=args.v_gate, w_m=args.selector_w)
+    return TileSpec(rows=rows, cols=cols, cell=args.cell,
+                    r_wire_wl_ohm=args.r_wire if args.r_wire_wl is None else args.r_wire_wl,
+                    r_wire_bl_ohm=args.r_wire if args.r_wire_bl is None else args.r_wire_bl,
+                    r_driver_ohm=args.r_driver, r_sense_ohm=args.r_sense, selector=sel)
+
+
+def load_array(path: str, what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file not found: {p}")
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
+        raise ValueError(f"{what} file {p} is not a .npy array ({exc.__class__.__name__})") from exc
+    return np.asarray(arr, dtype=np.float64)
+
+
+def random_tile(rows: int, cols: int, g_min_s: float, g_max_s: float, v_max_v: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uniform conductances in [g_min, g_max] S and inputs in [0, v_max] V."""
+    if not 0 <= g_min_s <= g_max_s:
+        raise ValueError(f"need 0 ≤ g_min ≤ g_max, got g_min={g_min_s!r} g_max={g_max_s!r}")
+    rng = np.random.default_rng(seed)
+    return rng.uniform(g_min_s, g_max_s, (rows, cols)), rng.uniform(0.0, v_max_v, rows)
+
+
+def _cmd_netlist(args: argparse.Namespace) -> int:
+    g = load_array(args.conductances, "--conductances") if args.conductances else None
+    v = load_array(args.inputs, "--inputs") if args.inputs else None
+    rows = args.rows if args.rows is not None else (g.shape[0] if g is not None and g.ndim == 2 else None)
+    cols = args.cols if args.cols is not None else (g.shape[1] if g is not None and g.ndim == 2 else None)
+    spec = tile_spec_from_args(args, rows, cols)
+    if g is None or v is None:
+        g_r, v_r = random_tile(spec.rows, spec.cols, args.g_min, args.g_max, args.v_max, args.seed)
+        g = g_r if g is None else g
+        v = v_r if v is None else v
+    out = Path(args.out) if args.out else Path(f"tile_{spec.rows}x{spec.cols}_{spec.cell}"
+                                                  f"{'.sim' if args.simulator == 'vacask' else '.cir'}")
+    write_netlist(out, spec, g, v, args.simulator)
+    print(out)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("netlist", help="emit a tile read as an ngspice (.cir) or VACASK (.sim) netlist",
+                       description="Emit one crossbar tile read. G in siemens (rows×cols .npy), "
+                                   "V in volts (rows .npy); without them a random tile is drawn.")
+    add_tile_arguments(p)
+    p.add_argument("--conductances", metavar="G.npy", help="conductance map in S, shape (rows, cols)")
+    p.add_argument("--inputs", metavar="V.npy", help="input voltages in V, shape (rows,)")
+    p.add_argument("--g-min", type=float, default=1 / 2500, metavar="S", help="random tiles: lowest G (S)")
+    p.add_argument("--g-max", type=float, default=1 / 100, metavar="S", help="random tiles: highest G (S)")
+    p.add_argument("--v-max", type=float, default=0.2, metavar="V", help="random tiles: highest input (V)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--simulator", choices=["ngspice", "vacask"], default="ngspice")
+    p.add_argument("--out", metavar="FILE", help="output netlist path")
+    p.set_defaults(func=_cmd_netlist)

@@ -1,0 +1,115 @@
+"""Netlist emitters: the tile's element list as an ngspice deck (through PySpice's ``Circuit``)
+and as a VACASK netlist. Both are plain text a circuit designer can open, edit and rerun:
+``ngspice -b tile.cir`` prints the sense-source currents (``vsense<j>#branch``, A);
+``vacask tile.sim`` writes ``op1.raw``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .tile import Element, TileSpec, tile_elements
+
+# PySpice warns about the ngspice version on import of its shared-library module only; the
+# Circuit builder is pure Python.
+logging.getLogger("PySpice").setLevel(logging.ERROR)
+
+NGSPICE_OPTIONS = {"reltol": 1e-6, "vntol": 1e-9, "abstol": 1e-15}
+SELECTOR_MODEL = "nsel"
+
+
+def _fmt(x: float) -> str:
+    """Shortest exact text of a float (round-trips), so emitted values lose no precision."""
+    return repr(float(x))
+
+
+def _header(spec: TileSpec, title_extra: str = "") -> list[str]:
+    return [
+        f"spicecross tile {spec.rows}x{spec.cols} {spec.cell}{title_extra}",
+        f"* TileSpec: {spec.to_json()}",
+        "* Units: resistances in ohm, sources in V; outputs are the currents into the 0 V sense",
+        "* sources Vsense<j> (A), positive when current flows from word lines to bit lines.",
+    ]
+
+
+def ngspice_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
+    """The tile read (one ``.op``) as an ngspice deck built with PySpice's ``Circuit``.
+
+    ``g_s``: (rows, cols) conductances in S; ``v_in_v``: (rows,) input voltages in V.
+    """
+    from PySpice.Spice.Netlist import Circuit
+
+    els = tile_elements(spec, g_s, v_in_v)
+    head = _header(spec)
+    circuit = Circuit(head[0])
+    if spec.cell == "1t1r":
+        s = spec.selector
+        circuit.model(SELECTOR_MODEL, "NMOS", level=1, vto=_fmt(s.vto_v), kp=_fmt(s.kp_a_per_v2),
+                      **{"lambda": _fmt(s.lambda_per_v)}, gamma=0)
+    for e in els:
+        a = e.nodes
+        if e.kind == "R":
+            circuit.R(e.name, a[0], a[1], _fmt(e.value))
+        elif e.kind == "V":
+            circuit.V(e.name, a[0], a[1], _fmt(e.value))
+        elif e.kind == "M":
+            circuit.M(e.name, a[0], a[1], a[2], a[3], model=SELECTOR_MODEL,
+                      w=_fmt(spec.selector.w_m), l=_fmt(spec.selector.l_m))
+        else:  # pragma: no cover - tile_elements only yields the kinds above
+            raise ValueError(f"unknown element kind {e.kind!r}")
+    opts = " ".join(f"{k}={v:g}" for k, v in NGSPICE_OPTIONS.items())
+    body = str(circuit).splitlines()
+    lines = [f".title {head[0]}", *head[1:], f".options {opts}", *body[1:]]
+    if lines[-1].strip().lower() == ".end":
+        lines.pop()
+    lines += [".op", ".end", ""]
+    return "\n".join(lines)
+
+
+def vacask_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
+    """The same tile read as a VACASK netlist (SPICE device models loaded as OSDI modules)."""
+    els = tile_elements(spec, g_s, v_in_v)
+    head = _header(spec)
+    lines = [head[0], *("// " + h[2:] for h in head[1:]), "",
+             'load "spice/resistor.osdi"']
+    if spec.cell == "1t1r":
+        lines.append('load "spice/mos1.osdi"')
+    lines += ["model r sp_resistor", "model vsource vsource", "ground 0"]
+    if spec.cell == "1t1r":
+        s = spec.selector
+        lines.append(f"model {SELECTOR_MODEL} sp_mos1 ( type=1 vto={_fmt(s.vto_v)} "
+                     f"kp={_fmt(s.kp_a_per_v2)} lambda={_fmt(s.lambda_per_v)} gamma=0 )")
+    for e in els:
+        a = e.nodes
+        if e.kind == "R":
+            lines.append(f"r{e.name} ({a[0]} {a[1]}) r r={_fmt(e.value)}")
+        elif e.kind == "V":
+            lines.append(f"v{e.name} ({a[0]} {a[1]}) vsource dc={_fmt(e.value)}")
+        elif e.kind == "M":
+            lines.append(f"m{e.name} ({a[0]} {a[1]} {a[2]} {a[3]}) {SELECTOR_MODEL} "
+                         f"w={_fmt(spec.selector.w_m)} l={_fmt(spec.selector.l_m)}")
+    lines += ["", "control", "  options reltol=1e-6 vntol=1e-9 abstol=1e-15",
+              "  save default", "  analysis op1 op", "endc", ""]
+    return "\n".join(lines)
+
+
+def netlist_hash(text: str) -> str:
+    """Content hash (sha256 hex) of a netlist, ignoring comment lines; the cache key."""
+    body = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith(("*", "//")))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
+                  simulator: str = "ngspice") -> Path:
+    """Write the tile read to ``path`` for ``simulator`` ('ngspice' → .cir, 'vacask' → .sim)."""
+    text = {"ngspice": ngspice_netlist, "vacask": vacask_netlist}[simulator](spec, g_s, v_in_v)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+__all__ = ["ngspice_netlist", "vacask_netlist", "netlist_hash", "write_netlist", "Element"]

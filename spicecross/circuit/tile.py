@@ -1,0 +1,230 @@
+"""One description of a crossbar tile, shared by the netlist emitter, the SPICE runners and the
+surrogate (two descriptions of one tile that can drift apart are the bug designed out here).
+
+Topology (badcrossbar's convention):
+
+* input ``i`` (a voltage source, V) drives word line ``i`` at column 0 through the optional
+  driver resistance and one word-line segment;
+* between adjacent cells along a word line and along a bit line there is one wire segment;
+* the cell ``(i, j)`` joins word-line node ``(i, j)`` to bit-line node ``(i, j)``: a resistor of
+  conductance ``G[i, j]`` (``0t1r``), or that resistor in series with an NMOS selector whose drain
+  is on the device side and whose source is on the bit line (``1t1r``);
+* bit line ``j`` leaves the last row through one bit-line segment and the optional sense
+  resistance into a 0 V sense source; the outputs are the currents into those sources (A).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+CELL_TYPES = ("0t1r", "1t1r")
+
+
+@dataclass(frozen=True)
+class SelectorSpec:
+    """Level-1 (Shichman–Hodges) NMOS selector of a 1T1R cell, the SPICE ``LEVEL=1`` model.
+
+    ``I_D = kp·(W/L)·((V_GS − vto)·V_DS − V_DS²/2)·(1 + lambda·V_DS)`` in triode, body effect off
+    (gamma 0), no capacitances (DC reads). Defaults are a generic 0.18 µm-class NMOS
+    (µnCox ≈ 200 µA/V²) sized W/L = 20 so that its on-resistance (≈190 Ω at V_G = 1.8 V) is of
+    the order of a memristor's low-resistance state, as in published 1T1R arrays.
+    """
+
+    vto_v: float = 0.5
+    kp_a_per_v2: float = 2.0e-4
+    w_m: float = 4.0e-6
+    l_m: float = 0.2e-6
+    lambda_per_v: float = 0.0
+    v_gate_v: float = 1.8
+
+    @property
+    def beta_a_per_v2(self) -> float:
+        """kp·W/L in A/V²."""
+        return self.kp_a_per_v2 * self.w_m / self.l_m
+
+    @property
+    def g_on_s(self) -> float:
+        """Small-signal drain conductance at V_DS → 0 with the source at 0 V, in S."""
+        return self.beta_a_per_v2 * max(self.v_gate_v - self.vto_v, 0.0)
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """Geometry and circuit parameters of one crossbar tile (no device state).
+
+    Resistances are in Ω; a driver or sense resistance of 0 means an ideal source / virtual
+    ground (no element emitted). Wire segments must be > 0 Ω (use a tiny value, e.g. 1e-6 Ω,
+    to approach ideal wires in SPICE; the surrogate's ``ideal`` mode ignores wires entirely).
+    """
+
+    rows: int = 32
+    cols: int = 32
+    cell: str = "0t1r"
+    r_wire_wl_ohm: float = 1.0
+    r_wire_bl_ohm: float = 1.0
+    r_driver_ohm: float = 0.0
+    r_sense_ohm: float = 0.0
+    selector: SelectorSpec = field(default_factory=SelectorSpec)
+    device_set: str = "pt_hf_ti"
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"TileSpec.{name} must be a positive integer, got {value!r}")
+        if self.cell not in CELL_TYPES:
+            raise ValueError(f"TileSpec.cell must be one of {CELL_TYPES}, got {self.cell!r}")
+        for name in ("r_wire_wl_ohm", "r_wire_bl_ohm"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value <= 0:
+                raise ValueError(f"TileSpec.{name} must be a finite resistance > 0 Ω, got {value!r}")
+        for name in ("r_driver_ohm", "r_sense_ohm"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"TileSpec.{name} must be a finite resistance ≥ 0 Ω, got {value!r}")
+
+    @classmethod
+    def uniform_wires(cls, rows: int, cols: int, r_wire_ohm: float, **kw: Any) -> "TileSpec":
+        """A tile whose word- and bit-line segments all have ``r_wire_ohm`` (Ω)."""
+        return cls(rows=rows, cols=cols, r_wire_wl_ohm=r_wire_ohm, r_wire_bl_ohm=r_wire_ohm, **kw)
+
+    def with_(self, **changes: Any) -> "TileSpec":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TileSpec":
+        d = dict(d)
+        sel = d.pop("selector", None)
+        spec = cls(**d)
+        if sel is not None:
+            spec = replace(spec, selector=SelectorSpec(**sel))
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str) -> "TileSpec":
+        return cls.from_dict(json.loads(text))
+
+    # ---- checks on the per-read arrays -------------------------------------------------
+    def check_conductances(self, g_s: np.ndarray, name: str = "conductances") -> np.ndarray:
+        """Validate a (rows, cols) conductance map in S and return it as float64."""
+        g = np.asarray(g_s, dtype=np.float64)
+        if g.shape != (self.rows, self.cols):
+            raise ValueError(f"{name} must have shape (rows, cols) = ({self.rows}, {self.cols}), "
+                             f"got {g.shape}")
+        if not np.all(np.isfinite(g)) or np.any(g < 0):
+            bad = g[~(np.isfinite(g) & (g >= 0))].ravel()[0]
+            raise ValueError(f"{name} must be finite conductances ≥ 0 S, found {bad!r}")
+        return g
+
+    def check_inputs(self, v_in_v: np.ndarray, name: str = "inputs") -> np.ndarray:
+        """Validate input voltages (rows,) or (batch, rows) in V and return float64."""
+        v = np.asarray(v_in_v, dtype=np.float64)
+        if v.ndim not in (1, 2) or v.shape[-1] != self.rows:
+            raise ValueError(f"{name} must have shape (rows,) or (batch, rows) with rows = "
+                             f"{self.rows}, got {v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{name} must be finite voltages, found {v[~np.isfinite(v)].ravel()[0]!r}")
+        return v
+
+
+# ---- node names, shared by every emitter and parser ----------------------------------------
+def wl_node(i: int, j: int) -> str:
+    """Word-line node of row i at column j."""
+    return f"wl_{i}_{j}"
+
+
+def bl_node(i: int, j: int) -> str:
+    """Bit-line node of row i at column j."""
+    return f"bl_{i}_{j}"
+
+
+def mid_node(i: int, j: int) -> str:
+    """Node between the memristor and the selector of a 1T1R cell."""
+    return f"m_{i}_{j}"
+
+
+def gate_node(i: int) -> str:
+    """Gate line of row i (1T1R)."""
+    return f"g_{i}"
+
+
+def in_node(i: int) -> str:
+    return f"in_{i}"
+
+
+def sense_name(j: int) -> str:
+    """Name (without the simulator's 'V' prefix) of column j's 0 V sense source."""
+    return f"sense{j}"
+
+
+def input_name(i: int) -> str:
+    return f"in{i}"
+
+
+@dataclass(frozen=True)
+class Element:
+    """One element of the tile netlist: kind 'R' (value Ω), 'V' (value V), 'M' (NMOS selector,
+    nodes drain gate source bulk) or 'X' (a device subcircuit instance, params in ``extra``)."""
+
+    kind: str
+    name: str
+    nodes: tuple[str, ...]
+    value: float = 0.0
+    extra: tuple[tuple[str, float], ...] = ()
+
+
+def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
+                  devices: str = "resistor") -> list[Element]:
+    """The tile as a flat element list; every emitter (ngspice, VACASK) and the reference nodal
+    solver build from this one list. ``g_s`` is (rows, cols) in S, ``v_in_v`` (rows,) in V.
+
+    ``devices='resistor'`` emits each memristor as a fixed resistor 1/G (a read below
+    threshold); cells with G = 0 are left open.
+    """
+    g = spec.check_conductances(g_s)
+    v = spec.check_inputs(v_in_v)
+    if v.ndim != 1:
+        raise ValueError(f"a netlist takes one input vector (rows,), got shape {v.shape}")
+    if devices != "resistor":
+        raise ValueError(f"devices must be 'resistor', got {devices!r}")
+    R, C = spec.rows, spec.cols
+    els: list[Element] = []
+    for i in range(R):
+        first = in_node(i)
+        els.append(Element("V", input_name(i), (first if spec.r_driver_ohm == 0 else f"drv_{i}", "0"),
+                           float(v[i])))
+        if spec.r_driver_ohm > 0:
+            els.append(Element("R", f"drv{i}", (f"drv_{i}", first), spec.r_driver_ohm))
+        els.append(Element("R", f"wl{i}_0", (first, wl_node(i, 0)), spec.r_wire_wl_ohm))
+        for j in range(1, C):
+            els.append(Element("R", f"wl{i}_{j}", (wl_node(i, j - 1), wl_node(i, j)), spec.r_wire_wl_ohm))
+    for i in range(R):
+        if spec.cell == "1t1r":  # one gate line per row, driven by its own source
+            els.append(Element("V", f"gate{i}", (gate_node(i), "0"), spec.selector.v_gate_v))
+        for j in range(C):
+            if g[i, j] <= 0:
+                continue
+            if spec.cell == "0t1r":
+                els.append(Element("R", f"c{i}_{j}", (wl_node(i, j), bl_node(i, j)), 1.0 / g[i, j]))
+            else:
+                els.append(Element("R", f"c{i}_{j}", (wl_node(i, j), mid_node(i, j)), 1.0 / g[i, j]))
+                els.append(Element("M", f"s{i}_{j}", (mid_node(i, j), gate_node(i), bl_node(i, j), "0")))
+    for j in range(C):
+        for i in range(R - 1):
+            els.append(Element("R", f"bl{i}_{j}", (bl_node(i, j), bl_node(i + 1, j)), spec.r_wire_bl_ohm))
+        out = f"out_{j}" if spec.r_sense_ohm > 0 else f"sn_{j}"
+        els.append(Element("R", f"bl{R - 1}_{j}", (bl_node(R - 1, j), out), spec.r_wire_bl_ohm))
+        if spec.r_sense_ohm > 0:
+            els.append(Element("R", f"sense{j}", (out, f"sn_{j}"), spec.r_sense_ohm))
+        els.append(Element("V", sense_name(j), (f"sn_{j}", "0"), 0.0))
+    return els

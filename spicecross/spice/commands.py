@@ -1,0 +1,56 @@
+"""``spicecross solve``: solve netlist files with ngspice (.cir) or VACASK (.sim)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from ..store import atomic_h5, provenance, write_group
+from .simulators import SimulatorMissing
+from .solve import default_cache_dir, solve_files
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    try:
+        results = solve_files(args.paths, n_jobs=args.jobs,
+                              cache_dir=None if args.no_cache else default_cache_dir())
+    except SimulatorMissing as exc:
+        raise ValueError(str(exc)) from exc
+    failures = [r for r in results if not r.ok]
+    if args.out:
+        with atomic_h5(args.out) as f:
+            f.attrs.update({k: str(v) for k, v in provenance(command="solve").items()})
+            for k, r in enumerate(results):
+                write_group(f, f"read{k:05d}", {
+                    "sense_currents_a": r.sense_currents_a,
+                    "node_names": np.array(list(r.node_voltages_v), dtype=str),
+                    "node_voltages_v": np.array(list(r.node_voltages_v.values()), dtype=np.float64),
+                }, {"file": r.label, "ok": r.ok, "error": r.error, "simulator": r.simulator,
+                    "simulator_version": r.simulator_version, "netlist_hash": r.netlist_hash})
+    if args.json:
+        payload = [r.to_json() for r in results]
+        print(json.dumps(payload[0] if len(payload) == 1 else payload))
+    else:
+        for r in results:
+            state = "ok" if r.ok else f"FAILED: {r.error}"
+            src = "cache" if r.cached else f"{r.seconds:.3f} s"
+            print(f"{r.label}: {r.simulator} ({src}) {state}")
+            if r.ok:
+                print("  sense currents (A): " + " ".join(f"{x:.6e}" for x in r.sense_currents_a))
+    for r in failures:
+        print(f"spicecross solve: {r.label}: {r.error}", file=sys.stderr)
+    return min(len(failures), 100)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("solve", help="solve netlists (.cir with ngspice, .sim with VACASK)",
+                       description="Solve netlist files in parallel with a content-hash cache. "
+                                   "Exit status: the number of files that failed.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--out", metavar="results.h5", help="write currents, node voltages and provenance")
+    p.add_argument("--json", action="store_true", help='print {"sense_currents": [...]} (A) per file')
+    p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: cores)")
+    p.add_argument("--no-cache", action="store_true", help="always run the simulator")
+    p.set_defaults(func=_cmd_solve)

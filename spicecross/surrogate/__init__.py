@@ -1,0 +1,1 @@
+"""spicecross.surrogate"""
