@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = [
     "spicecross.circuit.commands",
     "spicecross.spice.commands",
+    "spicecross.nn.commands",
 ]
 
 

@@ -166,7 +166,8 @@ def train_model(
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                running = 0.9 * running + 0.1 * float(loss) if step else float(loss)
+                loss_value = loss.item()
+                running = 0.9 * running + 0.1 * loss_value if step else loss_value
                 if progress and step % 20 == 0:
                     bar.set_postfix(loss=f"{running:.4f}")
             bar.close()
@@ -189,7 +190,7 @@ def train_model(
         out = Path(out_path)
         out.parent.mkdir(parents=True, exist_ok=True)
         checkpoint = {k: v for k, v in summary.items() if k not in ("out",)}
-        checkpoint.update(format=CHECKPOINT_FORMAT, torch_version=torch.__version__,
+        checkpoint.update(format=CHECKPOINT_FORMAT, torch_version=str(torch.__version__),
                           augment=bool(augment), limit=limit,
                           state_dict={k: v.detach().clone() for k, v in model.state_dict().items()})
         torch.save(checkpoint, out)

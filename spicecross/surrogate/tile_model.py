@@ -1,0 +1,124 @@
+"""The batched surrogate of one tile read: input voltages (batch, rows) in V → sense currents
+(batch, cols) in A, for the same TileSpec the netlists are emitted from.
+
+Modes:
+
+* ``ideal``: ``I = V·G`` (no wires, no selector).
+* ``linear``: exact wire IR drop for ohmic devices; a 1T1R selector enters as its effective
+  on-conductance ``g_sel`` (S) in series with each device (fitted by calibration; default the
+  level-1 ``beta·(V_G − V_T)``). One transfer matrix per tile, then one matmul per batch.
+* ``nonlinear``: the selector's level-1 I–V (identical equations to the SPICE model) solved with
+  the wire network for the whole batch at once: a fixed-point (modified Newton) iteration whose
+  linear part is the ``linear`` network factorized once. For 0T1R tiles it equals ``linear``
+  (VTEAM's read I–V is ohmic).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..circuit.tile import TileSpec
+from .cells import cell_currents_1t1r
+from .network import build_network
+from .transfer import transfer_matrices
+
+MODES = ("ideal", "linear", "nonlinear")
+
+
+class ConvergenceError(RuntimeError):
+    """The nonlinear solve did not converge within its iteration limit."""
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def series_conductance(g_a: np.ndarray | torch.Tensor, g_b: float | np.ndarray | torch.Tensor):
+    """Conductance (S) of two conductances in series; 0 where either is 0."""
+    den = g_a + g_b
+    if isinstance(den, torch.Tensor):
+        return torch.where(den > 0, g_a * g_b / torch.where(den > 0, den, torch.ones_like(den)),
+                           torch.zeros_like(den))
+    den = np.asarray(den, dtype=np.float64)
+    return np.where(den > 0, g_a * g_b / np.where(den > 0, den, 1.0), 0.0)
+
+
+def effective_cell_conductance(spec: TileSpec, g_dev_s, g_sel_s: float | None = None):
+    """Linear-mode cell conductance (S): the device, in series with the selector for 1T1R."""
+    if spec.cell == "0t1r":
+        return g_dev_s
+    return series_conductance(g_dev_s, spec.selector.g_on_s if g_sel_s is None else g_sel_s)
+
+
+@dataclass
+class NonlinearStats:
+    iterations: int = 0
+    residual_v: float = 0.0
+
+
+@dataclass
+class TileSurrogate:
+    """Surrogate of one tile with device conductances ``g_dev_s`` (rows, cols) in S."""
+
+    spec: TileSpec
+    g_dev_s: np.ndarray
+    mode: str = "linear"
+    g_sel_s: float | None = None          # calibrated effective selector conductance (linear mode)
+    tol_v: float = 1e-10                  # nonlinear: node-voltage change (relative to max |v|) that ends the iteration
+    max_iter: int = 200
+    stats: NonlinearStats = field(default_factory=NonlinearStats)
+    _T: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        self.g_dev_s = self.spec.check_conductances(self.g_dev_s)
+
+    @property
+    def g_cell_s(self) -> np.ndarray:
+        return effective_cell_conductance(self.spec, self.g_dev_s, self.g_sel_s)
+
+    @property
+    def transfer(self) -> torch.Tensor:
+        """T (cols, rows) in S of the linear mode, computed once and cached."""
+        if self._T is None:
+            self._T = transfer_matrices(self.spec, self.g_cell_s)
+        return self._T
+
+    def read(self, v_in_v: np.ndarray) -> np.ndarray:
+        """Sense currents (A), shape (batch, cols) or (cols,) like the input (batch, rows)/(rows,)."""
+        v = self.spec.check_inputs(v_in_v)
+        v2 = np.atleast_2d(v)
+        if self.mode == "ideal":
+            out = v2 @ self.g_dev_s
+        elif self.mode == "linear" or self.spec.cell == "0t1r":
+            out = (torch.as_tensor(v2) @ self.transfer.T).numpy()
+        else:
+            out = self._read_nonlinear(v2)
+        return out if v.ndim == 2 else out[0]
+
+    def _read_nonlinear(self, v: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        g_lin = self.g_cell_s
+        net = build_network(spec, g_lin)
+        wl, bl = net.wl_index(), net.bl_index()
+        x = net.node_voltages(v)
+        inj = np.zeros_like(x)
+        scale = max(float(np.max(np.abs(v))), 1e-30)
+        for it in range(1, self.max_iter + 1):
+            a, b = x[:, wl], x[:, bl]
+            j, _, _ = cell_currents_1t1r(spec, self.g_dev_s, a, b)
+            h = j - g_lin * (a - b)
+            inj[:, wl] = -h
+            inj[:, bl] = h
+            x_new = net.node_voltages(v, inj)
+            delta = float(np.max(np.abs(x_new - x)))
+            x = x_new
+            if delta <= self.tol_v * scale:
+                self.stats = NonlinearStats(it, delta)
+                return net.sense_currents(x)
+        raise ConvergenceError(f"nonlinear tile solve did not converge in {self.max_iter} iterations "
+                               f"(last node-voltage change {delta:.3e} V)")
