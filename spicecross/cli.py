@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "spicecross.circuit.commands",
     "spicecross.spice.commands",
     "spicecross.nn.commands",
+    "spicecross.devices.commands",
 ]
 
 

@@ -1,1 +1,24 @@
-"""spicecross.devices"""
+"""spicecross.devices: memristor models, each in three forms that must agree.
+
+VTEAM (Kvatinsky et al., IEEE TCAS-II 62(8), 2015):
+
+* :mod:`.vteam` — parameter sets (``PARAMETER_SETS``, ``get_parameter_set``) and the numpy
+  reference (``simulate``);
+* :mod:`.behavioural` — the ngspice behavioural subcircuit and its transient runner;
+* :mod:`.verilog_a` — the Verilog-A source ``verilog_a/vteam.va``, compiled with OpenVAF and run
+  in VACASK.
+"""
+from .vteam import (PARAMETER_SETS, SineDrive, VTEAMParams, conductance_s, current_a,
+                    full_switching_frequency_hz, get_parameter_set, resistance_ohm, simulate,
+                    simulate_sine, state_derivative_m_per_s, state_for_conductance)
+from .behavioural import ngspice_transient_deck, run_ngspice_transient, vteam_subckt
+from .verilog_a import (compile_vteam_osdi, run_vacask_transient, va_source_path,
+                        vacask_transient_netlist)
+
+__all__ = [
+    "PARAMETER_SETS", "SineDrive", "VTEAMParams", "conductance_s", "current_a",
+    "full_switching_frequency_hz", "get_parameter_set", "resistance_ohm", "simulate",
+    "simulate_sine", "state_derivative_m_per_s", "state_for_conductance",
+    "ngspice_transient_deck", "run_ngspice_transient", "vteam_subckt",
+    "compile_vteam_osdi", "run_vacask_transient", "va_source_path", "vacask_transient_netlist",
+]
