@@ -14,6 +14,8 @@ import sys
 COMMAND_MODULES = [
     "spicecross.circuit.commands",
     "spicecross.spice.commands",
+    "spicecross.surrogate.commands",
+    "spicecross.calibration.commands",
     "spicecross.nn.commands",
     "spicecross.devices.commands",
 ]

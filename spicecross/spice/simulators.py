@@ -88,12 +88,14 @@ def run_ngspice(netlist: str, workdir: str | Path | None = None, timeout_s: floa
         except subprocess.TimeoutExpired as exc:
             raise SimulationError(f"ngspice timed out after {timeout_s:g} s") from exc
         log = proc.stdout + "\n" + proc.stderr
-        if not raw.exists() or raw.stat().st_size == 0:
+        aborted = re.search(r"(doAnalyses|run simulation\(s\) aborted|Timestep too small)", log)
+        if aborted or not raw.exists() or raw.stat().st_size == 0:
             raise SimulationError(f"ngspice: {_error_lines(log)}")
-        plots = read_raw(raw)
+        try:
+            plots = read_raw(raw)
+        except (ValueError, KeyError, IndexError) as exc:
+            raise SimulationError(f"ngspice: unreadable raw file ({exc}); {_error_lines(log)}") from exc
         if not plots or any(len(p.names) == 0 for p in plots):
-            raise SimulationError(f"ngspice: {_error_lines(log)}")
-        if re.search(r"(doAnalyses|run simulation\(s\) aborted|Timestep too small)", log):
             raise SimulationError(f"ngspice: {_error_lines(log)}")
         return plots
 

@@ -1,0 +1,71 @@
+"""``spicecross calibrate``: fit and verify the surrogate against SPICE on random tiles."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..circuit.commands import add_tile_arguments, tile_spec_from_args
+from ..spice.cluster import PARALLEL_BACKENDS
+from .calibrate import calibrate
+from .plots import ir_drop_map, parity_plot
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    spec = tile_spec_from_args(args)
+    from ..devices.vteam import get_parameter_set
+
+    dev = get_parameter_set(spec.device_set)
+    g_min = 1.0 / dev.r_off_ohm if args.g_min is None else args.g_min
+    g_max = 1.0 / dev.r_on_ohm if args.g_max is None else args.g_max
+    cal, arrays = calibrate(spec, n_tiles=args.tiles, reads_per_tile=args.reads, v_read_max_v=args.v_read,
+                            g_off_s=g_min, g_on_s=g_max, seed=args.seed, backend=args.simulator,
+                            n_jobs=args.jobs, parallel_backend=args.backend, scheduler=args.scheduler,
+                            out=args.out, progress=not args.quiet)
+    plots = Path(args.plots)
+    plots.mkdir(parents=True, exist_ok=True)
+    stem = f"calibration_{spec.rows}x{spec.cols}_{spec.cell}"
+    pp = parity_plot(cal, arrays, plots / f"{stem}_parity.png")
+    ir = ir_drop_map(cal, arrays, plots / f"{stem}_irdrop.png")
+    summary = {**cal.summary(), "file": str(args.out), "plots": [str(pp), str(ir)],
+               "simulator": cal.provenance["simulator_version"],
+               "spice_seconds": round(cal.provenance["spice_seconds"], 3)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"calibration of a {spec.rows}x{spec.cols} {spec.cell} tile against "
+              f"{summary['simulator']} ({args.tiles} tiles × {args.reads} reads, held-out tiles: "
+              f"{len(cal.provenance['held_out_tiles'])})")
+        if cal.g_sel_s is not None:
+            print(f"  fitted selector conductance g_sel = {cal.g_sel_s:.6g} S "
+                  f"(level-1 beta·Vov = {spec.selector.g_on_s:.6g} S)")
+        print(f"  {'mode':<22}{'rel. RMS':>12}{'rel. max':>12}")
+        for m, e in cal.errors.items():
+            print(f"  {m:<22}{100 * e['rel_rms']:>11.4g}%{100 * e['rel_max']:>11.4g}%")
+        print(f"  best mode: {cal.best_mode}; ideal is off by {100 * cal.errors['ideal']['rel_rms']:.3g} % RMS")
+        print(f"  written: {args.out}, {pp}, {ir}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit the surrogate against SPICE and report held-out errors",
+                       description="Draw random tiles and reads, solve them in SPICE (parallel, "
+                                   "cached), fit the surrogate, report held-out errors per mode.")
+    add_tile_arguments(p, rows_required=True)
+    p.add_argument("--tiles", type=int, default=12, help="random tiles (about a third held out)")
+    p.add_argument("--reads", type=int, default=8, help="input vectors per tile")
+    p.add_argument("--v-read", type=float, default=0.2, metavar="V", help="highest read voltage (V)")
+    p.add_argument("--g-min", type=float, default=None, metavar="S",
+                   help="lowest conductance (S), default 1/R_off of the device set (pt_hf_ti: 1/2500)")
+    p.add_argument("--g-max", type=float, default=None, metavar="S",
+                   help="highest conductance (S), default 1/R_on of the device set (pt_hf_ti: 1/100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--simulator", choices=["auto", "ngspice", "vacask"], default="auto")
+    p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: cores)")
+    p.add_argument("--backend", choices=PARALLEL_BACKENDS, default="loky", help="joblib backend")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="running dask scheduler (or ray address)")
+    p.add_argument("--out", default="calibration.h5", metavar="FILE")
+    p.add_argument("--plots", default=".", metavar="DIR", help="where the PNGs go")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_calibrate)

@@ -1,0 +1,76 @@
+"""DAC and ADC of a tile, as in the seed paper (MemTorch's quantization of inputs and outputs),
+with one difference a real circuit imposes: the ADC's range is fixed per column (set once from
+calibration data), not re-chosen for every input vector.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def _check_bits(bits: int | None, name: str) -> None:
+    if bits is not None and (not isinstance(bits, int) or not 1 <= bits <= 32):
+        raise ValueError(f"{name} must be an integer number of bits in 1..32 (or None for ideal), got {bits!r}")
+
+
+@dataclass(frozen=True)
+class DAC:
+    """Input DAC: values scaled so that ``full_scale`` maps to ``max_input_voltage_v`` (V), then
+    quantized to ``bits`` (None: unquantized). Signed inputs use a symmetric code range
+    (±(2^(bits−1)−1) steps), unsigned ones all 2^bits−1 steps of [0, V_max]."""
+
+    max_input_voltage_v: float = 1.0
+    bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.max_input_voltage_v > 0:
+            raise ValueError(f"max input voltage must be > 0 V, got {self.max_input_voltage_v!r}")
+        _check_bits(self.bits, "DAC bits")
+
+    def __call__(self, x: torch.Tensor, full_scale: float | torch.Tensor, signed: bool) -> torch.Tensor:
+        """Voltages (V) for inputs ``x`` whose magnitude bound is ``full_scale`` (clipped beyond)."""
+        u = x / full_scale
+        u = u.clamp(-1.0, 1.0) if signed else u.clamp(0.0, 1.0)
+        if self.bits is not None:
+            steps = (2 ** (self.bits - 1) - 1) if signed else (2 ** self.bits - 1)
+            steps = max(steps, 1)
+            u = torch.round(u * steps) / steps
+        return u * self.max_input_voltage_v
+
+
+@dataclass
+class ADC:
+    """Per-column ADC with ``bits`` (None: ideal) on a fixed symmetric range ±``range_a`` (A).
+
+    Currents beyond the range saturate (overflow). :meth:`calibrate` sets the range from
+    observed currents: the largest magnitude, or a percentile so that ``overflow_pct`` % of
+    calibration samples overflow.
+    """
+
+    bits: int | None = 8
+    range_a: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        _check_bits(self.bits, "ADC bits")
+
+    def calibrate(self, currents_a: torch.Tensor, overflow_pct: float = 0.0) -> "ADC":
+        """Set the per-column range from currents (samples, cols) in A."""
+        if not 0.0 <= overflow_pct < 100.0:
+            raise ValueError(f"overflow percentage must be in [0, 100), got {overflow_pct!r}")
+        mag = currents_a.abs().reshape(-1, currents_a.shape[-1])
+        if overflow_pct == 0.0:
+            r = mag.max(dim=0).values
+        else:
+            r = torch.quantile(mag.double(), 1.0 - overflow_pct / 100.0, dim=0).to(mag.dtype)
+        self.range_a = torch.where(r > 0, r, torch.full_like(r, torch.finfo(r.dtype).tiny))
+        return self
+
+    def __call__(self, i_a: torch.Tensor) -> torch.Tensor:
+        if self.bits is None:
+            return i_a
+        if self.range_a is None:
+            raise RuntimeError("ADC range not set: call calibrate() with calibration currents first")
+        steps = 2 ** (self.bits - 1) - 1 if self.bits > 1 else 1
+        u = (i_a / self.range_a).clamp(-1.0, 1.0)
+        return torch.round(u * steps) / steps * self.range_a

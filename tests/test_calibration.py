@@ -1,0 +1,72 @@
+"""Calibration against SPICE: held-out errors, storage with provenance, and the CLIs."""
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from spicecross.calibration import calibrate, load_calibration
+from spicecross.circuit.tile import TileSpec
+
+
+@pytest.mark.parametrize("n", [16, 32])
+def test_1t1r_calibration_reaches_one_percent(tmp_path, n):
+    spec = TileSpec.uniform_wires(n, n, 1.0, cell="1t1r")
+    cal, arrays = calibrate(spec, n_tiles=6, reads_per_tile=4, v_read_max_v=0.2, seed=n,
+                            backend="ngspice", out=tmp_path / "cal.h5", progress=False)
+    e = cal.errors
+    assert e["linear"]["rel_rms"] <= 0.01
+    assert e["linear"]["rel_rms"] < e["linear_uncalibrated"]["rel_rms"]   # the fit helps
+    assert e["nonlinear"]["rel_rms"] < 1e-6
+    assert e["ideal"]["rel_rms"] > 0.1          # what ignoring wires and selector costs
+    assert cal.best_mode == "nonlinear"
+    back = load_calibration(tmp_path / "cal.h5")
+    assert back.g_sel_s == pytest.approx(cal.g_sel_s)
+    assert back.spec == spec
+    assert back.provenance["simulator_version"].startswith("ngspice-")
+    assert len(back.provenance["netlist_hashes"]) == 6 * 4
+    with h5py.File(tmp_path / "cal.h5") as f:
+        assert f["data/spice_currents_a"].shape == (6, 4, n)
+
+
+def test_passive_calibration_is_exact(tmp_path):
+    spec = TileSpec.uniform_wires(24, 24, 2.5)
+    cal, _ = calibrate(spec, n_tiles=3, reads_per_tile=3, seed=1, backend="vacask", progress=False)
+    assert cal.g_sel_s is None
+    assert cal.errors["linear"]["rel_max"] < 1e-6
+    assert cal.errors["ideal"]["rel_rms"] > 0.1
+
+
+def run(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "spicecross.cli", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_cli_calibrate_then_surrogate(tmp_path):
+    r = run("calibrate", "--rows", "16", "--cols", "16", "--cell", "1t1r", "--tiles", "4", "--reads", "3",
+            "--simulator", "ngspice", "--out", "cal.h5", "--plots", "plots", "--json", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["held_out"]["linear"]["rel_rms"] < 0.01
+    for png in summary["plots"]:
+        assert (tmp_path / png).stat().st_size > 10_000
+    rng = np.random.default_rng(0)
+    g = rng.uniform(1 / 2500, 1 / 100, (16, 16))
+    v = rng.uniform(0, 0.2, (5, 16))
+    np.save(tmp_path / "G.npy", g)
+    np.save(tmp_path / "V.npy", v)
+    r = run("surrogate", "--conductances", "G.npy", "--inputs", "V.npy", "--cell", "1t1r",
+            "--mode", "linear", "--calibration", "cal.h5", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lin = np.array(json.loads(r.stdout)["sense_currents"])
+    assert lin.shape == (5, 16)
+    r = run("surrogate", "--conductances", "G.npy", "--inputs", "V.npy", "--cell", "1t1r",
+            "--mode", "nonlinear", "--json", cwd=tmp_path)
+    nl = np.array(json.loads(r.stdout)["sense_currents"])
+    assert np.max(np.abs(lin - nl)) / np.max(np.abs(nl)) < 0.01
+    r = run("surrogate", "--conductances", "G.npy", "--inputs", "V.npy", "--mode", "exact", cwd=tmp_path)
+    assert r.returncode == 2 and "exact" in r.stderr
+    r = run("surrogate", "--conductances", "G.npy", "--inputs", "V.npy", "--calibration", "G.npy", cwd=tmp_path)
+    assert r.returncode == 2 and "G.npy" in r.stderr and "Traceback" not in r.stderr
