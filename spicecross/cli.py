@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "spicecross.spice.commands",
     "spicecross.surrogate.commands",
     "spicecross.calibration.commands",
+    "spicecross.golden_commands",
     "spicecross.nn.commands",
     "spicecross.devices.commands",
 ]
