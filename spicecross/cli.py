@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "spicecross.surrogate.commands",
     "spicecross.calibration.commands",
     "spicecross.golden_commands",
+    "spicecross.demo",
     "spicecross.nn.commands",
     "spicecross.devices.commands",
 ]

@@ -1,0 +1,139 @@
+"""``spicecross demo``: the main job end to end on its embedded default, in a few minutes.
+
+1. VTEAM (pt_hf_ti) driven by a sine in the three forms → hysteresis-loop PNG;
+2. a 32×32 1T1R tile with wire parasitics emitted as an ngspice netlist, solved in ngspice, and
+   compared with the surrogate in every mode;
+3. a short calibration of the surrogate against ngspice (held-out error per mode, parity and
+   IR-drop PNGs);
+4. MNIST inference with the calibrated surrogate: the real test set if a dataset directory is
+   found (``--data``, ``$SPICECROSS_DATA`` or ``../shared/data`` beside the checkout), else the
+   package's bundled 1000-image sample → accuracy PNG;
+5. a summary table on stdout (and ``summary.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _step(k: int, text: str) -> float:
+    print(f"\n[{k}/5] {text}", flush=True)
+    return time.perf_counter()
+
+
+def find_data_root(explicit: str | None) -> Path | None:
+    """A directory holding MNIST in torchvision's layout, or None."""
+    candidates = [explicit, os.environ.get("SPICECROSS_DATA"),
+                  str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                  str(Path.cwd().parent / "shared" / "data")]
+    for c in candidates:
+        if c and (Path(c) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
+            return Path(c)
+    return None
+
+
+def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -> dict:
+    from .calibration import calibrate
+    from .calibration.plots import ir_drop_map, parity_plot
+    from .circuit.netlist import write_netlist
+    from .circuit.tile import TileSpec
+    from .devices.commands import plot_iv, rms_difference_pct, run_forms
+    from .devices.vteam import SineDrive, get_parameter_set
+    from .spice.solve import solve_tile
+    from .surrogate.tile_model import TileSurrogate
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict = {"outputs": {}}
+
+    t = _step(1, "VTEAM memristor (pt_hf_ti): numpy reference, ngspice behavioural, Verilog-A in VACASK")
+    params = get_parameter_set("pt_hf_ti")
+    drive = SineDrive(1.0, 0.5)
+    forms = run_forms(params, drive, 2.0, params.x_on_m, ["ngspice", "vacask"])
+    plot_iv(forms, params, "pt_hf_ti", drive, out_dir / "vteam_iv.png")
+    t_ref, _, i_ref, _ = forms["reference"]
+    dev = {f: rms_difference_pct(t_ref, i_ref, forms[f][0], forms[f][2]) for f in ("ngspice", "vacask")}
+    summary["device_rms_pct_of_peak"] = dev
+    summary["outputs"]["hysteresis"] = str(out_dir / "vteam_iv.png")
+    print(f"    I(t) vs reference: ngspice {dev['ngspice']:.3g} %, VACASK {dev['vacask']:.3g} % RMS of peak "
+          f"({time.perf_counter() - t:.1f} s)")
+
+    t = _step(2, "32x32 1T1R tile with 1 Ω wire segments: emit, solve in ngspice, compare the surrogate")
+    spec = TileSpec(rows=32, cols=32, cell="1t1r")
+    rng = np.random.default_rng(0)
+    g = rng.uniform(1 / params.r_off_ohm, 1 / params.r_on_ohm, (32, 32))
+    v = rng.uniform(0, 0.2, 32)
+    cir = write_netlist(out_dir / "tile_32x32_1t1r.cir", spec, g, v)
+    ref = solve_tile(spec, g, v, backend="ngspice")
+    if not ref.ok:
+        raise RuntimeError(f"ngspice failed on the demo tile: {ref.error}")
+    tile = {}
+    for mode in ("ideal", "linear", "nonlinear"):
+        out = TileSurrogate(spec, g, mode).read(v)
+        tile[mode] = float(np.max(np.abs(out - ref.sense_currents_a)) / np.max(np.abs(ref.sense_currents_a)))
+    summary["tile_rel_max_error"] = tile
+    summary["outputs"]["netlist"] = str(cir)
+    print(f"    netlist {cir} (run it by hand: ngspice -b {cir})")
+    print(f"    ngspice {ref.simulator_version}: {ref.seconds:.2f} s; surrogate max rel. error: "
+          + ", ".join(f"{m} {e:.3g}" for m, e in tile.items()) + f" ({time.perf_counter() - t:.1f} s)")
+
+    t = _step(3, "short calibration of the surrogate against ngspice (32x32 1T1R, 6 tiles x 4 reads)")
+    cal, arrays = calibrate(spec, n_tiles=6, reads_per_tile=4, seed=1, backend="ngspice",
+                            out=out_dir / "calibration.h5")
+    parity_plot(cal, arrays, out_dir / "calibration_parity.png")
+    ir_drop_map(cal, arrays, out_dir / "calibration_irdrop.png")
+    summary["calibration"] = cal.summary()
+    summary["outputs"]["parity"] = str(out_dir / "calibration_parity.png")
+    summary["outputs"]["ir_drop"] = str(out_dir / "calibration_irdrop.png")
+    print(f"    fitted selector g_sel = {cal.g_sel_s:.4g} S; held-out RMS error: "
+          + ", ".join(f"{m} {100 * e['rel_rms']:.3g} %" for m, e in cal.errors.items())
+          + f" ({time.perf_counter() - t:.1f} s)")
+
+    t = _step(4, "MNIST inference with the calibrated surrogate (64x64 1T1R tiles, 8-bit ADC, MIV 9 V)")
+    root = find_data_root(data)
+    summary["inference"] = _demo_inference(root, cal, limit, out_dir)
+    inf = summary["inference"]
+    summary["outputs"]["accuracy"] = inf.get("plot")
+    print(f"    {inf['images']} images ({inf['dataset']}): digital {inf['digital_accuracy']:.2f} %, "
+          f"memristive {inf['accuracy']:.2f} % in {inf['seconds']:.1f} s ({time.perf_counter() - t:.1f} s)")
+
+    _step(5, "summary")
+    rows = [
+        ("VTEAM ngspice vs reference", f"{dev['ngspice']:.3g} % RMS of peak"),
+        ("VTEAM Verilog-A/VACASK vs reference", f"{dev['vacask']:.3g} % RMS of peak"),
+        ("32x32 1T1R tile: ideal vs ngspice", f"{100 * tile['ideal']:.3g} % max"),
+        ("32x32 1T1R tile: linear vs ngspice", f"{100 * tile['linear']:.3g} % max"),
+        ("32x32 1T1R tile: nonlinear vs ngspice", f"{100 * tile['nonlinear']:.3g} % max"),
+        ("calibrated linear, held out", f"{100 * cal.errors['linear']['rel_rms']:.3g} % RMS"),
+        ("MNIST digital", f"{inf['digital_accuracy']:.2f} % ({inf['images']} images)"),
+        ("MNIST memristive (linear mode)", f"{inf['accuracy']:.2f} % in {inf['seconds']:.1f} s"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    print("\n".join(f"    {a:<{w}}  {b}" for a, b in rows))
+    print("    plots: " + ", ".join(str(p) for p in summary["outputs"].values() if p))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _demo_inference(root: Path | None, cal, limit: int | None, out_dir: Path) -> dict:
+    from .nn.demo_inference import infer_demo
+
+    return infer_demo(root, g_sel_s=cal.g_sel_s, limit=limit, plot=out_dir / "mnist_accuracy.png")
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    run_demo(Path(args.out), args.data, args.limit)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the end-to-end demo (device, tile vs ngspice, calibration, MNIST)",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="out/demo", help="output directory (PNG, netlist, HDF5, JSON)")
+    p.add_argument("--data", help="dataset root in torchvision's layout (MNIST/raw/...)")
+    p.add_argument("--limit", type=int, help="at most this many test images")
+    p.set_defaults(func=_cmd_demo)
