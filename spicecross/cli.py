@@ -27,6 +27,14 @@ class UserError(Exception):
     """An error caused by the user's input or environment: printed as one line, exit 2."""
 
 
+def _expected_runtime_errors() -> tuple[type[Exception], ...]:
+    """Failures of the outside world (simulator missing or failing, no convergence): one line."""
+    from .spice.simulators import SimulationError, SimulatorMissing
+    from .surrogate.tile_model import ConvergenceError
+
+    return (SimulationError, SimulatorMissing, ConvergenceError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spicecross", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="<command>")
@@ -41,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except (UserError, ValueError, FileNotFoundError, *_expected_runtime_errors()) as exc:
         print(f"spicecross {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -70,3 +70,13 @@ def test_cli_calibrate_then_surrogate(tmp_path):
     assert r.returncode == 2 and "exact" in r.stderr
     r = run("surrogate", "--conductances", "G.npy", "--inputs", "V.npy", "--calibration", "G.npy", cwd=tmp_path)
     assert r.returncode == 2 and "G.npy" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_64x64_1t1r_calibration_with_vacask():
+    spec = TileSpec.uniform_wires(64, 64, 1.0, cell="1t1r")
+    cal, _ = calibrate(spec, n_tiles=5, reads_per_tile=3, v_read_max_v=0.2, seed=64,
+                       backend="vacask", progress=False)
+    assert cal.errors["linear"]["rel_rms"] <= 0.01
+    assert cal.errors["nonlinear"]["rel_rms"] < 1e-6
+    assert cal.provenance["simulator_version"].startswith("vacask")

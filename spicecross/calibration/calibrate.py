@@ -22,6 +22,7 @@ import torch
 from scipy.optimize import minimize_scalar
 
 from ..circuit.tile import TileSpec
+from ..spice.simulators import SimulationError
 from ..spice.solve import solve_many
 from ..store import atomic_h5, provenance, read_attrs, write_group
 from ..surrogate.tile_model import TileSurrogate, effective_cell_conductance
@@ -91,7 +92,7 @@ def calibrate(spec: TileSpec, n_tiles: int = 12, reads_per_tile: int = 8, v_read
                          desc=f"SPICE {spec.rows}x{spec.cols} {spec.cell}")
     failed = [r for r in results if not r.ok]
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(results)} SPICE solves failed; first: {failed[0].error}")
+        raise SimulationError(f"{len(failed)} of {len(results)} SPICE solves failed; first: {failed[0].error}")
     spice_s = time.perf_counter() - t0
     ref = np.array([r.sense_currents_a for r in results]).reshape(n_tiles, reads_per_tile, spec.cols)
     n_hold = max(1, int(round(holdout * n_tiles)))
