@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "spicecross.demo",
     "spicecross.nn.commands",
     "spicecross.devices.commands",
+    "spicecross.nn.infer_commands",
+    "spicecross.experiments.commands",
 ]
 
 
