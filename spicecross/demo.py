@@ -78,7 +78,8 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
     summary["tile_rel_max_error"] = tile
     summary["outputs"]["netlist"] = str(cir)
     print(f"    netlist {cir} (run it by hand: ngspice -b {cir})")
-    print(f"    ngspice {ref.simulator_version}: {ref.seconds:.2f} s; surrogate max rel. error: "
+    took = "from the solve cache" if ref.cached else f"{ref.seconds:.2f} s"
+    print(f"    ngspice {ref.simulator_version}: {took}; surrogate max rel. error: "
           + ", ".join(f"{m} {e:.3g}" for m, e in tile.items()) + f" ({time.perf_counter() - t:.1f} s)")
 
     t = _step(3, "short calibration of the surrogate against ngspice (32x32 1T1R, 6 tiles x 4 reads)")
