@@ -23,7 +23,7 @@ from .simulators import (SimulationError, ngspice_version, run_ngspice, run_vaca
                          vacask_version)
 
 BACKENDS = ("auto", "ngspice", "vacask")
-AUTO_NGSPICE_MAX_CELLS = 32 * 32
+AUTO_NGSPICE_MAX_CELLS = 12 * 12
 
 _SENSE_NG = re.compile(r"^i\(vsense(\d+)\)$")
 _SENSE_VA = re.compile(r"^vsense(\d+):flow\(br\)$")

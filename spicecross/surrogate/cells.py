@@ -67,13 +67,13 @@ def cell_currents_1t1r(spec: TileSpec, g_dev_s: np.ndarray, v_wl: np.ndarray, v_
         step = -f / np.where(df != 0, df, -1e-30)
         lo = np.where(f > 0, m, lo)
         hi = np.where(f < 0, m, hi)
-        m_new = m + step
-        bad = (m_new <= lo) | (m_new >= hi)
-        m_new = np.where(bad, 0.5 * (lo + hi), m_new)
-        done = np.max(np.abs(f)) < tol_a
-        m = m_new
-        if done:
+        if np.max(np.abs(f)) < tol_a:
             break
+        m_new = m + step
+        # a step leaving the bracket falls back to bisection; a converged step (which lands on
+        # the bracket end just set to m) is kept
+        bad = (m_new < lo) | (m_new > hi)
+        m = np.where(bad, 0.5 * (lo + hi), m_new)
     i_t, di_dm, di_db = nmos_level1_id(sel, vg, m, b)
     # implicit derivatives: g(a - m) = I(m, b)  →  dm/da = g/(g + I_m), dm/db = -I_b/(g + I_m)
     den = g + di_dm
