@@ -299,18 +299,17 @@ def apply_endurance(g_s: np.ndarray, cycles: float, params: EnduranceParams, r_o
     r = 1.0 / g
     r_c = 0.5 * (r_on_ohm + r_off_ohm)
     out = r.copy()
-    for p, is_lrs, stable in ((params.p_lrs, r < r_c, params.stable_lrs_ohm or r_on_ohm),
-                              (params.p_hrs, r > r_c, params.stable_hrs_ohm or r_off_ohm)):
+    for p, sel, stable, lrs in ((params.p_lrs, r < r_c, params.stable_lrs_ohm or r_on_ohm, True),
+                                (params.p_hrs, r > r_c, params.stable_hrs_ohm or r_off_ohm, False)):
         x_th = params.threshold_cycles(p, temperature_k)
-        if not cycles > x_th or not np.any(is_lrs):
+        if not cycles > x_th or not np.any(sel):
             continue
         if params.mode == "sudden":
-            out[is_lrs] = stable
+            out[sel] = stable
         else:
-            factor = (cycles / x_th) ** params.exponent(p, temperature_k)
-            moved = r[is_lrs] * factor
+            moved = r[sel] * (cycles / x_th) ** params.exponent(p, temperature_k)
             # the model converges towards R_c; do not let it cross
-            out[is_lrs] = np.minimum(moved, r_c) if factor > 1 else np.maximum(moved, r_c)
+            out[sel] = np.minimum(moved, r_c) if lrs else np.maximum(moved, r_c)
     return 1.0 / out
 
 

@@ -1,0 +1,299 @@
+"""Network inference on crossbar tiles: mapping, modes, converters, non-idealities, CLI."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spicecross.circuit.tile import TileSpec
+from spicecross.nn import nonidealities as ni
+from spicecross.nn.analog import (AnalogConfig, AnalogConv2d, AnalogLinear, analog_layers,
+                                  calibrate_model, compensate_ir_drop, parse_tile, patch_model)
+from spicecross.nn.inference import load_eval_data, load_network, run_analog
+from spicecross.nn.nonidealities import NonIdealityConfig
+from spicecross.surrogate.transfer import transfer_matrices
+
+# ideal converters and wires: what is left is the mapping itself
+EXACT = dict(dac_bits=None, adc_bits=None, r_wire_ohm=0.0, ir_compensation=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_data_env(monkeypatch):
+    monkeypatch.delenv("SPICECROSS_DATA", raising=False)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """The shipped MNIST network and 300 images of the bundled sample (+ calibration images)."""
+    data = load_eval_data("mnist", None, 300, calibration_images=128)
+    return load_network("mnist"), data
+
+
+def _small_linear(in_f=40, out_f=24, seed=0):
+    torch.manual_seed(seed)
+    lin = nn.Linear(in_f, out_f).double()
+    return nn.Sequential(lin)
+
+
+# ---------------------------------------------------------------- mapping and linear mode
+def test_linear_mode_equals_per_tile_transfer_computation():
+    """40→24 Linear on 16×16 tiles (3×2 tiles, neither dimension divides): the layer output is
+    Σ_row-tiles (T⁺ − T⁻)·v, scaled back by the known inverse of the mapping, plus bias."""
+    model = _small_linear()
+    cfg = AnalogConfig(tile_rows=16, tile_cols=16, r_wire_ohm=0.7, mode="linear",
+                       dac_bits=None, adc_bits=None, max_input_voltage_v=0.3)
+    x = torch.randn(5, 40, dtype=torch.float64)
+    pm = patch_model(model, cfg, x)
+    layer = pm[0]
+    assert isinstance(layer, AnalogLinear)
+    assert (layer.n_row_tiles, layer.n_col_tiles) == (3, 2)
+    spec = cfg.tile_spec()
+    v = (x / layer.x_fs).clamp(-1, 1) * 0.3                      # DAC without quantization
+    expected = torch.zeros(5, 24, dtype=torch.float64)
+    for r in range(3):
+        vt = torch.zeros(5, 16, dtype=torch.float64)
+        rows = layer.tile_rows_of(r)
+        vt[:, :rows.stop - rows.start] = v[:, rows]
+        for c in range(2):
+            gp, gm = layer.tile_device_conductances(r, c)
+            Tp, Tm = transfer_matrices(spec, gp), transfer_matrices(spec, gm)
+            cur = vt @ (Tp - Tm).T
+            cols = slice(16 * c, min(16 * c + 16, 24))
+            expected[:, cols] += cur[:, :cols.stop - cols.start]
+    span = layer.g_hi - layer.g_lo
+    expected = expected * (layer.x_fs / 0.3) * (layer.w_max / span) + model[0].bias
+    got = pm(x)
+    assert torch.allclose(got, expected, rtol=1e-9, atol=1e-12)
+    # the wires matter: without them the result is visibly different
+    ideal = patch_model(model, cfg.with_(mode="ideal"), x)(x)
+    assert (ideal - got).abs().max() > 1e-3 * got.abs().max()
+
+
+def test_ideal_mapping_is_exact_inverse_and_conv_too():
+    """With ideal converters and wires, a patched model equals the digital one: the scaling back
+    is the known inverse of the mapping (no fitted correction)."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1, stride=2, bias=True), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(5 * 4 * 4, 7)).double()
+    x = torch.randn(6, 3, 8, 8, dtype=torch.float64)
+    for cell in ("0t1r", "1t1r"):
+        pm = patch_model(model, AnalogConfig(tile_rows=8, tile_cols=4, mode="linear", cell=cell,
+                                             **EXACT), x)
+        assert isinstance(pm[0], AnalogConv2d) and isinstance(pm[3], AnalogLinear)
+        assert torch.allclose(pm(x), model(x), rtol=1e-10, atol=1e-10)
+    # the user's model is untouched
+    assert isinstance(model[0], nn.Conv2d)
+
+
+def test_double_column_arrays_are_positive_and_differential():
+    model = _small_linear(20, 12)
+    cfg = AnalogConfig(tile_rows=8, tile_cols=8, r_wire_ohm=0.5, dac_bits=None, adc_bits=None,
+                       max_input_voltage_v=0.2)
+    x = torch.rand(4, 20, dtype=torch.float64)
+    layer = patch_model(model, cfg, x)[0]
+    w = model[0].weight.detach().numpy().T
+    g_lo, g_hi = 1 / 2500, 1 / 100
+    for r in range(layer.n_row_tiles):
+        for c in range(layer.n_col_tiles):
+            gp, gm = layer.tile_device_conductances(r, c)
+            assert gp.min() >= g_lo * (1 - 1e-12) and gm.min() >= g_lo * (1 - 1e-12)
+            assert gp.max() <= g_hi * (1 + 1e-12) and gm.max() <= g_hi * (1 + 1e-12)
+            ip, im = layer.read_tile(r, c, np.full((2, 8), 0.1))
+            assert (ip > 0).all() and (im > 0).all()
+    gp, gm = layer.tile_device_conductances(0, 0)
+    diff = (gp - gm)[:8, :8]
+    ratio = diff / w[:8, :8]
+    assert np.allclose(ratio, ratio.flat[0], rtol=1e-9)     # G⁺ − G⁻ ∝ W
+    assert ((gp == g_lo) | (gm == g_lo)).all()              # one of each pair at g_lo
+
+
+def test_1t1r_selector_aware_mapping_programs_inverse_series():
+    model = _small_linear(16, 8)
+    x = torch.rand(4, 16, dtype=torch.float64)
+    cfg = AnalogConfig(tile_rows=16, tile_cols=8, cell="1t1r", mode="ideal", dac_bits=None,
+                       adc_bits=None)
+    layer = patch_model(model, cfg, x)[0]
+    g_sel = cfg.g_sel
+    gp, _ = layer.tile_device_conductances(0, 0)
+    cell = gp * g_sel / (gp + g_sel)
+    w = model[0].weight.detach().numpy().T
+    pos = w > 0
+    # the effective cell conductance, not the device's, is linear in W
+    slope = (cell[pos] - layer.g_lo) / w[pos]
+    assert np.allclose(slope, slope[0], rtol=1e-9)
+    assert gp.max() <= 1 / 100 * (1 + 1e-12)
+    naive = patch_model(model, cfg.with_(selector_aware=False), x)
+    assert not torch.allclose(naive(x), model(x), rtol=1e-3)   # the selector distorts weights
+    assert torch.allclose(patch_model(model, cfg, x)(x), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_ir_compensation_makes_the_transfer_ideal():
+    spec = TileSpec.uniform_wires(16, 16, 0.5)
+    rng = np.random.default_rng(0)
+    target = 1 / 2500 + 0.3 * (1 / 100 - 1 / 2500) * rng.random((2, 16, 16))
+    g, resid = compensate_ir_drop(spec, target, 1 / 2500, 1 / 100)
+    assert resid < 1e-4
+    T = transfer_matrices(spec, g).transpose(-1, -2).numpy()
+    assert np.abs(T - target).max() / target.max() < 1e-4
+    raw = transfer_matrices(spec, target).transpose(-1, -2).numpy()
+    assert np.abs(raw - target).max() / target.max() > 0.05
+
+
+# ---------------------------------------------------------------- converters, states, faults
+def _acc(model, data, cfg):
+    return run_analog(model, cfg, data, batch_size=300)["accuracy"]
+
+
+def test_conductance_states_visibly_act(mnist):
+    """MemTorch's issue #140: changing the number of states did not change accuracy."""
+    model, data = mnist
+    base = AnalogConfig(mode="ideal", r_wire_ohm=0.0)
+    a2 = _acc(model, data, base.with_(conductance_states=2))
+    a256 = _acc(model, data, base.with_(conductance_states=256))
+    assert a256 > 95.0
+    assert a2 < a256 - 5.0
+    pm = patch_model(model, base.with_(conductance_states=2), data.calibration)
+    for _, layer in analog_layers(pm):
+        assert len(np.unique(np.round(layer.g_dev, 12))) <= 2
+    x = data.test.tensors[0][:20]
+    with torch.no_grad():
+        assert not torch.allclose(pm(x), patch_model(model, base.with_(conductance_states=256),
+                                                     data.calibration)(x))
+
+
+def test_low_resolution_adc_loses_accuracy(mnist):
+    model, data = mnist
+    base = AnalogConfig(mode="ideal", r_wire_ohm=0.0)
+    a8 = _acc(model, data, base.with_(adc_bits=8))
+    a3 = _acc(model, data, base.with_(adc_bits=3))
+    digital = run_analog(model, AnalogConfig(mode="ideal", **EXACT), data)["accuracy"]
+    assert a8 >= digital - 1.0
+    assert a3 < a8 - 3.0
+
+
+def test_stuck_at_lrs_hurts_more_than_hrs(mnist):
+    model, data = mnist
+    base = AnalogConfig(mode="ideal", r_wire_ohm=0.0)
+    hrs = _acc(model, data, base.with_(stuck_hrs_p=0.05))
+    lrs = _acc(model, data, base.with_(stuck_lrs_p=0.05))
+    assert hrs > lrs + 10.0
+
+
+def test_seeded_reproducibility(mnist):
+    model, data = mnist
+    x = data.test.tensors[0][:30]
+    cfg = AnalogConfig(mode="ideal", r_wire_ohm=0.0, seed=7).with_(
+        sigma_r_on_ohm=25.0, sigma_r_off_ohm=50.0, stuck_hrs_p=0.02, stuck_lrs_p=0.01)
+    outs = []
+    for c in (cfg, cfg, cfg.with_(seed=8)):
+        with torch.no_grad():
+            outs.append(patch_model(model, c, data.calibration)(x))
+    assert torch.equal(outs[0], outs[1])
+    assert not torch.equal(outs[0], outs[2])
+
+
+def test_nonideality_models():
+    g = np.array([1 / 100, 1 / 300, 1 / 2000, 1 / 2500])
+    # sudden (MemTorch tutorial): threshold 1 cycle, LRS → 100 Ω, HRS → 1000 Ω
+    sud = ni.ENDURANCE_MODELS["memtorch_tutorial_sudden"]
+    out = ni.apply_endurance(g, 1e4, sud, 100.0, 2500.0)
+    assert np.allclose(1 / out, [100, 100, 1000, 1000])
+    assert np.allclose(ni.apply_endurance(g, 1.0, sud, 100.0, 2500.0), g)
+    # gradual (Lammie 2021 fit): threshold 10^4 cycles, R·(x/x_th)^(p3·p1·s), capped at R_c
+    grad = ni.ENDURANCE_MODELS["lammie2021_gradual"]
+    assert grad.threshold_cycles(grad.p_lrs, 300.0) == pytest.approx(1e4)
+    assert np.allclose(ni.apply_endurance(g, 1e4, grad, 100.0, 2500.0), g)
+    out = 1 / ni.apply_endurance(g, 1e6, grad, 100.0, 2500.0)
+    k_lrs = grad.p_lrs[3] * grad.p_lrs[1] * 10
+    assert out[0] == pytest.approx(100 * 100 ** k_lrs)
+    assert out[3] < 2500 and out[3] >= 1300
+    # retention drift
+    assert np.allclose(ni.apply_retention(g, 1e4, 0.1, 1.0), g * 1e4 ** -0.1)
+    assert np.allclose(ni.apply_retention(g, 0.5, 0.1, 1.0), g)
+    # states
+    q = ni.quantize_states(np.linspace(1 / 2500, 1 / 100, 50), 1 / 2500, 1 / 100, 3)
+    assert len(np.unique(np.round(q, 12))) == 3
+    with pytest.raises(ValueError, match="states"):
+        ni.quantize_states(q, 1 / 2500, 1 / 100, 1)
+    # variability: σ = 0 is the identity, σ > 0 moves every level
+    rng = np.random.default_rng(0)
+    w0 = ni.sample_device_windows(g.shape, 100, 2500, 0, 0, rng)
+    assert np.allclose(ni.apply_variability(g, w0), g)
+    w1 = ni.sample_device_windows(g.shape, 100, 2500, 25, 50, rng)
+    assert not np.allclose(ni.apply_variability(g, w1), g)
+    with pytest.raises(ValueError, match="stuck"):
+        NonIdealityConfig(stuck_hrs_p=0.7, stuck_lrs_p=0.5)
+
+
+def test_config_json_roundtrip_and_checks():
+    cfg = AnalogConfig(tile_rows=128, tile_cols=64, cell="1t1r", g_sel_s=4e-3).with_(
+        sigma_r_on_ohm=10.0, retention_s=100.0)
+    again = AnalogConfig.from_json(cfg.to_json())
+    assert again == cfg
+    assert json.loads(cfg.to_json())["nonideal"]["sigma_r_on_ohm"] == 10.0
+    for bad in (dict(adc_bits=0), dict(tile_rows=0), dict(mode="fast"), dict(r_wire_ohm=-1.0),
+                dict(conductance_states=1), dict(max_input_voltage_v=0.0)):
+        with pytest.raises(ValueError):
+            AnalogConfig(**bad)
+    assert parse_tile("64x32") == (64, 32)
+    with pytest.raises(ValueError, match="64y64"):
+        parse_tile("64y64")
+
+
+# ---------------------------------------------------------------- SPICE fidelity
+def test_patched_tile_against_ngspice():
+    """One tile of a patched layer, solved by ngspice: 0T1R linear mode within 1e-6; 1T1R
+    nonlinear mode within the nonlinear surrogate's tolerance (1e-6 as in test_surrogate)."""
+    from spicecross.spice.solve import solve_tile
+
+    model = _small_linear(16, 16, seed=3)
+    x = torch.rand(3, 16, dtype=torch.float64)
+    for cell, mode in (("0t1r", "linear"), ("1t1r", "nonlinear")):
+        cfg = AnalogConfig(tile_rows=16, tile_cols=16, cell=cell, mode=mode, r_wire_ohm=1.0,
+                           max_input_voltage_v=0.2, dac_bits=8, adc_bits=8)
+        layer = patch_model(model, cfg, x)[0]
+        v = layer._dac(x[:1]).numpy()[0]
+        for s, g in enumerate(layer.tile_device_conductances(0, 0)):
+            ref = solve_tile(cfg.tile_spec(), g, v, backend="ngspice", cache_dir=None)
+            assert ref.ok, ref.error
+            got = layer.read_tile(0, 0, v[None])[s][0]
+            err = np.abs(got - ref.sense_currents_a).max() / np.abs(ref.sense_currents_a).max()
+            assert err < 1e-6, (cell, s, err)
+
+
+# ---------------------------------------------------------------- CLI
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "spicecross.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_infer_json_runs():
+    r = _cli("infer", "--model", "mnist", "--limit", "200", "--tile", "64x64", "--adc-bits", "8",
+             "--miv", "9", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {"accuracy", "digital_accuracy", "seconds", "images"} <= set(out)
+    assert out["images"] == 200
+    assert out["accuracy"] >= out["digital_accuracy"] - 3.0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--tile", "64y64"], "64y64"),
+    (["--adc-bits", "0"], "--adc-bits '0'"),
+    (["--miv", "-1"], "--miv '-1'"),
+    (["--stuck-lrs", "1.5"], "--stuck-lrs '1.5'"),
+    (["--cell", "2t2r"], "2t2r"),
+    (["--model", "cifar10"], "weights"),
+])
+def test_cli_bad_input_one_line(args, needle, capsys):
+    from spicecross.cli import main
+
+    assert main(["infer", "--limit", "10", *args, "--json"]) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], err
