@@ -4,7 +4,13 @@ stopped without redoing finished points.
 
 Presets (grids like the paper's):
 
-* ``max-input-voltage``: MIV 1, 2, …, 9 V;
+* ``max-input-voltage``: MIV 1, 2, …, 9 V. In the ``ideal`` and ``linear`` modes the read is a
+  linear network and the scaling back is the known inverse, so accuracy does not depend on MIV
+  (the seed paper's MIV dependence comes from MemTorch's per-batch input rescaling and its
+  output clamp at ``max(G)·MIV``); what MIV does change physically is recorded per point as
+  ``read_disturb_fraction`` — the share of word-line reads above the device's switching
+  threshold (0.5 V for Pt/Hf/Ti), reads a real array would not survive unchanged — and, in the
+  (slow) ``nonlinear`` 1T1R mode, the selector's saturation;
 * ``tile-adc``: tiles 64×64, 128×128, 256×256 × ADC 2…8 bits;
 * ``variability-states``: σ of R_on and R_off 0, 10, 25, 50, 100 Ω × 2, 4, 8, 16, 32, 64, 128,
   256 conductance states;
@@ -195,6 +201,7 @@ def _point_attrs(pt: SweepPoint, cfg: AnalogConfig, res: dict[str, Any]) -> dict
         "device_source": dev.source, "accuracy": float(res["accuracy"]),
         "seconds": float(res["seconds"]), "program_seconds": float(res["program_seconds"]),
         "images": int(res["images"]),
+        "read_disturb_fraction": float(res["read_disturb_fraction"]),
         "headroom": json.dumps(res["headroom"]),
         "compensation_residual": json.dumps(res["compensation_residual"]),
     }
@@ -219,12 +226,22 @@ def plot_sweep(path: str | Path, png: str | Path) -> Path:
     digital = float(root["digital_accuracy"])
     rows = [(json.loads(a["overrides"]) if isinstance(a["overrides"], str) else a["overrides"],
              float(a["accuracy"])) for a in pts.values()]
+    disturb = {json.dumps(json.loads(a["overrides"]) if isinstance(a["overrides"], str)
+                          else a["overrides"], sort_keys=True): float(a.get("read_disturb_fraction", 0.0))
+               for a in pts.values()}
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     title = f"{root['model']}: {preset} ({root['images']} images)"
     if preset == "max-input-voltage":
         xs = sorted((o["max_input_voltage_v"], acc) for o, acc in rows)
         ax.plot([x for x, _ in xs], [a for _, a in xs], "o-", label="memristive")
         ax.set_xlabel("max input voltage (V)")
+        ax2 = ax.twinx()
+        ds = sorted((o["max_input_voltage_v"], 100 * disturb[json.dumps(o, sort_keys=True)])
+                    for o, _ in rows)
+        ax2.plot([x for x, _ in ds], [d for _, d in ds], "r^--", label="reads above threshold")
+        ax2.set_ylabel("word-line reads above the switching threshold (%)", color="r", fontsize=8)
+        ax2.set_ylim(0, 100)
+        ax2.legend(fontsize=8, loc="lower right")
     elif preset == "tile-adc":
         for n in sorted({o["tile_rows"] for o, _ in rows}):
             xs = sorted((o["adc_bits"], acc) for o, acc in rows if o["tile_rows"] == n)

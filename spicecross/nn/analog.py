@@ -407,6 +407,7 @@ class _AnalogLayer(nn.Module):
         self.g_dev = g_dev
         self.x_fs = None
         self.signed = True
+        self.read_disturb_fraction = 0.0
         self._adc_range: Tensor | None = None
         self._calibrating = False
         self._calib_ranges: list[Tensor] = []
@@ -491,7 +492,13 @@ class _AnalogLayer(nn.Module):
             self.x_fs = float(x.detach().abs().max()) or 1.0
             self.signed = bool((x < 0).any())
         dac = DAC(self.config.max_input_voltage_v, self.config.dac_bits)
-        return dac(x, self.x_fs, self.signed)
+        v = dac(x, self.x_fs, self.signed)
+        if self._calibrating:
+            # share of word-line reads whose voltage exceeds the device's switching threshold
+            # (an upper bound on the cell voltage): reads that would disturb a real array
+            p = self.config.device_params()
+            self.read_disturb_fraction = float((v.abs() > min(p.v_off_v, -p.v_on_v)).float().mean())
+        return v
 
     @property
     def scale(self) -> float:

@@ -96,6 +96,9 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
                       help="program the plain linear mapping (IR drop uncorrected)")
     p.add_argument("--selector-naive", action="store_true",
                    help="1T1R: map weights onto the device conductance, ignoring the selector (MemTorch's way)")
+    p.add_argument("--calibration-images", default=None, metavar="N",
+                   help="images that set the DAC/ADC ranges (default 256; the nonlinear mode "
+                        "reads every one of them through the slow per-tile solver)")
     p.add_argument("--seed", default="0", metavar="S", help="random seed (default 0)")
     p.add_argument("--limit", default=None, metavar="N", help="evaluate only the first N test images")
     p.add_argument("--batch-size", default="500", metavar="N", help="images per batch (default 500)")
@@ -131,6 +134,9 @@ def config_from_args(args: argparse.Namespace):
         kw["adc_overflow_pct"] = v
     kw["conductance_states"] = _int(args, "--states", 2, 1 << 20)
     kw["seed"] = _int(args, "--seed", 0)
+    n_cal = _int(args, "--calibration-images", 1)
+    if n_cal is not None:
+        kw["calibration_images"] = n_cal
     if args.compensate is not None:
         kw["ir_compensation"] = bool(args.compensate)
     if args.selector_naive:

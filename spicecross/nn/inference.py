@@ -120,6 +120,7 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
         "tiles": sum(2 * m.n_row_tiles * m.n_col_tiles for _, m in layers),
         "headroom": [m.headroom for _, m in layers],
         "compensation_residual": [m.compensation_residual for _, m in layers],
+        "read_disturb_fraction": max(m.read_disturb_fraction for _, m in layers),
     }
 
 
