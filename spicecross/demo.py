@@ -62,8 +62,9 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
     print(f"    I(t) vs reference: ngspice {dev['ngspice']:.3g} %, VACASK {dev['vacask']:.3g} % RMS of peak "
           f"({time.perf_counter() - t:.1f} s)")
 
-    t = _step(2, "32x32 1T1R tile with 1 Ω wire segments: emit, solve in ngspice, compare the surrogate")
     spec = TileSpec(rows=32, cols=32, cell="1t1r")
+    t = _step(2, f"32x32 1T1R tile with {spec.r_wire_wl_ohm:g} Ω wire segments (the default): emit, "
+                 "solve in ngspice, compare the surrogate")
     rng = np.random.default_rng(0)
     g = rng.uniform(1 / params.r_off_ohm, 1 / params.r_on_ohm, (32, 32))
     v = rng.uniform(0, 0.2, 32)

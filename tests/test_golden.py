@@ -22,7 +22,7 @@ def test_changed_wire_default_fails_readably(monkeypatch):
     assert not res.ok
     text = "\n".join(res.messages)
     assert "emitted netlist differs from netlists/golden/passive_16x16.cir: 256 lines differ" in text
-    assert "-Rwl0_1 wl_0_0 wl_0_1 1" in text and "+Rwl0_1 wl_0_0 wl_0_1 1.5" in text
+    assert "-Rwl0_1 wl_0_0 wl_0_1 0.1" in text and "+Rwl0_1 wl_0_0 wl_0_1 1.5" in text
 
 
 def test_normalisation_ignores_comments_and_float_noise():

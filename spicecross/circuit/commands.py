@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .netlist import write_netlist
-from .tile import SelectorSpec, TileSpec
+from .tile import DEFAULT_R_WIRE_OHM, SelectorSpec, TileSpec
 
 
 def add_tile_arguments(p: argparse.ArgumentParser, rows_required: bool = False) -> None:
@@ -15,8 +15,8 @@ def add_tile_arguments(p: argparse.ArgumentParser, rows_required: bool = False) 
     p.add_argument("--rows", type=int, required=rows_required, help="word lines (inputs)")
     p.add_argument("--cols", type=int, required=rows_required, help="bit lines (outputs)")
     p.add_argument("--cell", choices=["0t1r", "1t1r"], default="0t1r")
-    p.add_argument("--r-wire", type=float, default=1.0, metavar="OHMS",
-                   help="word- and bit-line segment resistance (Ω), default 1")
+    p.add_argument("--r-wire", type=float, default=DEFAULT_R_WIRE_OHM, metavar="OHMS",
+                   help=f"word- and bit-line segment resistance (Ω), default {DEFAULT_R_WIRE_OHM:g}")
     p.add_argument("--r-wire-wl", type=float, metavar="OHMS", help="word-line segment (Ω), overrides --r-wire")
     p.add_argument("--r-wire-bl", type=float, metavar="OHMS", help="bit-line segment (Ω), overrides --r-wire")
     p.add_argument("--r-driver", type=float, default=0.0, metavar="OHMS", help="input driver resistance (Ω)")

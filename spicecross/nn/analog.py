@@ -76,6 +76,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..circuit.tile import CELL_TYPES, TileSpec
+from ..circuit.tile import DEFAULT_R_WIRE_OHM as _TILE_DEFAULT_R_WIRE_OHM
 from ..surrogate.converters import ADC, DAC
 from ..surrogate.tile_model import MODES, TileSurrogate, effective_cell_conductance, series_conductance
 from ..surrogate.transfer import transfer_matrices
@@ -96,7 +97,7 @@ __all__ = [
 
 #: Default wire segment resistance (Ω) per cell pitch on word and bit lines; see
 #: BENCHMARKS_inference.md / the README for the measurement behind the choice.
-DEFAULT_R_WIRE_OHM = 0.1
+DEFAULT_R_WIRE_OHM = _TILE_DEFAULT_R_WIRE_OHM   # one default for tiles and networks
 
 #: Tile sizes of the seed paper's experiments.
 TILE_PRESETS: dict[str, tuple[int, int]] = {"64x64": (64, 64), "128x128": (128, 128),
