@@ -3,6 +3,7 @@ table behind the default ``r_wire_ohm``.
 
     .venv/bin/python benchmarks/inference.py --data ../shared/data            # speed (default)
     .venv/bin/python benchmarks/inference.py --data ../shared/data --wire-table
+    .venv/bin/python benchmarks/inference.py --data ../shared/data --compensate  # with IR-drop compensation
     .venv/bin/python benchmarks/inference.py --data ../shared/data --images 2000 --quick
 
 Speed: digital inference time of the shipped MNIST CNN and our time at 64×64, 128×128 and
@@ -65,7 +66,7 @@ def speed(args) -> None:
     model = load_network("mnist")
     data = load_eval_data("mnist", args.data, args.images)
     n = len(data.test.tensors[1])
-    base = AnalogConfig()
+    base = AnalogConfig(ir_compensation=args.compensate)
     print(f"\n## MNIST, {n} test images ({data.source}); batch {args.batch}")
     print(f"config: linear mode, {base.cell}, wires {base.r_wire_ohm:g} Ω, IR compensation "
           f"{base.ir_compensation}, ADC {base.adc_bits} bit, DAC {base.dac_bits} bit, MIV "
@@ -145,6 +146,8 @@ def main() -> None:
     ap.add_argument("--cifar-images", type=int, default=2000, help="synthetic CIFAR images (default 2000)")
     ap.add_argument("--batch", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="64x64 only")
+    ap.add_argument("--compensate", action="store_true",
+                    help="speed run with IR-drop compensation (programming cost, accuracy at 128/256)")
     ap.add_argument("--wire-table", action="store_true", help="the wire-resistance accuracy table")
     args = ap.parse_args()
     print(header("spicecross network inference" + (" — wire table" if args.wire_table else "")))

@@ -297,3 +297,34 @@ def test_cli_bad_input_one_line(args, needle, capsys):
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_cli_infer_cifar_with_weights(tmp_path, capsys):
+    """CIFAR models run when given a checkpoint (here random weights on synthetic CIFAR-shaped
+    files in torchvision's layout; the accuracy means nothing, the path is what is tested)."""
+    import pickle
+
+    from spicecross.cli import main
+    from spicecross.nn.models import build_model
+    from spicecross.nn.train import CHECKPOINT_FORMAT
+
+    rng = np.random.default_rng(0)
+    base = tmp_path / "data" / "cifar-10-batches-py"
+    base.mkdir(parents=True)
+    for fname in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(base / fname, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8),
+                         b"labels": [int(v) for v in rng.integers(0, 10, 40)]}, f)
+    torch.manual_seed(0)
+    net = build_model("cifar10")
+    ckpt = tmp_path / "c10.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": "cifar10", "seed": 0,
+                "state_dict": net.state_dict()}, ckpt)
+    assert main(["infer", "--model", "cifar10", "--weights", str(ckpt), "--data",
+                 str(tmp_path / "data"), "--limit", "20", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["images"] == 20 and 0 <= out["accuracy"] <= 100
+    # a checkpoint of another model is refused with one line
+    assert main(["infer", "--model", "cifar100", "--weights", str(ckpt), "--data",
+                 str(tmp_path / "data"), "--limit", "20", "--json"]) == 2
+    assert "cifar10" in capsys.readouterr().err
