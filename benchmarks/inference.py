@@ -34,7 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt_s, header, load_str, table  # noqa: E402
 
-from spicecross.nn.analog import AnalogConfig, analog_layers, patch_model  # noqa: E402
+from spicecross.nn.analog import analog_layers, patch_model  # noqa: E402
+from spicecross.surrogate.config import AnalogConfig  # noqa: E402
 from spicecross.nn.inference import (_accuracy, load_eval_data, load_network,  # noqa: E402
                                      synthetic_data)
 from spicecross.nn.models import build_model  # noqa: E402
@@ -58,7 +59,7 @@ def _analog_run(model, cfg: AnalogConfig, data, batch: int) -> dict:
     acc, secs = _accuracy(pm, data.test, batch)
     return {"acc": acc, "secs": secs, "prog": prog, "tbuild": _t_build_seconds(pm),
             "arrays": sum(2 * m.n_row_tiles * m.n_col_tiles for _, m in analog_layers(pm)),
-            "headroom": [m.headroom for _, m in analog_layers(pm)],
+            "headroom": [m.array.headroom for _, m in analog_layers(pm)],
             "warnings": len({str(w.message) for w in caught})}
 
 
@@ -125,7 +126,7 @@ def wire_table(args) -> None:
             if r_wire == 0.0 and kw.get("ir_compensation"):
                 row.append("(= no comp.)")
                 continue
-            cfg = AnalogConfig(tile_rows=64, tile_cols=64, r_wire_ohm=r_wire, mode="linear",
+            cfg = AnalogConfig.build(tile_rows=64, tile_cols=64, r_wire_ohm=r_wire, mode="linear",
                                adc_bits=8, dac_bits=8, max_input_voltage_v=9.0, **kw)
             res = _analog_run(model, cfg, data, args.batch)
             cell = f"{res['acc']:.2f}"

@@ -36,7 +36,8 @@ from _common import (PT_HF_TI_G_RANGE_S, R_WIRE_OHM, fmt_rate, fmt_s, header, lo
 from spicecross.circuit.tile import TileSpec  # noqa: E402
 from spicecross.spice.solve import solve_tile  # noqa: E402
 from spicecross.surrogate.network import sparse_transfer_matrix  # noqa: E402
-from spicecross.surrogate.tile_model import TileSurrogate, effective_cell_conductance  # noqa: E402
+from spicecross.surrogate.mapping import effective_cell_conductance  # noqa: E402
+from spicecross.surrogate.tile_model import TileSurrogate  # noqa: E402
 from spicecross.surrogate.transfer import transfer_matrices  # noqa: E402
 
 T_TARGET_S = 0.050

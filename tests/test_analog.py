@@ -11,11 +11,13 @@ import torch
 from torch import nn
 
 from spicecross.circuit.tile import TileSpec
-from spicecross.nn import nonidealities as ni
-from spicecross.nn.analog import (AnalogConfig, AnalogConv2d, AnalogLinear, analog_layers,
-                                  calibrate_model, compensate_ir_drop, parse_tile, patch_model)
+from spicecross.nn.analog import AnalogConv2d, AnalogLinear, analog_layers, patch_model
+from spicecross.nn.tiles import parse_tile
 from spicecross.nn.inference import load_eval_data, load_network, run_analog
-from spicecross.nn.nonidealities import NonIdealityConfig
+from spicecross.surrogate import nonidealities as ni
+from spicecross.surrogate.compensation import compensate_ir_drop
+from spicecross.surrogate.config import AnalogConfig
+from spicecross.surrogate.nonidealities import NonIdealityConfig
 from spicecross.surrogate.transfer import transfer_matrices
 
 # ideal converters and wires: what is left is the mapping itself
@@ -45,7 +47,7 @@ def test_linear_mode_equals_per_tile_transfer_computation():
     """40→24 Linear on 16×16 tiles (3×2 tiles, neither dimension divides): the layer output is
     Σ_row-tiles (T⁺ − T⁻)·v, scaled back by the known inverse of the mapping, plus bias."""
     model = _small_linear()
-    cfg = AnalogConfig(tile_rows=16, tile_cols=16, r_wire_ohm=0.7, mode="linear",
+    cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, r_wire_ohm=0.7, mode="linear",
                        dac_bits=None, adc_bits=None, max_input_voltage_v=0.3)
     x = torch.randn(5, 40, dtype=torch.float64)
     pm = patch_model(model, cfg, x)
@@ -53,20 +55,20 @@ def test_linear_mode_equals_per_tile_transfer_computation():
     assert isinstance(layer, AnalogLinear)
     assert (layer.n_row_tiles, layer.n_col_tiles) == (3, 2)
     spec = cfg.tile_spec()
-    v = (x / layer.x_fs).clamp(-1, 1) * 0.3                      # DAC without quantization
+    v = (x / layer.calibration.x_fs).clamp(-1, 1) * 0.3                      # DAC without quantization
     expected = torch.zeros(5, 24, dtype=torch.float64)
     for r in range(3):
         vt = torch.zeros(5, 16, dtype=torch.float64)
-        rows = layer.tile_rows_of(r)
+        rows = layer.array.tile_rows_of(r)
         vt[:, :rows.stop - rows.start] = v[:, rows]
         for c in range(2):
-            gp, gm = layer.tile_device_conductances(r, c)
+            gp, gm = layer.array.tile_device_conductances(r, c)
             Tp, Tm = transfer_matrices(spec, gp), transfer_matrices(spec, gm)
             cur = vt @ (Tp - Tm).T
             cols = slice(16 * c, min(16 * c + 16, 24))
             expected[:, cols] += cur[:, :cols.stop - cols.start]
-    span = layer.g_hi - layer.g_lo
-    expected = expected * (layer.x_fs / 0.3) * (layer.w_max / span) + model[0].bias
+    span = layer.array.g_hi - layer.array.g_lo
+    expected = expected * (layer.calibration.x_fs / 0.3) * (layer.array.w_max / span) + model[0].bias
     got = pm(x)
     assert torch.allclose(got, expected, rtol=1e-9, atol=1e-12)
     # the wires matter: without them the result is visibly different
@@ -82,7 +84,7 @@ def test_ideal_mapping_is_exact_inverse_and_conv_too():
                           nn.Flatten(), nn.Linear(5 * 4 * 4, 7)).double()
     x = torch.randn(6, 3, 8, 8, dtype=torch.float64)
     for cell in ("0t1r", "1t1r"):
-        pm = patch_model(model, AnalogConfig(tile_rows=8, tile_cols=4, mode="linear", cell=cell,
+        pm = patch_model(model, AnalogConfig.build(tile_rows=8, tile_cols=4, mode="linear", cell=cell,
                                              **EXACT), x)
         assert isinstance(pm[0], AnalogConv2d) and isinstance(pm[3], AnalogLinear)
         assert torch.allclose(pm(x), model(x), rtol=1e-10, atol=1e-10)
@@ -92,7 +94,7 @@ def test_ideal_mapping_is_exact_inverse_and_conv_too():
 
 def test_double_column_arrays_are_positive_and_differential():
     model = _small_linear(20, 12)
-    cfg = AnalogConfig(tile_rows=8, tile_cols=8, r_wire_ohm=0.5, dac_bits=None, adc_bits=None,
+    cfg = AnalogConfig.build(tile_rows=8, tile_cols=8, r_wire_ohm=0.5, dac_bits=None, adc_bits=None,
                        max_input_voltage_v=0.2)
     x = torch.rand(4, 20, dtype=torch.float64)
     layer = patch_model(model, cfg, x)[0]
@@ -100,12 +102,12 @@ def test_double_column_arrays_are_positive_and_differential():
     g_lo, g_hi = 1 / 2500, 1 / 100
     for r in range(layer.n_row_tiles):
         for c in range(layer.n_col_tiles):
-            gp, gm = layer.tile_device_conductances(r, c)
+            gp, gm = layer.array.tile_device_conductances(r, c)
             assert gp.min() >= g_lo * (1 - 1e-12) and gm.min() >= g_lo * (1 - 1e-12)
             assert gp.max() <= g_hi * (1 + 1e-12) and gm.max() <= g_hi * (1 + 1e-12)
-            ip, im = layer.read_tile(r, c, np.full((2, 8), 0.1))
+            ip, im = layer.array.read_tile(r, c, np.full((2, 8), 0.1))
             assert (ip > 0).all() and (im > 0).all()
-    gp, gm = layer.tile_device_conductances(0, 0)
+    gp, gm = layer.array.tile_device_conductances(0, 0)
     diff = (gp - gm)[:8, :8]
     ratio = diff / w[:8, :8]
     assert np.allclose(ratio, ratio.flat[0], rtol=1e-9)     # G⁺ − G⁻ ∝ W
@@ -115,16 +117,16 @@ def test_double_column_arrays_are_positive_and_differential():
 def test_1t1r_selector_aware_mapping_programs_inverse_series():
     model = _small_linear(16, 8)
     x = torch.rand(4, 16, dtype=torch.float64)
-    cfg = AnalogConfig(tile_rows=16, tile_cols=8, cell="1t1r", mode="ideal", dac_bits=None,
+    cfg = AnalogConfig.build(tile_rows=16, tile_cols=8, cell="1t1r", mode="ideal", dac_bits=None,
                        adc_bits=None)
     layer = patch_model(model, cfg, x)[0]
     g_sel = cfg.g_sel
-    gp, _ = layer.tile_device_conductances(0, 0)
+    gp, _ = layer.array.tile_device_conductances(0, 0)
     cell = gp * g_sel / (gp + g_sel)
     w = model[0].weight.detach().numpy().T
     pos = w > 0
     # the effective cell conductance, not the device's, is linear in W
-    slope = (cell[pos] - layer.g_lo) / w[pos]
+    slope = (cell[pos] - layer.array.g_lo) / w[pos]
     assert np.allclose(slope, slope[0], rtol=1e-9)
     assert gp.max() <= 1 / 100 * (1 + 1e-12)
     naive = patch_model(model, cfg.with_(selector_aware=False), x)
@@ -152,14 +154,14 @@ def _acc(model, data, cfg):
 def test_conductance_states_visibly_act(mnist):
     """MemTorch's issue #140: changing the number of states did not change accuracy."""
     model, data = mnist
-    base = AnalogConfig(mode="ideal", r_wire_ohm=0.0)
+    base = AnalogConfig.build(mode="ideal", r_wire_ohm=0.0)
     a2 = _acc(model, data, base.with_(conductance_states=2))
     a256 = _acc(model, data, base.with_(conductance_states=256))
     assert a256 > 95.0
     assert a2 < a256 - 5.0
     pm = patch_model(model, base.with_(conductance_states=2), data.calibration)
     for _, layer in analog_layers(pm):
-        assert len(np.unique(np.round(layer.g_dev, 12))) <= 2
+        assert len(np.unique(np.round(layer.array.g_dev, 12))) <= 2
     x = data.test.tensors[0][:20]
     with torch.no_grad():
         assert not torch.allclose(pm(x), patch_model(model, base.with_(conductance_states=256),
@@ -168,17 +170,17 @@ def test_conductance_states_visibly_act(mnist):
 
 def test_low_resolution_adc_loses_accuracy(mnist):
     model, data = mnist
-    base = AnalogConfig(mode="ideal", r_wire_ohm=0.0)
+    base = AnalogConfig.build(mode="ideal", r_wire_ohm=0.0)
     a8 = _acc(model, data, base.with_(adc_bits=8))
     a3 = _acc(model, data, base.with_(adc_bits=3))
-    digital = run_analog(model, AnalogConfig(mode="ideal", **EXACT), data)["accuracy"]
+    digital = run_analog(model, AnalogConfig.build(mode="ideal", **EXACT), data)["accuracy"]
     assert a8 >= digital - 1.0
     assert a3 < a8 - 3.0
 
 
 def test_stuck_at_lrs_hurts_more_than_hrs(mnist):
     model, data = mnist
-    base = AnalogConfig(mode="ideal", r_wire_ohm=0.0)
+    base = AnalogConfig.build(mode="ideal", r_wire_ohm=0.0)
     hrs = _acc(model, data, base.with_(stuck_hrs_p=0.05))
     lrs = _acc(model, data, base.with_(stuck_lrs_p=0.05))
     assert hrs > lrs + 10.0
@@ -187,7 +189,7 @@ def test_stuck_at_lrs_hurts_more_than_hrs(mnist):
 def test_seeded_reproducibility(mnist):
     model, data = mnist
     x = data.test.tensors[0][:30]
-    cfg = AnalogConfig(mode="ideal", r_wire_ohm=0.0, seed=7).with_(
+    cfg = AnalogConfig.build(mode="ideal", r_wire_ohm=0.0, seed=7).with_(
         sigma_r_on_ohm=25.0, sigma_r_off_ohm=50.0, stuck_hrs_p=0.02, stuck_lrs_p=0.01)
     outs = []
     for c in (cfg, cfg, cfg.with_(seed=8)):
@@ -231,7 +233,7 @@ def test_nonideality_models():
 
 
 def test_config_json_roundtrip_and_checks():
-    cfg = AnalogConfig(tile_rows=128, tile_cols=64, cell="1t1r", g_sel_s=4e-3).with_(
+    cfg = AnalogConfig.build(tile_rows=128, tile_cols=64, cell="1t1r", g_sel_s=4e-3).with_(
         sigma_r_on_ohm=10.0, retention_s=100.0)
     again = AnalogConfig.from_json(cfg.to_json())
     assert again == cfg
@@ -239,7 +241,7 @@ def test_config_json_roundtrip_and_checks():
     for bad in (dict(adc_bits=0), dict(tile_rows=0), dict(mode="fast"), dict(r_wire_ohm=-1.0),
                 dict(conductance_states=1), dict(max_input_voltage_v=0.0)):
         with pytest.raises(ValueError):
-            AnalogConfig(**bad)
+            AnalogConfig.build(**bad)
     assert parse_tile("64x32") == (64, 32)
     with pytest.raises(ValueError, match="64y64"):
         parse_tile("64y64")
@@ -254,14 +256,14 @@ def test_patched_tile_against_ngspice():
     model = _small_linear(16, 16, seed=3)
     x = torch.rand(3, 16, dtype=torch.float64)
     for cell, mode in (("0t1r", "linear"), ("1t1r", "nonlinear")):
-        cfg = AnalogConfig(tile_rows=16, tile_cols=16, cell=cell, mode=mode, r_wire_ohm=1.0,
+        cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, cell=cell, mode=mode, r_wire_ohm=1.0,
                            max_input_voltage_v=0.2, dac_bits=8, adc_bits=8)
         layer = patch_model(model, cfg, x)[0]
-        v = layer._dac(x[:1]).numpy()[0]
-        for s, g in enumerate(layer.tile_device_conductances(0, 0)):
+        v = layer._dac(x[:1], layer.calibration).numpy()[0]
+        for s, g in enumerate(layer.array.tile_device_conductances(0, 0)):
             ref = solve_tile(cfg.tile_spec(), g, v, backend="ngspice", cache_dir=None)
             assert ref.ok, ref.error
-            got = layer.read_tile(0, 0, v[None])[s][0]
+            got = layer.array.read_tile(0, 0, v[None])[s][0]
             err = np.abs(got - ref.sense_currents_a).max() / np.abs(ref.sense_currents_a).max()
             assert err < 1e-6, (cell, s, err)
 

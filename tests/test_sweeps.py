@@ -9,10 +9,10 @@ import h5py
 import pytest
 
 from spicecross.experiments.sweeps import PRESETS, plot_sweep, preset_points, read_sweep, run_sweep
-from spicecross.nn.analog import AnalogConfig
+from spicecross.surrogate.config import AnalogConfig
 from spicecross.store import atomic_h5
 
-FAST = AnalogConfig(mode="ideal", r_wire_ohm=0.0, calibration_images=64)
+FAST = AnalogConfig.build(mode="ideal", r_wire_ohm=0.0, calibration_images=64)
 
 
 @pytest.fixture(autouse=True)

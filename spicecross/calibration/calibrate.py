@@ -25,7 +25,9 @@ from ..circuit.tile import TileSpec
 from ..spice.simulators import SimulationError
 from ..spice.solve import solve_many
 from ..store import atomic_h5, provenance, read_attrs, write_group
-from ..surrogate.tile_model import TileSurrogate, effective_cell_conductance
+from ..surrogate.mapping import (conductances_for_units, double_column_units,
+                                 effective_cell_conductance)
+from ..surrogate.tile_model import TileSurrogate
 from ..surrogate.transfer import transfer_matrices
 
 
@@ -60,8 +62,8 @@ def draw_tiles(spec: TileSpec, n_tiles: int, reads_per_tile: int, v_read_max_v: 
         raise ValueError(f"read voltage must be > 0 V, got {v_read_max_v!r}")
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((n_tiles, spec.rows, spec.cols))
-    w_max = np.max(np.abs(w), axis=(1, 2), keepdims=True)
-    g = g_off_s + (g_on_s - g_off_s) * np.clip(w, 0, None) / w_max
+    w_max = np.max(np.abs(w), axis=(1, 2), keepdims=True)          # one full scale per tile
+    g = conductances_for_units(double_column_units(w, w_max)[0], g_off_s, g_on_s)
     v = rng.uniform(0.0, v_read_max_v, (n_tiles, reads_per_tile, spec.rows))
     return g, v
 
@@ -112,7 +114,7 @@ def calibrate(spec: TileSpec, n_tiles: int = 12, reads_per_tile: int = 8, v_read
         g_sel = g0 * float(np.exp(fit.x))
 
     preds: dict[str, np.ndarray] = {
-        "ideal": np.einsum("tkr,trc->tkc", v[held], g[held]),
+        "ideal": np.einsum("tkr,trc->tkc", v[held], effective_cell_conductance(spec, g[held], g_sel)),
         "linear": _linear_predict(spec, g[held], v[held], g_sel),
     }
     if spec.cell == "1t1r":

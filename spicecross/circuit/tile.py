@@ -27,6 +27,9 @@ CELL_TYPES = ("0t1r", "1t1r")
 #: resistance"): MNIST at 64×64 stays within 1 point of digital with it, 1 Ω does not.
 DEFAULT_R_WIRE_OHM = 0.1
 
+#: What an ideal (0 Ω) wire segment becomes in a netlist, which needs a finite resistance (Ω).
+SPICE_IDEAL_WIRE_OHM = 1e-6
+
 
 @dataclass(frozen=True)
 class SelectorSpec:
@@ -61,8 +64,9 @@ class TileSpec:
     """Geometry and circuit parameters of one crossbar tile (no device state).
 
     Resistances are in Ω; a driver or sense resistance of 0 means an ideal source / virtual
-    ground (no element emitted). Wire segments must be > 0 Ω (use a tiny value, e.g. 1e-6 Ω,
-    to approach ideal wires in SPICE; the surrogate's ``ideal`` mode ignores wires entirely).
+    ground (no element emitted). A wire segment of 0 Ω is an ideal wire: the surrogate then
+    reads without IR drop on that line, and the netlists, which need a finite resistance,
+    emit :data:`SPICE_IDEAL_WIRE_OHM` (1 µΩ) for it.
     """
 
     rows: int = 32
@@ -82,14 +86,28 @@ class TileSpec:
                 raise ValueError(f"TileSpec.{name} must be a positive integer, got {value!r}")
         if self.cell not in CELL_TYPES:
             raise ValueError(f"TileSpec.cell must be one of {CELL_TYPES}, got {self.cell!r}")
-        for name in ("r_wire_wl_ohm", "r_wire_bl_ohm"):
+        for name in ("r_wire_wl_ohm", "r_wire_bl_ohm", "r_driver_ohm", "r_sense_ohm"):
             value = getattr(self, name)
-            if not np.isfinite(value) or value <= 0:
-                raise ValueError(f"TileSpec.{name} must be a finite resistance > 0 Ω, got {value!r}")
-        for name in ("r_driver_ohm", "r_sense_ohm"):
-            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"TileSpec.{name} must be a resistance in Ω, got {value!r}")
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"TileSpec.{name} must be a finite resistance ≥ 0 Ω, got {value!r}")
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"TileSpec.{name} must be a finite resistance ≥ 0 Ω, got {value!r}")
+
+    @property
+    def ideal_wires(self) -> bool:
+        """True when every wire, driver and sense resistance is 0 Ω (no IR drop at all)."""
+        return (self.r_wire_wl_ohm == 0 and self.r_wire_bl_ohm == 0 and self.r_driver_ohm == 0
+                and self.r_sense_ohm == 0)
+
+    def for_solvers(self) -> "TileSpec":
+        """This tile with 0 Ω wire segments replaced by :data:`SPICE_IDEAL_WIRE_OHM`, as the
+        netlists emit them (the nodal and transfer-matrix solvers need finite conductances)."""
+        if self.r_wire_wl_ohm > 0 and self.r_wire_bl_ohm > 0:
+            return self
+        return replace(self, r_wire_wl_ohm=self.r_wire_wl_ohm or SPICE_IDEAL_WIRE_OHM,
+                       r_wire_bl_ohm=self.r_wire_bl_ohm or SPICE_IDEAL_WIRE_OHM)
 
     @classmethod
     def uniform_wires(cls, rows: int, cols: int, r_wire_ohm: float, **kw: Any) -> "TileSpec":
@@ -178,8 +196,8 @@ def input_name(i: int) -> str:
 
 @dataclass(frozen=True)
 class Element:
-    """One element of the tile netlist: kind 'R' (value Ω), 'V' (value V), 'M' (NMOS selector,
-    nodes drain gate source bulk) or 'X' (a device subcircuit instance, params in ``extra``)."""
+    """One element of the tile netlist: kind 'R' (value Ω), 'V' (value V) or 'M' (NMOS selector,
+    nodes drain gate source bulk)."""
 
     kind: str
     name: str
@@ -198,6 +216,7 @@ def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
     """
     g = spec.check_conductances(g_s)
     v = spec.check_inputs(v_in_v)
+    spec = spec.for_solvers()
     if v.ndim != 1:
         raise ValueError(f"a netlist takes one input vector (rows,), got shape {v.shape}")
     if devices != "resistor":

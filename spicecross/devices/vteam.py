@@ -153,12 +153,29 @@ def normalised_state(params: VTEAMParams, x_m) -> np.ndarray:
     return np.clip(w, 0.0, 1.0)
 
 
+def resistance_at_state_ohm(w, r_on_ohm, r_off_ohm, r_model: str = "linear") -> np.ndarray:
+    """R (Ω) at the normalised state ``w`` in [0, 1] for bounds ``r_on``/``r_off`` (Ω, scalars
+    or per-device arrays): linear ``R_on + (R_off − R_on)·w`` or exponential
+    ``R_on·exp(ln(R_off/R_on)·w)`` (Kvatinsky et al. 2015)."""
+    w = np.asarray(w, dtype=np.float64)
+    if r_model == "exponential":
+        return r_on_ohm * np.exp(np.log(np.divide(r_off_ohm, r_on_ohm)) * w)
+    return r_on_ohm + (np.subtract(r_off_ohm, r_on_ohm)) * w
+
+
+def state_at_resistance(r_ohm, r_on_ohm, r_off_ohm, r_model: str = "linear") -> np.ndarray:
+    """The inverse of :func:`resistance_at_state_ohm`: the normalised state ``w`` (not clipped)
+    at which a device with bounds ``r_on``/``r_off`` (Ω) has resistance ``r_ohm``."""
+    r = np.asarray(r_ohm, dtype=np.float64)
+    if r_model == "exponential":
+        return np.log(r / r_on_ohm) / np.log(np.divide(r_off_ohm, r_on_ohm))
+    return (r - r_on_ohm) / np.subtract(r_off_ohm, r_on_ohm)
+
+
 def resistance_ohm(params: VTEAMParams, x_m) -> np.ndarray:
     """R(x) (Ω); x outside [x_on, x_off] is taken at the nearer bound."""
-    w = normalised_state(params, x_m)
-    if params.r_model == "exponential":
-        return params.r_on_ohm * np.exp(params.lambda_ * w)
-    return params.r_on_ohm + (params.r_off_ohm - params.r_on_ohm) * w
+    return resistance_at_state_ohm(normalised_state(params, x_m), params.r_on_ohm,
+                                   params.r_off_ohm, params.r_model)
 
 
 def conductance_s(params: VTEAMParams, x_m) -> np.ndarray:
@@ -173,10 +190,7 @@ def state_for_conductance(params: VTEAMParams, g_s) -> np.ndarray:
     if not np.all(np.isfinite(g)) or np.any(g <= 0):
         raise ValueError("state_for_conductance: conductances must be finite and > 0 S")
     r = 1.0 / np.clip(g, 1.0 / params.r_off_ohm, 1.0 / params.r_on_ohm)
-    if params.r_model == "exponential":
-        w = np.log(r / params.r_on_ohm) / params.lambda_
-    else:
-        w = (r - params.r_on_ohm) / (params.r_off_ohm - params.r_on_ohm)
+    w = state_at_resistance(r, params.r_on_ohm, params.r_off_ohm, params.r_model)
     return params.x_on_m + np.clip(w, 0.0, 1.0) * params.x_span_m
 
 

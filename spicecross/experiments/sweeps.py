@@ -38,8 +38,8 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-from ..nn.analog import AnalogConfig
-from ..nn.nonidealities import ENDURANCE_MODELS
+from ..surrogate.config import AnalogConfig
+from ..surrogate.nonidealities import ENDURANCE_MODELS
 from ..store import atomic_h5, provenance, read_attrs
 
 __all__ = ["PRESETS", "SweepPoint", "preset_points", "read_sweep", "run_sweep", "plot_sweep"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .analog import AnalogConfig
+from ..surrogate.config import AnalogConfig
 from .inference import infer
 
 
@@ -13,8 +13,8 @@ def infer_demo(data_root: Path | None, g_sel_s: float | None, limit: int | None 
                plot: Path | None = None) -> dict[str, Any]:
     """Run the demo inference; returns the linear-mode result plus ``ideal_accuracy``,
     ``dataset`` and ``plot``."""
-    cfg = AnalogConfig(tile_rows=64, tile_cols=64, cell="1t1r", g_sel_s=g_sel_s, adc_bits=8,
-                       max_input_voltage_v=9.0, mode="linear")
+    cfg = AnalogConfig.build(tile_rows=64, tile_cols=64, cell="1t1r", g_sel_s=g_sel_s, adc_bits=8,
+                             max_input_voltage_v=9.0, mode="linear")
     lin = infer("mnist", data_root, cfg, limit=limit)
     ideal = infer("mnist", data_root, cfg.with_(mode="ideal"), limit=limit)
     out = {k: lin[k] for k in ("accuracy", "digital_accuracy", "seconds", "images", "digital_seconds")}

@@ -54,7 +54,7 @@ def _float(args: argparse.Namespace, opt: str, lo: float | None = None, hi: floa
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
     """The options that build an AnalogConfig (defaults: the AnalogConfig defaults)."""
-    from .analog import DEFAULT_R_WIRE_OHM
+    from ..circuit.tile import DEFAULT_R_WIRE_OHM
     p.add_argument("--model", default="mnist", help=f"network: {', '.join(MODEL_NAMES)} (default mnist)")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="data root in torchvision layout (default $SPICECROSS_DATA; MNIST falls back "
@@ -106,8 +106,9 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """Build and validate the AnalogConfig; ValueError naming the bad option otherwise."""
-    from ..nn.nonidealities import ENDURANCE_MODELS, NonIdealityConfig
-    from .analog import AnalogConfig, parse_tile
+    from ..surrogate.nonidealities import ENDURANCE_MODELS, NonIdealityConfig
+    from ..surrogate.config import AnalogConfig
+    from .tiles import parse_tile
 
     if args.model not in MODEL_NAMES:
         raise ValueError(f"bad --model {args.model!r}: expected one of {', '.join(MODEL_NAMES)}")
@@ -180,7 +181,7 @@ def config_from_args(args: argparse.Namespace):
     if nid.get("stuck_hrs_p", 0.0) + nid.get("stuck_lrs_p", 0.0) > 1.0:
         raise ValueError(f"bad --stuck-hrs/--stuck-lrs {args.stuck_hrs}/{args.stuck_lrs}: "
                          "their sum must be ≤ 1")
-    return AnalogConfig(**kw, nonideal=NonIdealityConfig(**nid))
+    return AnalogConfig.build(**kw).with_(nonideal=NonIdealityConfig(**nid))
 
 
 def limit_and_batch(args: argparse.Namespace) -> tuple[int | None, int]:

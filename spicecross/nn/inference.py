@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from .analog import AnalogConfig, analog_layers, patch_model
+from ..surrogate.config import AnalogConfig
+from .analog import analog_layers, patch_model
 from .datasets import DATA_ENV_VAR, default_data_root, load_dataset, load_mnist_sample
 from .models import INPUT_SHAPES, MODEL_NAMES, NUM_CLASSES, build_model
 
@@ -118,9 +119,9 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
         "program_seconds": program_s,
         "images": len(data.test.tensors[1]),
         "tiles": sum(2 * m.n_row_tiles * m.n_col_tiles for _, m in layers),
-        "headroom": [m.headroom for _, m in layers],
-        "compensation_residual": [m.compensation_residual for _, m in layers],
-        "read_disturb_fraction": max(m.read_disturb_fraction for _, m in layers),
+        "headroom": [m.array.headroom for _, m in layers],
+        "compensation_residual": [m.array.compensation_residual for _, m in layers],
+        "read_disturb_fraction": max(m.calibration.read_disturb_fraction for _, m in layers),
     }
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
-def _check_bits(bits: int | None, name: str) -> None:
-    if bits is not None and (not isinstance(bits, int) or not 1 <= bits <= 32):
+def check_bits(bits: int | None, name: str) -> None:
+    """ValueError naming ``name`` unless ``bits`` is None (ideal) or an integer in 1..32."""
+    if bits is not None and (isinstance(bits, bool) or not isinstance(bits, (int, np.integer))
+                             or not 1 <= bits <= 32):
         raise ValueError(f"{name} must be an integer number of bits in 1..32 (or None for ideal), got {bits!r}")
 
 
@@ -26,7 +29,7 @@ class DAC:
     def __post_init__(self) -> None:
         if not self.max_input_voltage_v > 0:
             raise ValueError(f"max input voltage must be > 0 V, got {self.max_input_voltage_v!r}")
-        _check_bits(self.bits, "DAC bits")
+        check_bits(self.bits, "DAC bits")
 
     def __call__(self, x: torch.Tensor, full_scale: float | torch.Tensor, signed: bool) -> torch.Tensor:
         """Voltages (V) for inputs ``x`` whose magnitude bound is ``full_scale`` (clipped beyond)."""
@@ -52,7 +55,7 @@ class ADC:
     range_a: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        _check_bits(self.bits, "ADC bits")
+        check_bits(self.bits, "ADC bits")
 
     def calibrate(self, currents_a: torch.Tensor, overflow_pct: float = 0.0) -> "ADC":
         """Set the per-column range from currents (samples, cols) in A."""

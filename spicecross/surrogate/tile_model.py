@@ -3,7 +3,8 @@
 
 Modes:
 
-* ``ideal``: ``I = V·G`` (no wires, no selector).
+* ``ideal``: ``I = V·G_cell`` (no wires; the cell as the linear mode sees it: the device, in
+  series with ``g_sel`` for 1T1R).
 * ``linear``: exact wire IR drop for ohmic devices; a 1T1R selector enters as its effective
   on-conductance ``g_sel`` (S) in series with each device (fitted by calibration; default the
   level-1 ``beta·(V_G − V_T)``). One transfer matrix per tile, then one matmul per batch.
@@ -21,10 +22,10 @@ import torch
 
 from ..circuit.tile import TileSpec
 from .cells import cell_currents_1t1r
+from .mapping import effective_cell_conductance
+from .modes import MODES
 from .network import build_network
 from .transfer import transfer_matrices
-
-MODES = ("ideal", "linear", "nonlinear")
 
 
 class ConvergenceError(RuntimeError):
@@ -35,23 +36,6 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     return mode
-
-
-def series_conductance(g_a: np.ndarray | torch.Tensor, g_b: float | np.ndarray | torch.Tensor):
-    """Conductance (S) of two conductances in series; 0 where either is 0."""
-    den = g_a + g_b
-    if isinstance(den, torch.Tensor):
-        return torch.where(den > 0, g_a * g_b / torch.where(den > 0, den, torch.ones_like(den)),
-                           torch.zeros_like(den))
-    den = np.asarray(den, dtype=np.float64)
-    return np.where(den > 0, g_a * g_b / np.where(den > 0, den, 1.0), 0.0)
-
-
-def effective_cell_conductance(spec: TileSpec, g_dev_s, g_sel_s: float | None = None):
-    """Linear-mode cell conductance (S): the device, in series with the selector for 1T1R."""
-    if spec.cell == "0t1r":
-        return g_dev_s
-    return series_conductance(g_dev_s, spec.selector.g_on_s if g_sel_s is None else g_sel_s)
 
 
 @dataclass
@@ -85,7 +69,7 @@ class TileSurrogate:
     def transfer(self) -> torch.Tensor:
         """T (cols, rows) in S of the linear mode, computed once and cached."""
         if self._T is None:
-            self._T = transfer_matrices(self.spec, self.g_cell_s)
+            self._T = transfer_matrices(self.spec.for_solvers(), self.g_cell_s)
         return self._T
 
     def read(self, v_in_v: np.ndarray) -> np.ndarray:
@@ -93,7 +77,7 @@ class TileSurrogate:
         v = self.spec.check_inputs(v_in_v)
         v2 = np.atleast_2d(v)
         if self.mode == "ideal":
-            out = v2 @ self.g_dev_s
+            out = v2 @ self.g_cell_s
         elif self.mode == "linear" or self.spec.cell == "0t1r":
             out = (torch.as_tensor(v2) @ self.transfer.T).numpy()
         else:
@@ -101,7 +85,7 @@ class TileSurrogate:
         return out if v.ndim == 2 else out[0]
 
     def _read_nonlinear(self, v: np.ndarray) -> np.ndarray:
-        spec = self.spec
+        spec = self.spec.for_solvers()
         g_lin = self.g_cell_s
         net = build_network(spec, g_lin)
         wl, bl = net.wl_index(), net.bl_index()

@@ -3,7 +3,7 @@
 All functions take and return device conductances in S as float64 numpy arrays of any shape
 (the analog layers pass ``(2, row_tiles, col_tiles, rows, cols)``: both arrays of every
 double-column pair). Random draws come from a ``numpy.random.Generator`` the caller seeds, so
-every result is reproducible from ``AnalogConfig.seed`` (see :mod:`spicecross.nn.analog`).
+every result is reproducible from ``AnalogConfig.seed`` (see :mod:`spicecross.surrogate.array`).
 
 Order in which the analog layers apply them, and why:
 
@@ -81,6 +81,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
+
+from ..devices.vteam import resistance_at_state_ohm, state_at_resistance
 
 __all__ = [
     "DeviceWindow",
@@ -189,11 +191,6 @@ class NonIdealityConfig:
             raise bad("retention_t0_s", "> 0 s")
 
     @property
-    def programming_active(self) -> bool:
-        return bool(self.sigma_r_on_ohm or self.sigma_r_off_ohm or self.stuck_hrs_p
-                    or self.stuck_lrs_p)
-
-    @property
     def aging_active(self) -> bool:
         return bool(self.endurance_cycles > 0 or self.retention_s > self.retention_t0_s)
 
@@ -247,26 +244,14 @@ def quantize_states(g_s: np.ndarray, g_min_s: float, g_max_s: float, n_states: i
     return g_min_s + np.round((g - g_min_s) / step) * step
 
 
-def _state_for(g_s: np.ndarray, r_on: float, r_off: float, r_model: str) -> np.ndarray:
-    r = 1.0 / g_s
-    if r_model == "exponential":
-        return np.log(r / r_on) / math.log(r_off / r_on)
-    return (r - r_on) / (r_off - r_on)
-
-
-def _resistance_at(w: np.ndarray, r_on: np.ndarray, r_off: np.ndarray, r_model: str) -> np.ndarray:
-    if r_model == "exponential":
-        return r_on * np.power(r_off / r_on, w)
-    return r_on + (r_off - r_on) * w
-
-
 def apply_variability(g_target_s: np.ndarray, window: DeviceWindow, r_model: str = "linear"
                       ) -> np.ndarray:
     """Conductances (S) the devices reach when programmed open loop to the VTEAM state that
     gives ``g_target`` on a nominal device (see module doc). Identity when σ = 0."""
     g = np.asarray(g_target_s, dtype=np.float64)
-    w = np.clip(_state_for(g, window.nominal_r_on_ohm, window.nominal_r_off_ohm, r_model), 0.0, 1.0)
-    return 1.0 / _resistance_at(w, window.r_on_ohm, window.r_off_ohm, r_model)
+    w = np.clip(state_at_resistance(1.0 / g, window.nominal_r_on_ohm, window.nominal_r_off_ohm,
+                                    r_model), 0.0, 1.0)
+    return 1.0 / resistance_at_state_ohm(w, window.r_on_ohm, window.r_off_ohm, r_model)
 
 
 def apply_stuck_at(g_s: np.ndarray, window: DeviceWindow, p_hrs: float, p_lrs: float,

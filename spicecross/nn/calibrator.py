@@ -1,0 +1,75 @@
+"""Calibrating a patched network's converters: one explicit pass that returns, per analog layer,
+the DAC full scale and the fixed ADC ranges a real chip would set once from calibration data.
+
+Layers are calibrated in order on the outputs of the already-calibrated analog layers before
+them (so each layer's ranges see the errors upstream), then the arrays are aged (endurance,
+retention) without recalibrating: the ADC range is fixed hardware.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class LayerCalibration:
+    """One layer's converter settings: ``x_fs`` the input of full scale (layer units, read at
+    the DAC's full-scale voltage), ``signed`` whether the DAC uses a signed code range,
+    ``adc_range_a`` (row tiles, C_out) the ADC ranges in A (None for ideal ADCs) and
+    ``read_disturb_fraction`` the share of calibration word-line reads above the device's
+    switching threshold."""
+
+    x_fs: float
+    signed: bool
+    adc_range_a: Tensor | None = None
+    read_disturb_fraction: float = 0.0
+
+
+def fit_calibrations(model: nn.Module, images: Tensor) -> dict[str, LayerCalibration]:
+    """Run ``images`` through ``model`` once, fitting every analog layer's
+    :class:`LayerCalibration` on the inputs it receives and installing it before the layer
+    runs; returns them by module name."""
+    from .analog import analog_layers
+
+    layers = analog_layers(model)
+    if not layers:
+        raise ValueError("model has no analog layers: patch it with patch_model first")
+    model.eval()
+    fitted: dict[str, LayerCalibration] = {}
+
+    def hook_for(name: str):
+        def pre_hook(module, inputs):
+            module.calibration = module.fit_calibration(inputs[0])
+            fitted[name] = module.calibration
+        return pre_hook
+
+    for _, m in layers:
+        m.calibration = None
+    hooks = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers]
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    missing = [n for n, _ in layers if n not in fitted]
+    if missing:
+        raise RuntimeError(f"calibration pass did not reach layer(s) {', '.join(missing)}")
+    return fitted
+
+
+def calibrate_model(model: nn.Module, images: Tensor) -> nn.Module:
+    """Fix every analog layer's DAC full scale and ADC ranges from one pass over ``images``
+    (:func:`fit_calibrations`), then age the arrays (endurance, retention) without
+    recalibrating. Returns ``model``."""
+    from .analog import analog_layers
+
+    fit_calibrations(model, images)
+    for _, m in analog_layers(model):
+        m.array.age()
+    return model
+
+
+__all__ = ["LayerCalibration", "calibrate_model", "fit_calibrations"]

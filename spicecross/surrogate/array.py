@@ -1,0 +1,206 @@
+"""``ProgrammedArray``: one layer's weights programmed onto crossbar tiles, and their reads.
+
+A layer's crossbar matrix ``M`` (K inputs × C_out outputs) is cut into tiles of
+``rows × cols`` (:func:`~spicecross.surrogate.mapping.split_into_tiles`; unused cells of the last
+tiles sit at the baseline conductance, unused word lines at 0 V) and every tile is a *pair* of
+physical arrays programmed by the double-column mapping
+(:func:`~spicecross.surrogate.mapping.double_column_units`). Each array is read on its own
+(its own transfer matrix from its own positive conductances); the sense currents are subtracted
+after sensing. Because a read is linear in the inputs, ``I⁺ − I⁻ = (T⁺ − T⁻)·v`` exactly, so the
+``linear`` and ``ideal`` reads store the difference and cost one matmul per tile.
+
+1T1R tiles (``selector_aware=True``, the default) map ``W`` linearly onto the *cell* conductance
+(the device in series with ``g_sel``: the calibrated ``g_sel_s`` if given, else the level-1
+on-conductance) and program each device to the conductance that gives its target in series, so
+the selector does not distort the weights. ``selector_aware=False`` maps ``W`` linearly onto the
+device conductance as MemTorch does (scaling back still uses the known cell range).
+
+Programming order: mapping → (IR-drop compensation) → finite states → variability → stuck-at
+(:mod:`.nonidealities`); :meth:`ProgrammedArray.age` applies endurance and retention later.
+
+Modes (:mod:`.modes`): ``ideal`` no wires (the cell as the linear modes see it), ``linear``
+exact wire IR drop (transfer matrices), ``nonlinear`` per-tile reads by
+``TileSurrogate(mode="nonlinear")`` (the selector's level-1 I–V with the wires).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import nonidealities as ni
+from .compensation import compensated_cells
+from .config import AnalogConfig
+from .mapping import (cell_range_s, conductances_for_units, device_conductance_for_cell,
+                      device_range_s, double_column_units, series_conductance, split_into_tiles)
+from .tile_model import TileSurrogate
+from .transfer import transfer_matrices
+
+#: Max relative transfer error that counts as compensated.
+COMPENSATION_TOL = 2e-4
+#: Vectors per nonlinear tile read (bounds the memory of one batched solve).
+NONLINEAR_CHUNK = 2048
+
+
+class ProgrammedArray:
+    """The programmed device conductances of one layer and their reads.
+
+    Attributes: ``g_dev`` (2, row tiles, col tiles, rows, cols) device conductances in S (index
+    0 the G⁺ arrays, 1 the G⁻ arrays), ``g_lo``/``g_hi`` the cell range the weights were mapped
+    onto (S), ``w_max`` the weight of full scale, ``headroom`` and ``compensation_residual`` of
+    IR-drop compensation, ``readout64`` (row tiles, rows, C_out) the differential read matrices
+    in S with ``I = v @ A`` (``readout`` the float32 copy).
+    """
+
+    def __init__(self, m_cross: np.ndarray, config: AnalogConfig, layer_index: int = 0) -> None:
+        if not isinstance(config, AnalogConfig):
+            raise ValueError("config must be an AnalogConfig")
+        self.config = config
+        self.layer_index = layer_index
+        self.spec = config.tile_spec()
+        dev = config.device_params()
+        K, C_out = m_cross.shape
+        R, C = config.tile_rows, config.tile_cols
+        self.n_row_tiles, self.n_col_tiles = -(-K // R), -(-C_out // C)
+        self.k_in, self.c_out = K, C_out
+        g_dev_lo, g_dev_hi = device_range_s(dev.r_on_ohm, dev.r_off_ohm)
+        one_t = config.cell == "1t1r"
+        self.g_lo, self.g_hi = cell_range_s(self.spec, dev.r_on_ohm, dev.r_off_ohm, config.g_sel)
+        w_max = float(np.max(np.abs(m_cross))) if m_cross.size else 0.0
+        self.w_max = w_max if w_max > 0 else 1.0
+        u = double_column_units(split_into_tiles(m_cross, R, C), self.w_max)  # (2, nr, nc, R, C)
+
+        self.compensation_residual: float | None = None
+        self.headroom = 1.0
+        if config.ir_compensation and config.wires:
+            g_cell, self.headroom, self.compensation_residual = compensated_cells(
+                self.spec.for_solvers(), u, self.g_lo, self.g_hi - self.g_lo, self.g_lo,
+                self.g_hi, config.compensation_iters)
+            self.g_hi = self.g_lo + self.headroom * (self.g_hi - self.g_lo)
+            if self.compensation_residual > COMPENSATION_TOL:
+                warnings.warn(f"layer {layer_index}: IR drop cannot be compensated (wires of "
+                              f"{config.r_wire_ohm:g} Ω are too resistive for {R}x{C} tiles of "
+                              f"{config.device_set}); programmed uncompensated, max relative "
+                              f"transfer error {self.compensation_residual:.3g}",
+                              RuntimeWarning, stacklevel=3)
+            g_dev = device_conductance_for_cell(g_cell, config.g_sel) if one_t else g_cell
+        elif one_t and not config.selector_aware:
+            g_dev = conductances_for_units(u, g_dev_lo, g_dev_hi)   # MemTorch-like
+        elif one_t:
+            g_dev = device_conductance_for_cell(conductances_for_units(u, self.g_lo, self.g_hi),
+                                                config.g_sel)
+        else:
+            g_dev = conductances_for_units(u, self.g_lo, self.g_hi)
+        g_dev = ni.quantize_states(g_dev, g_dev_lo, g_dev_hi, config.conductance_states)
+
+        nid = config.nonideal
+        rng = np.random.default_rng([int(config.seed), int(layer_index)])
+        window = ni.sample_device_windows(g_dev.shape, dev.r_on_ohm, dev.r_off_ohm,
+                                          nid.sigma_r_on_ohm, nid.sigma_r_off_ohm, rng)
+        if nid.sigma_r_on_ohm > 0 or nid.sigma_r_off_ohm > 0:
+            g_dev = ni.apply_variability(g_dev, window, dev.r_model)
+        g_dev, _ = ni.apply_stuck_at(g_dev, window, nid.stuck_hrs_p, nid.stuck_lrs_p, rng)
+        self.g_dev_programmed = g_dev
+        self.g_dev = g_dev
+        self._surrogates: dict = {}
+        self._build_readout()
+
+    # ---- readout matrices -----------------------------------------------------------------
+    def cell_conductances(self, g_dev: np.ndarray | None = None) -> np.ndarray:
+        """Effective cell conductances (S): the device, in series with g_sel for 1T1R."""
+        g = self.g_dev if g_dev is None else g_dev
+        if self.config.cell == "1t1r":
+            return series_conductance(g, self.config.g_sel)
+        return g
+
+    def _build_readout(self) -> None:
+        """Per-array read matrices A (…, R, C) with I = v @ A; store the differential one."""
+        g_cell = torch.as_tensor(self.cell_conductances(), dtype=torch.float64)
+        if self.config.wires:
+            a = transfer_matrices(self.spec.for_solvers(), g_cell).transpose(-1, -2)
+        else:
+            a = g_cell
+        diff = a[0] - a[1]                                                # (nr, nc, R, C)
+        nr, nc, R, C = diff.shape
+        full = diff.permute(0, 2, 1, 3).reshape(nr, R, nc * C)[:, :, :self.c_out]
+        self.readout64 = full.contiguous()                                # (nr, R, C_out), S
+        self.readout = full.to(torch.float32).contiguous()
+        self._surrogates = {}
+
+    def age(self) -> None:
+        """Endurance, then retention, on the programmed array (after calibration)."""
+        nid = self.config.nonideal
+        if not nid.aging_active:
+            return
+        dev = self.config.device_params()
+        g = self.g_dev_programmed
+        if nid.endurance_cycles > 0:
+            g = ni.apply_endurance(g, nid.endurance_cycles, ni.ENDURANCE_MODELS[nid.endurance_model],
+                                   dev.r_on_ohm, dev.r_off_ohm, nid.temperature_k)
+        if nid.retention_s > 0:
+            g = ni.apply_retention(g, nid.retention_s, nid.drift_coefficient, nid.retention_t0_s)
+        self.g_dev = g
+        self._build_readout()
+
+    # ---- per-tile access (tests, SPICE checks) -------------------------------------------------
+    def tile_device_conductances(self, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Device conductances (S) of the G⁺ and G⁻ arrays of tile (r, c), (rows, cols) each."""
+        return self.g_dev[0, r, c], self.g_dev[1, r, c]
+
+    def tile_rows_of(self, r: int) -> slice:
+        """Which layer inputs (crossbar rows) row tile ``r`` holds."""
+        R = self.config.tile_rows
+        return slice(r * R, min((r + 1) * R, self.k_in))
+
+    def read_tile(self, r: int, c: int, v_tile: np.ndarray, mode: str | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Sense currents (A) of both arrays of tile (r, c) for word-line voltages (batch, rows)
+        in V (float64), in ``mode`` (default: the configuration's)."""
+        mode = mode or self.config.mode
+        v = np.atleast_2d(np.asarray(v_tile, dtype=np.float64))
+        out = []
+        for s in (0, 1):
+            g = self.g_dev[s, r, c]
+            if mode == "ideal" or (mode == "linear" and not self.config.wires):
+                out.append(v @ self.cell_conductances(g))
+            else:
+                key = (s, r, c, mode)
+                if key not in self._surrogates:
+                    self._surrogates[key] = TileSurrogate(self.spec, g, mode, self.config.g_sel_s)
+                out.append(self._surrogates[key].read(v))
+        return out[0], out[1]
+
+    @property
+    def uses_tile_reads(self) -> bool:
+        """True when reads go tile by tile through :meth:`read_tile` (the nonlinear mode with
+        wires); otherwise one matmul with :attr:`readout` per row tile."""
+        return self.config.mode == "nonlinear" and self.config.wires
+
+    def tile_read_currents(self, vmat: Tensor) -> list[Tensor]:
+        """Differential currents per row tile, (M, C_out) each, for word-line voltages (M, K)
+        in V, by per-tile reads (:meth:`read_tile`)."""
+        R, C = self.config.tile_rows, self.config.tile_cols
+        v = vmat.detach().to(torch.float64).numpy()
+        M = v.shape[0]
+        outs = []
+        for r in range(self.n_row_tiles):
+            rows = self.tile_rows_of(r)
+            vt = np.zeros((M, R))
+            vt[:, :rows.stop - rows.start] = v[:, rows]
+            cur = np.zeros((M, self.n_col_tiles * C))
+            for c in range(self.n_col_tiles):
+                for lo in range(0, M, NONLINEAR_CHUNK):
+                    ip, im = self.read_tile(r, c, vt[lo:lo + NONLINEAR_CHUNK])
+                    cur[lo:lo + NONLINEAR_CHUNK, c * C:(c + 1) * C] = ip - im
+            outs.append(torch.from_numpy(cur[:, :self.c_out]).to(vmat.dtype))
+        return outs
+
+    def weight_units_per_a(self, x_fs: float) -> float:
+        """Weight units per ampere of summed differential current for inputs of full scale
+        ``x_fs`` read at the DAC's full-scale voltage: the known inverse of the mapping."""
+        return (x_fs / self.config.max_input_voltage_v) * (self.w_max / (self.g_hi - self.g_lo))
+
+
+__all__ = ["COMPENSATION_TOL", "ProgrammedArray"]
