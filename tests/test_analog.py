@@ -48,7 +48,7 @@ def test_linear_mode_equals_per_tile_transfer_computation():
     Σ_row-tiles (T⁺ − T⁻)·v, scaled back by the known inverse of the mapping, plus bias."""
     model = _small_linear()
     cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, r_wire_ohm=0.7, mode="linear",
-                       dac_bits=None, adc_bits=None, max_input_voltage_v=0.3)
+                       dac_bits=None, adc_bits=None, v_read_v=0.3)
     x = torch.randn(5, 40, dtype=torch.float64)
     pm = patch_model(model, cfg, x)
     layer = pm[0]
@@ -95,7 +95,7 @@ def test_ideal_mapping_is_exact_inverse_and_conv_too():
 def test_double_column_arrays_are_positive_and_differential():
     model = _small_linear(20, 12)
     cfg = AnalogConfig.build(tile_rows=8, tile_cols=8, r_wire_ohm=0.5, dac_bits=None, adc_bits=None,
-                       max_input_voltage_v=0.2)
+                       v_read_v=0.2)
     x = torch.rand(4, 20, dtype=torch.float64)
     layer = patch_model(model, cfg, x)[0]
     w = model[0].weight.detach().numpy().T
@@ -257,9 +257,10 @@ def test_patched_tile_against_ngspice():
     x = torch.rand(3, 16, dtype=torch.float64)
     for cell, mode in (("0t1r", "linear"), ("1t1r", "nonlinear")):
         cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, cell=cell, mode=mode, r_wire_ohm=1.0,
-                           max_input_voltage_v=0.2, dac_bits=8, adc_bits=8)
+                           v_read_v=0.2, dac_bits=8, adc_bits=8)
         layer = patch_model(model, cfg, x)[0]
-        v = layer._dac(x[:1], layer.calibration).numpy()[0]
+        (_, v), = layer._dac(x[:1], layer.calibration)      # non-negative inputs: one phase
+        v = v.numpy()[0]
         for s, g in enumerate(layer.array.tile_device_conductances(0, 0)):
             ref = solve_tile(cfg.tile_spec(), g, v, backend="ngspice", cache_dir=None)
             assert ref.ok, ref.error

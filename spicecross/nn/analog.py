@@ -7,13 +7,18 @@ onto tiles; mapping, non-idealities, IR-drop compensation and reads live there) 
 
 Converters and scaling back
 ---------------------------
-Per tile, a DAC turns the layer input ``x`` into word-line voltages ``v = V_max·q(x/x_fs)``
-(``x_fs`` = the largest |x| of the calibration data, set once; signed code range when the
-calibration inputs had negative values; ``dac_bits`` levels; beyond ``x_fs`` it saturates).
-Per tile column an ADC with ``adc_bits`` and a fixed range (from the calibration batch, on the
-differential current) digitizes ``I⁺ − I⁻``. Partial sums of the row tiles of one output are
-added digitally after their ADCs. The result goes back to weight units by the known inverse of
-the mapping, ``y = ΣI·(x_fs/V_max)·(w_max/(g_hi − g_lo))`` — no fitted per-layer correction
+Per tile, a DAC turns the layer input ``x`` into word-line voltages ``v = V_read·q(x/x_fs)``
+(``V_read`` the physical full-scale read voltage, ``AnalogConfig.read_voltage_v``; ``x_fs`` =
+the largest |x| of the calibration data, set once; ``dac_bits`` levels; beyond ``x_fs`` it
+saturates). Signed inputs are read in two phases of non-negative voltages, x⁺ then x⁻
+(``read_scheme="two-phase"``, the default: no word line goes below 0 V, each phase uses the
+DAC's full unsigned code range, and the layer's reads double only for signed inputs, i.e. the
+first layer of a normalised-input network), or in one read with negative voltages
+(``"bipolar"``, a signed code range). Per tile column an ADC with ``adc_bits`` and a fixed range
+(from the calibration batch over all phases, on the differential current) digitizes
+``I⁺ − I⁻``; the phases and the partial sums of the row tiles of one output are combined
+digitally after the ADCs. The result goes back to weight units by the known inverse of the
+mapping, ``y = ΣI·(x_fs/V_read)·(w_max/(g_hi − g_lo))`` — no fitted per-layer correction
 (MemTorch's ``tune_()``).
 
 Bias and BatchNorm stay digital: the layer's bias is added after the scaling above (a digital
@@ -65,8 +70,16 @@ class _AnalogLayer(nn.Module):
                                "or pass calibration_data to patch_model")
         return self.calibration
 
-    def _dac(self, x: Tensor, cal: LayerCalibration) -> Tensor:
-        return DAC(self.config.max_input_voltage_v, self.config.dac_bits)(x, cal.x_fs, cal.signed)
+    def _dac(self, x: Tensor, cal: LayerCalibration) -> list[tuple[float, Tensor]]:
+        """Word-line voltages (V) for layer inputs ``x``, as (sign, voltages) per read phase:
+        one read of non-negative voltages for non-negative inputs; for signed inputs two
+        phases of non-negative voltages (x⁺ then x⁻, ``two-phase``) or one read with negative
+        voltages (``bipolar``)."""
+        dac = DAC(self.config.read_voltage_v, self.config.dac_bits)
+        if not cal.signed or self.config.read_scheme == "bipolar":
+            return [(1.0, dac(x, cal.x_fs, cal.signed))]
+        return [(1.0, dac(x.clamp(min=0), cal.x_fs, False)),
+                (-1.0, dac((-x).clamp(min=0), cal.x_fs, False))]
 
     def _adc(self, r: int, i: Tensor, cal: LayerCalibration) -> Tensor:
         """Row tile r's per-column ADC on currents whose column axis is 1."""
@@ -77,42 +90,48 @@ class _AnalogLayer(nn.Module):
         shape[1] = -1
         return ADC(bits, cal.adc_range_a[r].to(i.dtype).view(shape))(i)
 
-    def _digitize(self, tile_currents: list[Tensor], cal: LayerCalibration) -> Tensor:
-        """ADC of every row tile, partial sums added, scaled back to weight units."""
+    def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
+        """DAC → tile reads → ADC of every row tile and phase, partial sums and phases
+        combined digitally, scaled back to weight units."""
         out = None
-        for r, i in enumerate(tile_currents):
-            q = self._adc(r, i, cal)
-            out = q.clone() if out is None else out.add_(q)
+        for sign, v in self._dac(x, cal):
+            for r, i in enumerate(self._tile_currents(v)):
+                q = self._adc(r, i, cal)
+                if sign < 0:
+                    q = -q
+                out = q.clone() if out is None else out.add_(q)
         return out * self.array.weight_units_per_a(cal.x_fs)
 
     def fit_calibration(self, x: Tensor) -> LayerCalibration:
         """DAC full scale and ADC ranges (A) from a calibration batch ``x`` of layer inputs:
         the full scale is the largest |x|, each (row tile, column) ADC range the largest (or the
-        ``adc_overflow_pct`` percentile) differential current of the batch."""
+        ``adc_overflow_pct`` percentile) differential current of the batch over all read
+        phases."""
         x_fs = float(x.detach().abs().max()) or 1.0
         signed = bool((x < 0).any())
         cal = LayerCalibration(x_fs, signed)
-        v = self._dac(x, cal)
-        p = self.config.device_params()
+        phases = self._dac(x, cal)
         # share of word-line reads above the switching threshold (an upper bound on the cell
         # voltage): reads that would disturb a real array
-        cal.read_disturb_fraction = float((v.abs() > min(p.v_off_v, -p.v_on_v)).float().mean())
+        limit = self.config.switching_threshold_v
+        above = sum(float((v.abs() > limit).float().sum()) for _, v in phases)
+        cal.read_disturb_fraction = above / sum(v.numel() for _, v in phases)
         bits = self.config.adc_bits
         if bits is not None:
+            per_phase = [self._tile_currents(v) for _, v in phases]
             ranges = []
-            for i in self._tile_currents(v):
-                cols = i.detach().movedim(1, -1).reshape(-1, i.shape[1]).to(torch.float64)
+            for r in range(self.n_row_tiles):
+                cols = torch.cat([cur[r].detach().movedim(1, -1).reshape(-1, cur[r].shape[1])
+                                  for cur in per_phase]).to(torch.float64)
                 if self.config.adc_overflow_pct > 0 and cols.numel() > (1 << 23):
                     cols = cols[::-(-cols.numel() // (1 << 23))]      # quantile size limit
                 rng = ADC(bits).calibrate(cols, self.config.adc_overflow_pct).range_a
-                ranges.append(rng.to(i.dtype))
+                ranges.append(rng.to(per_phase[0][r].dtype))
             cal.adc_range_a = torch.stack(ranges).to(torch.float32)
         return cal
 
     def forward(self, x: Tensor) -> Tensor:
-        cal = self._calibrated()
-        y = self._digitize(self._tile_currents(self._dac(x, cal)), cal)
-        return self._add_bias(y)
+        return self._add_bias(self._read(x, self._calibrated()))
 
     def extra_repr(self) -> str:
         return (f"tiles={self.n_row_tiles}x{self.n_col_tiles} of {self.config.tile_rows}x"

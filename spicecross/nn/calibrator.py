@@ -7,6 +7,7 @@ retention) without recalibrating: the ADC range is fixed hardware.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -66,9 +67,17 @@ def calibrate_model(model: nn.Module, images: Tensor) -> nn.Module:
     recalibrating. Returns ``model``."""
     from .analog import analog_layers
 
-    fit_calibrations(model, images)
-    for _, m in analog_layers(model):
+    fitted = fit_calibrations(model, images)
+    layers = analog_layers(model)
+    for _, m in layers:
         m.array.age()
+    share = max(c.read_disturb_fraction for c in fitted.values())
+    if share > 0:
+        cfg = layers[0][1].config
+        warnings.warn(f"reads at up to {cfg.read_voltage_v:g} V exceed the {cfg.device_set} "
+                      f"switching threshold ({cfg.switching_threshold_v:g} V): up to "
+                      f"{100 * share:.3g} % of cell reads would switch devices, which the "
+                      f"{cfg.mode} model keeps fixed", RuntimeWarning, stacklevel=2)
     return model
 
 

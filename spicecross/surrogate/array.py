@@ -200,7 +200,7 @@ class ProgrammedArray:
     def weight_units_per_a(self, x_fs: float) -> float:
         """Weight units per ampere of summed differential current for inputs of full scale
         ``x_fs`` read at the DAC's full-scale voltage: the known inverse of the mapping."""
-        return (x_fs / self.config.max_input_voltage_v) * (self.w_max / (self.g_hi - self.g_lo))
+        return (x_fs / self.config.read_voltage_v) * (self.w_max / (self.g_hi - self.g_lo))
 
 
 __all__ = ["COMPENSATION_TOL", "ProgrammedArray"]

@@ -5,6 +5,11 @@ the surrogate read one description of the tile.
 
 Units are in the names (Ω, V, S, %). ``None`` for ``dac_bits``/``adc_bits`` means an ideal
 (unquantized) converter, for ``conductance_states`` continuous programming.
+
+Two voltages are kept apart: ``v_read_v`` is the DAC's physical full-scale read voltage (default
+below the device set's switching thresholds with margin, :data:`READ_MARGIN`); the seed paper's
+``max_input_voltage_v`` is MemTorch's input mapping scale, which the physical read path does not
+use (a linear read scales back by the same factor it scaled up by).
 """
 from __future__ import annotations
 
@@ -37,6 +42,16 @@ TILE_FIELDS: dict[str, tuple[str, ...]] = {
 
 DEFAULT_TILE_SIZE = 64      # rows = cols of the seed paper's default tiles
 
+#: How signed layer inputs reach the word lines. ``two-phase``: two reads with non-negative
+#: voltages (x⁺ = max(x, 0), then x⁻ = max(−x, 0)), each digitized by the same ADC and
+#: subtracted after it, so no word line ever goes below 0 V (the selectors' junctions stay
+#: reverse-biased); a layer whose calibration inputs are non-negative reads once. ``bipolar``:
+#: one read with negative word-line voltages (a signed DAC), as MemTorch does.
+READ_SCHEMES = ("two-phase", "bipolar")
+
+#: The default full-scale read voltage as a share of the device set's switching threshold.
+READ_MARGIN = 0.4
+
 
 def _default_tile() -> TileSpec:
     return TileSpec(rows=DEFAULT_TILE_SIZE, cols=DEFAULT_TILE_SIZE)
@@ -50,6 +65,8 @@ class AnalogConfig:
     tile: TileSpec = field(default_factory=_default_tile)
     mode: str = "linear"
     dac_bits: int | None = 8
+    v_read_v: float | None = None
+    read_scheme: str = "two-phase"
     max_input_voltage_v: float = 9.0
     adc_bits: int | None = 8
     adc_overflow_pct: float = 0.0
@@ -73,9 +90,14 @@ class AnalogConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         check_bits(self.dac_bits, "dac_bits")
         check_bits(self.adc_bits, "adc_bits")
-        v = self.max_input_voltage_v
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ValueError(f"max_input_voltage_v must be a voltage > 0 V, got {v!r}")
+        for name in ("max_input_voltage_v", "v_read_v"):
+            v = getattr(self, name)
+            if v is None and name == "v_read_v":
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a voltage > 0 V, got {v!r}")
+        if self.read_scheme not in READ_SCHEMES:
+            raise ValueError(f"read_scheme must be one of {READ_SCHEMES}, got {self.read_scheme!r}")
         if not 0.0 <= self.adc_overflow_pct < 100.0:
             raise ValueError(f"adc_overflow_pct must be in [0, 100), got {self.adc_overflow_pct!r}")
         s = self.conductance_states
@@ -140,12 +162,25 @@ class AnalogConfig:
         """Whether reads include wire resistance (linear/nonlinear modes, wires not all ideal)."""
         return self.mode != "ideal" and not self.tile.ideal_wires
 
+    @property
+    def switching_threshold_v(self) -> float:
+        """The smaller magnitude of the device set's two switching thresholds (V)."""
+        p = self.device_params()
+        return min(p.v_off_v, -p.v_on_v)
+
+    @property
+    def read_voltage_v(self) -> float:
+        """The DAC's full-scale read voltage (V): ``v_read_v``, or by default
+        :data:`READ_MARGIN` × the device set's switching threshold (0.2 V for pt_hf_ti)."""
+        if self.v_read_v is not None:
+            return float(self.v_read_v)
+        return READ_MARGIN * self.switching_threshold_v
+
     def read_disturb_warning(self) -> str | None:
         """A message when full-scale reads exceed the device's switching thresholds."""
-        p = self.device_params()
-        limit = min(p.v_off_v, -p.v_on_v)
-        if self.max_input_voltage_v > limit:
-            return (f"max input voltage {self.max_input_voltage_v:g} V exceeds the {self.device_set} "
+        limit = self.switching_threshold_v
+        if self.read_voltage_v > limit:
+            return (f"read voltage {self.read_voltage_v:g} V exceeds the {self.device_set} "
                     f"switching threshold ({limit:g} V): a real array would be disturbed by such "
                     f"reads; the {self.mode} model treats the devices as fixed resistors")
         return None
@@ -206,4 +241,4 @@ class AnalogConfig:
         return cls.from_dict(json.loads(text))
 
 
-__all__ = ["AnalogConfig", "DEFAULT_TILE_SIZE", "TILE_FIELDS"]
+__all__ = ["AnalogConfig", "DEFAULT_TILE_SIZE", "READ_MARGIN", "READ_SCHEMES", "TILE_FIELDS"]
