@@ -4,9 +4,10 @@ VTEAM (Kvatinsky et al., IEEE TCAS-II 62(8), 2015):
 
 * :mod:`.vteam` — parameter sets (``PARAMETER_SETS``, ``get_parameter_set``) and the numpy
   reference (``simulate``);
-* :mod:`.behavioural` — the ngspice behavioural subcircuit and its transient runner;
-* :mod:`.verilog_a` — the Verilog-A source ``verilog_a/vteam.va``, compiled with OpenVAF and run
-  in VACASK.
+* :mod:`.behavioural` — the ngspice behavioural subcircuit and its transient deck;
+* :mod:`.verilog_a` — the Verilog-A source ``spicecross/devices/vteam.va`` (package data),
+  compiled with OpenVAF and run in VACASK;
+* :mod:`.transient` — what the two SPICE forms share: run checks, names, reading results back.
 """
 from .vteam import (PARAMETER_SETS, SineDrive, VTEAMParams, conductance_s, current_a,
                     full_switching_frequency_hz, get_parameter_set, resistance_ohm, simulate,
