@@ -15,6 +15,11 @@ from .vteam import (PARAMETER_SETS, SineDrive, VTEAMParams, conductance_s, curre
 from .behavioural import ngspice_transient_deck, run_ngspice_transient, vteam_subckt
 from .verilog_a import (compile_vteam_osdi, run_vacask_transient, va_source_path,
                         vacask_transient_netlist)
+from ..spice.simulators import NGSPICE, VACASK
+
+#: The SPICE transient runner of each simulator (by Simulator.name), each
+#: ``run(params, t_stop_s, drive, x0_m) -> (t_s, v_v, i_a, x_m)``.
+TRANSIENT_RUNNERS = {NGSPICE.name: run_ngspice_transient, VACASK.name: run_vacask_transient}
 
 __all__ = [
     "PARAMETER_SETS", "SineDrive", "VTEAMParams", "conductance_s", "current_a",
@@ -22,4 +27,5 @@ __all__ = [
     "simulate_sine", "state_derivative_m_per_s", "state_for_conductance",
     "ngspice_transient_deck", "run_ngspice_transient", "vteam_subckt",
     "compile_vteam_osdi", "run_vacask_transient", "va_source_path", "vacask_transient_netlist",
+    "TRANSIENT_RUNNERS",
 ]
