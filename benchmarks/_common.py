@@ -36,7 +36,7 @@ def header(title: str) -> str:
     """Date, machine and load, printed at the top of each benchmark."""
     import torch
 
-    from spicecross.spice.simulators import ngspice_version, vacask_version
+    from spicecross.spice.simulators import SIMULATOR_NAMES, get_simulator
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -47,8 +47,9 @@ def header(title: str) -> str:
     lines = [f"# {title}",
              f"date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
              f"machine: {os.cpu_count()} cores ({model}), {platform.system()} {platform.release()}",
-             f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
-             f"({torch.get_num_threads()} threads), {ngspice_version()}, {vacask_version()}",
+             (f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
+              f"({torch.get_num_threads()} threads), "
+              + ", ".join(get_simulator(name).version() for name in SIMULATOR_NAMES)),
              f"at start: {load_str()}"]
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -13,9 +13,10 @@ cached even if the cache were on.
 
 Method. Throughput: ``solve_many(spec, Gs, Vs, backend, n_jobs, cache_dir=None)`` over N reads,
 wall time of the call (the loky pool is started once beforehand, so worker start-up is not
-counted). Breakdown: the same steps ``solve_tile`` performs (netlist text, temporary deck file,
-simulator subprocess, raw file read and parse), timed one by one on the first few tiles; "outside
-the simulator" is everything but the subprocess. ngspice's Sparse 1.3 needs ≈100 s for one
+counted). Breakdown: the steps ``solve_tile`` performs, through the same package calls
+(``Simulator.emit`` for the netlist text; ``Simulator.run`` with its ``timings`` for the
+temporary deck file, the simulator subprocess and the raw file read; ``Simulator.parse``), timed
+one by one on the first few tiles; "outside the simulator" is everything but the subprocess. ngspice's Sparse 1.3 needs ≈100 s for one
 128×128 tile here, so ngspice above 64×64 runs once (serial, one read, breakdown only) and
 only without ``--quick``.
 """
@@ -23,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,41 +34,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PASSIVE_G_RANGE_S, R_WIRE_OHM, fmt_rate, fmt_s, header, load_str,  # noqa: E402
                      max_rel_diff, random_tiles, table)
 
-from spicecross.circuit.netlist import ngspice_netlist, vacask_netlist  # noqa: E402
 from spicecross.circuit.tile import TileSpec  # noqa: E402
-from spicecross.spice.rawfile import read_raw  # noqa: E402
-from spicecross.spice.simulators import ngspice_executable, vacask_executable  # noqa: E402
-from spicecross.spice.solve import AUTO_NGSPICE_MAX_CELLS, _parse_plot, solve_many  # noqa: E402
+from spicecross.spice.simulators import SIMULATOR_NAMES, get_simulator  # noqa: E402
+from spicecross.spice.solve import AUTO_NGSPICE_MAX_CELLS, solve_many  # noqa: E402
 from spicecross.surrogate.transfer import transfer_matrices  # noqa: E402
 
-BACKENDS = ("ngspice", "vacask")
+BACKENDS = SIMULATOR_NAMES
 NGSPICE_FULL_MAX = 64          # above this size ngspice runs once, serial, one read
 
 
 def instrumented_solve(spec: TileSpec, g: np.ndarray, v: np.ndarray, sim: str) -> tuple[dict, np.ndarray]:
     """One tile read, step by step as solve_tile does it, each step timed (s)."""
+    simulator = get_simulator(sim)
     t0 = time.perf_counter()
-    text = (ngspice_netlist if sim == "ngspice" else vacask_netlist)(spec, g, v)
+    text = simulator.emit(spec, g, v)
     t1 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        deck = Path(tmp) / ("deck.cir" if sim == "ngspice" else "deck.sim")
-        deck.write_text(text)
-        t2 = time.perf_counter()
-        if sim == "ngspice":
-            raw = Path(tmp) / "out.raw"
-            cmd = [ngspice_executable(), "-b", "-r", str(raw), str(deck)]
-        else:
-            raw = Path(tmp) / "op1.raw"
-            cmd = [vacask_executable(), str(deck)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp)
-        t3 = time.perf_counter()
-        if not raw.exists():
-            raise RuntimeError(f"{sim} wrote no raw file: {proc.stdout[-500:]} {proc.stderr[-500:]}")
-        cur, _ = _parse_plot(read_raw(raw)[0].data, sim)
-        t4 = time.perf_counter()
-    t5 = time.perf_counter()
-    steps = {"gen": t1 - t0, "write": t2 - t1, "sim": t3 - t2, "parse": t4 - t3, "cleanup": t5 - t4,
-             "total": t5 - t0, "netlist_bytes": len(text)}
+    run: dict[str, float] = {}      # write / sim / parse, filled by Simulator.run
+    plots = simulator.run(text, timings=run)
+    t2 = time.perf_counter()
+    cur, _ = simulator.parse(plots[0])
+    t3 = time.perf_counter()
+    steps = {"gen": t1 - t0, "write": run["write"], "sim": run["sim"],
+             "parse": run["parse"] + (t3 - t2),
+             "cleanup": (t2 - t1) - (run["write"] + run["sim"] + run["parse"]),
+             "total": t3 - t0, "netlist_bytes": len(text)}
     return steps, cur
 
 

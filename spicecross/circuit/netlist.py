@@ -19,6 +19,8 @@ logging.getLogger("PySpice").setLevel(logging.ERROR)
 
 NGSPICE_OPTIONS = {"reltol": 1e-6, "vntol": 1e-9, "abstol": 1e-15}
 SELECTOR_MODEL = "nsel"
+#: Element kinds both emitters write (R: resistor, Ω; V: DC source, V; M: NMOS selector).
+EMITTED_KINDS = ("R", "V", "M")
 
 
 def _fmt(x: float) -> str:
@@ -35,31 +37,41 @@ def _header(spec: TileSpec, title_extra: str = "") -> list[str]:
     ]
 
 
+def _writer(writers: dict, e: Element):
+    """The line writer for ``e.kind``; an unknown kind is a ValueError naming it (both emitters)."""
+    try:
+        return writers[e.kind]
+    except KeyError:
+        raise ValueError(f"unknown element kind {e.kind!r} (element {e.name!r}); the netlist "
+                         f"emitters know {', '.join(EMITTED_KINDS)}") from None
+
+
 def ngspice_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
     """The tile read (one ``.op``) as an ngspice deck built with PySpice's ``Circuit``.
 
     ``g_s``: (rows, cols) conductances in S; ``v_in_v``: (rows,) input voltages in V.
     """
+    return ngspice_netlist_from_elements(spec, tile_elements(spec, g_s, v_in_v))
+
+
+def ngspice_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> str:
+    """The ngspice deck (one ``.op``) of an element list (R in Ω, V in V, M selectors)."""
     from PySpice.Spice.Netlist import Circuit
 
-    els = tile_elements(spec, g_s, v_in_v)
     head = _header(spec)
     circuit = Circuit(head[0])
     if spec.cell == "1t1r":
         s = spec.selector
         circuit.model(SELECTOR_MODEL, "NMOS", level=1, vto=_fmt(s.vto_v), kp=_fmt(s.kp_a_per_v2),
                       **{"lambda": _fmt(s.lambda_per_v)}, gamma=0)
-    for e in els:
-        a = e.nodes
-        if e.kind == "R":
-            circuit.R(e.name, a[0], a[1], _fmt(e.value))
-        elif e.kind == "V":
-            circuit.V(e.name, a[0], a[1], _fmt(e.value))
-        elif e.kind == "M":
-            circuit.M(e.name, a[0], a[1], a[2], a[3], model=SELECTOR_MODEL,
-                      w=_fmt(spec.selector.w_m), l=_fmt(spec.selector.l_m))
-        else:  # pragma: no cover - tile_elements only yields the kinds above
-            raise ValueError(f"unknown element kind {e.kind!r}")
+    writers = {
+        "R": lambda e: circuit.R(e.name, e.nodes[0], e.nodes[1], _fmt(e.value)),
+        "V": lambda e: circuit.V(e.name, e.nodes[0], e.nodes[1], _fmt(e.value)),
+        "M": lambda e: circuit.M(e.name, *e.nodes[:4], model=SELECTOR_MODEL,
+                                 w=_fmt(spec.selector.w_m), l=_fmt(spec.selector.l_m)),
+    }
+    for e in elements:
+        _writer(writers, e)(e)
     opts = " ".join(f"{k}={v:g}" for k, v in NGSPICE_OPTIONS.items())
     body = str(circuit).splitlines()
     lines = [f".title {head[0]}", *head[1:], f".options {opts}", *body[1:]]
@@ -70,8 +82,15 @@ def ngspice_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
 
 
 def vacask_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
-    """The same tile read as a VACASK netlist (SPICE device models loaded as OSDI modules)."""
-    els = tile_elements(spec, g_s, v_in_v)
+    """The same tile read as a VACASK netlist (SPICE device models loaded as OSDI modules).
+
+    ``g_s``: (rows, cols) conductances in S; ``v_in_v``: (rows,) input voltages in V.
+    """
+    return vacask_netlist_from_elements(spec, tile_elements(spec, g_s, v_in_v))
+
+
+def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> str:
+    """The VACASK netlist (analysis ``op1``) of an element list (R in Ω, V in V, M selectors)."""
     head = _header(spec)
     lines = [head[0], *("// " + h[2:] for h in head[1:]), "",
              'load "spice/resistor.osdi"']
@@ -82,15 +101,13 @@ def vacask_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
         s = spec.selector
         lines.append(f"model {SELECTOR_MODEL} sp_mos1 ( type=1 vto={_fmt(s.vto_v)} "
                      f"kp={_fmt(s.kp_a_per_v2)} lambda={_fmt(s.lambda_per_v)} gamma=0 )")
-    for e in els:
-        a = e.nodes
-        if e.kind == "R":
-            lines.append(f"r{e.name} ({a[0]} {a[1]}) r r={_fmt(e.value)}")
-        elif e.kind == "V":
-            lines.append(f"v{e.name} ({a[0]} {a[1]}) vsource dc={_fmt(e.value)}")
-        elif e.kind == "M":
-            lines.append(f"m{e.name} ({a[0]} {a[1]} {a[2]} {a[3]}) {SELECTOR_MODEL} "
-                         f"w={_fmt(spec.selector.w_m)} l={_fmt(spec.selector.l_m)}")
+    writers = {
+        "R": lambda e, a: f"r{e.name} ({a[0]} {a[1]}) r r={_fmt(e.value)}",
+        "V": lambda e, a: f"v{e.name} ({a[0]} {a[1]}) vsource dc={_fmt(e.value)}",
+        "M": lambda e, a: (f"m{e.name} ({a[0]} {a[1]} {a[2]} {a[3]}) {SELECTOR_MODEL} "
+                           f"w={_fmt(spec.selector.w_m)} l={_fmt(spec.selector.l_m)}"),
+    }
+    lines += [_writer(writers, e)(e, e.nodes) for e in elements]
     lines += ["", "control", "  options reltol=1e-6 vntol=1e-9 abstol=1e-15",
               "  save default", "  analysis op1 op", "endc", ""]
     return "\n".join(lines)
@@ -104,12 +121,16 @@ def netlist_hash(text: str) -> str:
 
 def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
                   simulator: str = "ngspice") -> Path:
-    """Write the tile read to ``path`` for ``simulator`` ('ngspice' → .cir, 'vacask' → .sim)."""
-    text = {"ngspice": ngspice_netlist, "vacask": vacask_netlist}[simulator](spec, g_s, v_in_v)
+    """Write the tile read to ``path`` for ``simulator`` ('ngspice' → .cir, 'vacask' → .sim;
+    see :func:`spicecross.spice.simulators.get_simulator`)."""
+    from ..spice.simulators import get_simulator
+
+    text = get_simulator(simulator).emit(spec, g_s, v_in_v)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(text)
     return p
 
 
-__all__ = ["ngspice_netlist", "vacask_netlist", "netlist_hash", "write_netlist", "Element"]
+__all__ = ["ngspice_netlist", "vacask_netlist", "ngspice_netlist_from_elements",
+           "vacask_netlist_from_elements", "netlist_hash", "write_netlist", "Element", "EMITTED_KINDS"]

@@ -16,21 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..spice.simulators import SimulationError, run_ngspice
+from ..spice.simulators import NGSPICE
+from .transient import (W_EDGE, check_sine_run, default_max_step_s, run_sine_transient,
+                        spice_number as _g)
 from .vteam import SineDrive, VTEAMParams
 
-
-# Width (in normalised state) of the boundary layer over which the SPICE forms stop the state at
-# x_on/x_off. A hard stop (motion on until the bound, then none) has no solution for an implicit
-# step that would cross the bound, so the step size collapses there ("timestep too small"); a
-# stop that ramps down over the last W_EDGE of the range always has one. The state then
-# approaches a bound exponentially, with time constant W_EDGE/|dw/dt| (sub-microsecond while
-# switching), instead of hitting it in one Euler step.
-W_EDGE = 1e-6
-
-
-def _g(x: float) -> str:
-    return repr(float(x))
+__all__ = ["W_EDGE", "default_max_step_s", "ngspice_transient_deck", "run_ngspice_transient",
+           "vteam_subckt"]
 
 
 def vteam_subckt(params: VTEAMParams, name: str = "vteam") -> str:
@@ -78,30 +70,12 @@ def _params_block(p: VTEAMParams) -> str:
     return "\n".join(lines)
 
 
-def _check_run(t_stop_s: float, x0_m: float, params: VTEAMParams) -> float:
-    if not (isinstance(t_stop_s, (int, float, np.floating)) and t_stop_s > 0 and np.isfinite(t_stop_s)):
-        raise ValueError(f"t_stop_s must be a finite time > 0 s, got {t_stop_s!r}")
-    if not np.isfinite(x0_m) or not params.x_on_m <= x0_m <= params.x_off_m:
-        raise ValueError(f"x0_m must lie in [x_on_m, x_off_m] = [{params.x_on_m!r}, "
-                         f"{params.x_off_m!r}], got {x0_m!r}")
-    return (float(x0_m) - params.x_on_m) / params.x_span_m
-
-
-def default_max_step_s(drive: SineDrive, t_stop_s: float) -> float:
-    """The time-step ceiling the SPICE forms use by default: 1/4000 of a drive period."""
-    return min(drive.period_s / 4000.0, t_stop_s / 100.0)
-
-
 def ngspice_transient_deck(params: VTEAMParams, t_stop_s: float, drive: SineDrive, x0_m: float,
                            *, max_step_s: float | None = None, reltol: float = 1e-5) -> str:
     """A complete ngspice deck: sine source ``V1 in 0`` across one VTEAM device ``Xm in 0``,
     ``.tran`` to ``t_stop_s`` from state ``x0_m`` (``uic``). Runnable by hand with ``ngspice -b``."""
-    w0 = _check_run(t_stop_s, x0_m, params)
-    if not isinstance(drive, SineDrive):
-        raise ValueError(f"drive must be a SineDrive, got {type(drive).__name__}")
-    hmax = default_max_step_s(drive, t_stop_s) if max_step_s is None else float(max_step_s)
-    if not hmax > 0:
-        raise ValueError(f"max_step_s must be > 0, got {max_step_s!r}")
+    run = check_sine_run(params, t_stop_s, drive, x0_m, max_step_s)
+    w0, hmax = run.w0, run.max_step_s
     return f"""\
 VTEAM sine drive: {_g(drive.amplitude_v)} V, {_g(drive.frequency_hz)} Hz (spicecross)
 {vteam_subckt(params, "vteam")}
@@ -121,16 +95,4 @@ def run_ngspice_transient(params: VTEAMParams, t_stop_s: float, drive: SineDrive
     points, with ``i`` the device current from p to n and ``x`` the state in metres."""
     deck = ngspice_transient_deck(params, t_stop_s, drive, x0_m, max_step_s=max_step_s,
                                   reltol=reltol)
-    try:
-        plots = run_ngspice(deck)
-    except ValueError as exc:   # a raw file cut short by an aborted run
-        raise SimulationError(f"ngspice: unreadable result, the run was probably aborted "
-                              f"({exc})") from exc
-    plot = next((p for p in plots if "time" in p), None)
-    if plot is None or "v(xm.w)" not in plot:
-        raise SimulationError("ngspice: the transient plot lacks time or v(xm.w)")
-    t = plot["time"]
-    v = plot["v(in)"]
-    i = -plot["i(v1)"]          # source current is positive into its + terminal
-    x = params.x_on_m + plot["v(xm.w)"] * params.x_span_m
-    return t, v, i, x
+    return run_sine_transient(NGSPICE, deck, params)

