@@ -110,7 +110,12 @@ def test_bad_tile_inputs_are_named():
     with pytest.raises(ValueError, match=r"cell"):
         TileSpec(cell="2t2r")
     with pytest.raises(ValueError, match=r"r_wire_wl_ohm"):
-        TileSpec(r_wire_wl_ohm=0.0)
+        TileSpec(r_wire_wl_ohm=-0.1)
+    with pytest.raises(ValueError, match=r"r_wire_bl_ohm"):
+        TileSpec(r_wire_bl_ohm=float("nan"))
+    # 0 Ω is an ideal wire: the netlist emits 1 µΩ, as SPICE needs a finite resistance
+    ideal = TileSpec(rows=2, cols=2, r_wire_wl_ohm=0.0, r_wire_bl_ohm=0.0)
+    assert " 1e-06" in ngspice_netlist(ideal, np.full((2, 2), 1e-3), np.zeros(2))
 
 
 def cli(*args, cwd=None):
