@@ -331,3 +331,50 @@ def test_cli_infer_cifar_with_weights(tmp_path, capsys):
     assert main(["infer", "--model", "cifar100", "--weights", str(ckpt), "--data",
                  str(tmp_path / "data"), "--limit", "20", "--json"]) == 2
     assert "cifar10" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- physical reads
+def test_two_phase_reads_keep_word_lines_non_negative_and_equal_bipolar_when_exact():
+    """Signed inputs are read as x⁺ then x⁻ with non-negative voltages; with ideal converters
+    and linear cells that is exactly the bipolar read, and both equal the digital layer."""
+    model = _small_linear(24, 10, seed=4)
+    x = torch.randn(6, 24, dtype=torch.float64)
+    cfg = AnalogConfig.build(tile_rows=8, tile_cols=8, r_wire_ohm=0.0, dac_bits=None,
+                             adc_bits=None)
+    assert cfg.read_voltage_v == pytest.approx(0.2)           # 0.4 × 0.5 V of pt_hf_ti
+    two = patch_model(model, cfg, x)
+    layer = two[0]
+    phases = layer._dac(x, layer.calibration)
+    assert [s for s, _ in phases] == [1.0, -1.0]
+    assert all(float(v.min()) >= 0 and float(v.max()) <= 0.2 + 1e-12 for _, v in phases)
+    bip = patch_model(model, cfg.with_(read_scheme="bipolar"), x)
+    assert len(bip[0]._dac(x, bip[0].calibration)) == 1
+    with torch.no_grad():
+        assert torch.allclose(two(x), model(x), rtol=1e-10, atol=1e-10)
+        assert torch.allclose(bip(x), model(x), rtol=1e-10, atol=1e-10)
+    # non-negative inputs read once
+    xp = x.abs()
+    assert len(layer._dac(xp, patch_model(model, cfg, xp)[0].calibration)) == 1
+
+
+def test_two_phase_uses_the_full_unsigned_dac_range():
+    """With a 4-bit DAC, two phases resolve signed inputs twice as finely as a signed DAC."""
+    model = _small_linear(16, 8, seed=5)
+    x = torch.randn(200, 16, dtype=torch.float64)
+    cfg = AnalogConfig.build(tile_rows=16, tile_cols=8, r_wire_ohm=0.0, dac_bits=4, adc_bits=None)
+    with torch.no_grad():
+        ref = model(x)
+        err_two = (patch_model(model, cfg, x)(x) - ref).abs().mean()
+        err_bip = (patch_model(model, cfg.with_(read_scheme="bipolar"), x)(x) - ref).abs().mean()
+    assert err_two < 0.7 * err_bip
+
+
+def test_reads_above_threshold_warn_with_the_share():
+    model = _small_linear(16, 8)
+    x = torch.rand(4, 16, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match=r"switch devices"):
+        patch_model(model, AnalogConfig.build(tile_rows=16, tile_cols=8, v_read_v=1.0), x)
+    with pytest.raises(ValueError, match="read_scheme"):
+        AnalogConfig.build(read_scheme="tri-phase")
+    with pytest.raises(ValueError, match="v_read_v"):
+        AnalogConfig.build(v_read_v=float("inf"))

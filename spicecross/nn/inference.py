@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from ..calibration.network_check import DEFAULT_CHECK_BACKEND, spice_check
 from ..surrogate.config import AnalogConfig
 from .analog import analog_layers, patch_model
 from .datasets import DATA_ENV_VAR, default_data_root, load_dataset, load_mnist_sample
@@ -99,20 +100,35 @@ def _accuracy(model: nn.Module, data: TensorDataset, batch_size: int) -> tuple[f
     return 100.0 * correct / len(y), time.perf_counter() - t0
 
 
-def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_size: int = 500
-               ) -> dict[str, Any]:
+#: Test images whose layer inputs the SPICE check samples its reads from.
+SPICE_CHECK_IMAGES = 64
+
+
+def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_size: int = 500,
+               spice_check_reads: int = 0, spice_backend: str = DEFAULT_CHECK_BACKEND,
+               n_jobs: int | None = None) -> dict[str, Any]:
     """Patch ``model`` (a copy), calibrate on ``data.calibration``, evaluate on ``data.test``.
 
     Returns accuracy (%), seconds (inference only), program_seconds (programming incl. transfer
-    matrices, IR-drop compensation and calibration) and the compensation headroom/residuals.
+    matrices, IR-drop compensation and calibration), the read voltage, the compensation
+    headroom/residuals and, with ``spice_check_reads`` > 0, ``"spice_check"``: that many tile
+    reads per analog layer, sampled from the first test images, solved in SPICE and compared
+    with the surrogate (:func:`~spicecross.calibration.network_check.spice_check`).
     """
-    if batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size must be ≥ 1, got {batch_size!r}")
+    if isinstance(spice_check_reads, bool) or not isinstance(spice_check_reads, int) \
+            or spice_check_reads < 0:
+        raise ValueError(f"SPICE check reads must be an integer ≥ 0, got {spice_check_reads!r}")
     t0 = time.perf_counter()
     analog = patch_model(model, config, data.calibration)
     program_s = time.perf_counter() - t0
     acc, secs = _accuracy(analog, data.test, batch_size)
     layers = analog_layers(analog)
+    check = None
+    if spice_check_reads:
+        check = spice_check(analog, data.test.tensors[0][:SPICE_CHECK_IMAGES], spice_check_reads,
+                            backend=spice_backend, n_jobs=n_jobs, seed=config.seed)
     return {
         "accuracy": acc,
         "seconds": secs,
@@ -122,21 +138,26 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
         "headroom": [m.array.headroom for _, m in layers],
         "compensation_residual": [m.array.compensation_residual for _, m in layers],
         "read_disturb_fraction": max(m.calibration.read_disturb_fraction for _, m in layers),
+        "read_voltage_v": config.read_voltage_v,
+        "read_scheme": config.read_scheme,
+        **({"spice_check": check} if check is not None else {}),
     }
 
 
 def infer(model_name: str, data_root: str | Path | None, config: AnalogConfig,
-          limit: int | None = None, batch_size: int = 500, weights: str | Path | None = None
-          ) -> dict[str, Any]:
+          limit: int | None = None, batch_size: int = 500, weights: str | Path | None = None,
+          spice_check_reads: int = 0, spice_backend: str = DEFAULT_CHECK_BACKEND,
+          n_jobs: int | None = None) -> dict[str, Any]:
     """Accuracy of ``model_name`` on crossbars per ``config`` and of the digital network on the
     same images. Returns ``accuracy``, ``digital_accuracy`` (percent), ``seconds`` (analog
-    inference time), ``images``, plus ``program_seconds``, ``digital_seconds``, ``data``."""
+    inference time), ``images``, plus ``program_seconds``, ``digital_seconds``, ``data`` and,
+    with ``spice_check_reads`` > 0, the ``spice_check`` report (see :func:`run_analog`)."""
     if not isinstance(config, AnalogConfig):
         raise ValueError("config must be an AnalogConfig")
     model = load_network(model_name, weights)
     data = load_eval_data(model_name, data_root, limit, config.calibration_images)
     digital_acc, digital_s = _accuracy(model, data.test, batch_size)
-    res = run_analog(model, config, data, batch_size)
+    res = run_analog(model, config, data, batch_size, spice_check_reads, spice_backend, n_jobs)
     res.update(digital_accuracy=digital_acc, digital_seconds=digital_s, data=data.source,
                model=model_name, config=config.to_dict())
     return res
