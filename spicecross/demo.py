@@ -6,15 +6,14 @@
 3. a short calibration of the surrogate against ngspice (held-out error per mode, parity and
    IR-drop PNGs);
 4. MNIST inference with the calibrated surrogate: the real test set if a dataset directory is
-   found (``--data``, ``$SPICECROSS_DATA`` or ``../shared/data`` beside the checkout), else the
-   package's bundled 1000-image sample → accuracy PNG;
+   found (``--data``, ``$SPICECROSS_DATA`` or ``shared/data`` beside the checkout; see
+   :func:`spicecross.nn.datasets.data_root`), else the package's bundled 1000-image sample →
+   accuracy PNG;
 5. a summary table on stdout (and ``summary.json``).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -26,23 +25,18 @@ def _step(k: int, text: str) -> float:
     return time.perf_counter()
 
 
-def find_data_root(explicit: str | None) -> Path | None:
-    """A directory holding MNIST in torchvision's layout, or None."""
-    candidates = [explicit, os.environ.get("SPICECROSS_DATA"),
-                  str(Path(__file__).resolve().parents[2] / "shared" / "data"),
-                  str(Path.cwd().parent / "shared" / "data")]
-    for c in candidates:
-        if c and (Path(c) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
-            return Path(c)
-    return None
+#: What the demo needs of a data root: the MNIST test images in torchvision's layout.
+MNIST_TEST_FILE = "MNIST/raw/t10k-images-idx3-ubyte"
 
 
 def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -> dict:
+    """Run the five steps into ``out_dir``; ``data`` is a dataset root (see the module doc),
+    ``limit`` caps the MNIST test images. Returns the summary also written to summary.json."""
     from .calibration import calibrate
     from .calibration.plots import ir_drop_map, parity_plot
     from .circuit.netlist import write_netlist
     from .circuit.tile import TileSpec
-    from .devices.commands import plot_iv, rms_difference_pct, run_forms
+    from .devices.iv import plot_iv, rms_difference_pct, run_forms
     from .devices.vteam import SineDrive, get_parameter_set
     from .spice.solve import solve_tile
     from .surrogate.tile_model import TileSurrogate
@@ -96,7 +90,9 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
           + f" ({time.perf_counter() - t:.1f} s)")
 
     t = _step(4, "MNIST inference with the calibrated surrogate (64x64 1T1R tiles, 8-bit ADC, MIV 9 V)")
-    root = find_data_root(data)
+    from .nn.datasets import data_root
+
+    root = data_root(data, contains=MNIST_TEST_FILE)
     summary["inference"] = _demo_inference(root, cal, limit, out_dir)
     inf = summary["inference"]
     summary["outputs"]["accuracy"] = inf.get("plot")
@@ -125,17 +121,3 @@ def _demo_inference(root: Path | None, cal, limit: int | None, out_dir: Path) ->
     from .nn.demo_inference import infer_demo
 
     return infer_demo(root, g_sel_s=cal.g_sel_s, limit=limit, plot=out_dir / "mnist_accuracy.png")
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    run_demo(Path(args.out), args.data, args.limit)
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the end-to-end demo (device, tile vs ngspice, calibration, MNIST)",
-                       description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="out/demo", help="output directory (PNG, netlist, HDF5, JSON)")
-    p.add_argument("--data", help="dataset root in torchvision's layout (MNIST/raw/...)")
-    p.add_argument("--limit", type=int, help="at most this many test images")
-    p.set_defaults(func=_cmd_demo)

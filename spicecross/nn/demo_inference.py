@@ -21,14 +21,14 @@ def infer_demo(data_root: Path | None, g_sel_s: float | None, limit: int | None 
     out.update(ideal_accuracy=ideal["accuracy"], dataset=lin["data"], r_wire_ohm=cfg.r_wire_ohm,
                config=cfg.to_dict())
     if plot is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
         labels = ["digital", "crossbar, ideal wires", f"crossbar, {cfg.r_wire_ohm:g} Ω wires\n(exact IR drop)"]
         values = [lin["digital_accuracy"], ideal["accuracy"], lin["accuracy"]]
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig = Figure(figsize=(6, 4))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
         bars = ax.bar(labels, values, color=["0.5", "tab:blue", "tab:orange"])
         ax.bar_label(bars, fmt="%.2f %%")
         ax.set_ylim(max(0.0, min(values) - 5), 100)
@@ -36,6 +36,5 @@ def infer_demo(data_root: Path | None, g_sel_s: float | None, limit: int | None 
         ax.set_title(f"{lin['images']} images, 64×64 1T1R tiles, 8-bit ADC, MIV 9 V")
         fig.tight_layout()
         fig.savefig(plot, dpi=120)
-        plt.close(fig)
         out["plot"] = str(plot)
     return out

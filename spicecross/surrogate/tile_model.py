@@ -24,7 +24,7 @@ from .cells import cell_currents_1t1r
 from .network import build_network
 from .transfer import transfer_matrices
 
-MODES = ("ideal", "linear", "nonlinear")
+from .modes import MODES  # noqa: E402 (torch-free, for the CLI)
 
 
 class ConvergenceError(RuntimeError):
