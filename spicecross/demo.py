@@ -6,15 +6,14 @@
 3. a short calibration of the surrogate against ngspice (held-out error per mode, parity and
    IR-drop PNGs);
 4. MNIST inference with the calibrated surrogate: the real test set if a dataset directory is
-   found (``--data``, ``$SPICECROSS_DATA`` or ``../shared/data`` beside the checkout), else the
-   package's bundled 1000-image sample → accuracy PNG;
+   found (``--data``, ``$SPICECROSS_DATA`` or ``shared/data`` beside the checkout; see
+   :func:`spicecross.nn.datasets.data_root`), else the package's bundled 1000-image sample →
+   accuracy PNG;
 5. a summary table on stdout (and ``summary.json``).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -26,23 +25,18 @@ def _step(k: int, text: str) -> float:
     return time.perf_counter()
 
 
-def find_data_root(explicit: str | None) -> Path | None:
-    """A directory holding MNIST in torchvision's layout, or None."""
-    candidates = [explicit, os.environ.get("SPICECROSS_DATA"),
-                  str(Path(__file__).resolve().parents[2] / "shared" / "data"),
-                  str(Path.cwd().parent / "shared" / "data")]
-    for c in candidates:
-        if c and (Path(c) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
-            return Path(c)
-    return None
+#: What the demo needs of a data root: the MNIST test images in torchvision's layout.
+MNIST_TEST_FILE = "MNIST/raw/t10k-images-idx3-ubyte"
 
 
 def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -> dict:
+    """Run the five steps into ``out_dir``; ``data`` is a dataset root (see the module doc),
+    ``limit`` caps the MNIST test images. Returns the summary also written to summary.json."""
     from .calibration import calibrate
     from .calibration.plots import ir_drop_map, parity_plot
     from .circuit.netlist import write_netlist
     from .circuit.tile import TileSpec
-    from .devices.commands import plot_iv, rms_difference_pct, run_forms
+    from .devices.iv import plot_iv, rms_difference_pct, run_forms
     from .devices.vteam import SineDrive, get_parameter_set
     from .spice.solve import solve_tile
     from .surrogate.tile_model import TileSurrogate
@@ -83,9 +77,14 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
     print(f"    ngspice {ref.simulator_version}: {took}; surrogate max rel. error: "
           + ", ".join(f"{m} {e:.3g}" for m, e in tile.items()) + f" ({time.perf_counter() - t:.1f} s)")
 
-    t = _step(3, "short calibration of the surrogate against ngspice (32x32 1T1R, 6 tiles x 4 reads)")
-    cal, arrays = calibrate(spec, n_tiles=6, reads_per_tile=4, seed=1, backend="ngspice",
-                            out=out_dir / "calibration.h5")
+    from .nn.demo_inference import DEMO_CONFIG
+
+    net_spec = DEMO_CONFIG.tile
+    t = _step(3, f"short calibration of the surrogate against VACASK on the network's own tile "
+                 f"({net_spec.rows}x{net_spec.cols} {net_spec.cell}, reads 0-"
+                 f"{DEMO_CONFIG.read_voltage_v:g} V, 6 tiles x 4 reads)")
+    cal, arrays = calibrate(net_spec, n_tiles=6, reads_per_tile=4, seed=1, backend="vacask",
+                            v_read_max_v=DEMO_CONFIG.read_voltage_v, out=out_dir / "calibration.h5")
     parity_plot(cal, arrays, out_dir / "calibration_parity.png")
     ir_drop_map(cal, arrays, out_dir / "calibration_irdrop.png")
     summary["calibration"] = cal.summary()
@@ -95,13 +94,20 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
           + ", ".join(f"{m} {100 * e['rel_rms']:.3g} %" for m, e in cal.errors.items())
           + f" ({time.perf_counter() - t:.1f} s)")
 
-    t = _step(4, "MNIST inference with the calibrated surrogate (64x64 1T1R tiles, 8-bit ADC, MIV 9 V)")
-    root = find_data_root(data)
+    t = _step(4, f"MNIST inference with the calibrated surrogate (64x64 1T1R tiles, 8-bit DAC/ADC, "
+                 f"two-phase reads at {DEMO_CONFIG.read_voltage_v:g} V), SPICE-checked")
+    from .nn.datasets import data_root
+
+    root = data_root(data, contains=MNIST_TEST_FILE)
     summary["inference"] = _demo_inference(root, cal, limit, out_dir)
     inf = summary["inference"]
     summary["outputs"]["accuracy"] = inf.get("plot")
+    chk = inf["spice_check"]
     print(f"    {inf['images']} images ({inf['dataset']}): digital {inf['digital_accuracy']:.2f} %, "
           f"memristive {inf['accuracy']:.2f} % in {inf['seconds']:.1f} s ({time.perf_counter() - t:.1f} s)")
+    print(f"    SPICE check ({chk['simulator']}, {chk['reads']} sampled tile reads): max error "
+          f"{chk['max_err_lsb']:.3g} ADC steps, {100 * chk['share_within_1_lsb']:.1f} % of reads "
+          f"within 1 step, max relative current error {chk['max_rel_err']:.3g}")
 
     _step(5, "summary")
     rows = [
@@ -113,6 +119,7 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
         ("calibrated linear, held out", f"{100 * cal.errors['linear']['rel_rms']:.3g} % RMS"),
         ("MNIST digital", f"{inf['digital_accuracy']:.2f} % ({inf['images']} images)"),
         ("MNIST memristive (linear mode)", f"{inf['accuracy']:.2f} % in {inf['seconds']:.1f} s"),
+        ("  its SPICE check (max error)", f"{chk['max_err_lsb']:.3g} ADC steps over {chk['reads']} reads"),
     ]
     w = max(len(r[0]) for r in rows)
     print("\n".join(f"    {a:<{w}}  {b}" for a, b in rows))
@@ -124,18 +131,4 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
 def _demo_inference(root: Path | None, cal, limit: int | None, out_dir: Path) -> dict:
     from .nn.demo_inference import infer_demo
 
-    return infer_demo(root, g_sel_s=cal.g_sel_s, limit=limit, plot=out_dir / "mnist_accuracy.png")
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    run_demo(Path(args.out), args.data, args.limit)
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the end-to-end demo (device, tile vs ngspice, calibration, MNIST)",
-                       description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="out/demo", help="output directory (PNG, netlist, HDF5, JSON)")
-    p.add_argument("--data", help="dataset root in torchvision's layout (MNIST/raw/...)")
-    p.add_argument("--limit", type=int, help="at most this many test images")
-    p.set_defaults(func=_cmd_demo)
+    return infer_demo(root, cal, limit=limit, plot=out_dir / "mnist_accuracy.png")

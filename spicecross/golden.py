@@ -1,5 +1,6 @@
-"""Golden references: fixed cases whose emitted netlists and ngspice results are kept in the
-repository (``netlists/golden/*.cir`` and ``tests/golden/*.h5``) and checked on every test run.
+"""Golden references: fixed cases whose emitted netlists and ngspice results ship as package
+data (``spicecross/data/golden/``: ``<case>[_k].cir``, ``<case>.h5`` and ``manifest.json``
+with every case's files and their sha256) and are checked on every test run.
 
 For each case three things are compared:
 
@@ -9,13 +10,15 @@ For each case three things are compared:
 2. a fresh ngspice run of the kept netlist against the stored result (tolerance per case);
 3. the surrogate against the stored SPICE result, within the case's stated error bound.
 
-``spicecross golden check`` runs them; ``spicecross golden update`` regenerates the files and
-prints what changed. Cases use the package defaults (TileSpec's wire resistances, the selector,
+``spicecross golden check`` verifies the files against the manifest, then runs them;
+``spicecross golden update`` regenerates the files (into the package's data directory, or
+``--root DIR``), rewrites the manifest and prints what changed. Cases use the package defaults (TileSpec's wire resistances, the selector,
 the pt_hf_ti device set), so changing a default shows up here.
 """
 from __future__ import annotations
 
 import difflib
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +29,13 @@ import numpy as np
 
 from .circuit.netlist import ngspice_netlist
 from .circuit.tile import TileSpec
+from .golden_manifest import (MANIFEST, GoldenRoot, package_root, read_manifest, verify_manifest,
+                              writable_package_root, write_manifest)
 from .store import atomic_h5
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+__all__ = ["GoldenCase", "CaseResult", "cases", "check_case", "update_case", "normalise_netlist",
+           "package_root", "writable_package_root", "read_manifest", "verify_manifest", "MANIFEST"]
+
 _NUM = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])")
 
 
@@ -62,11 +69,17 @@ class GoldenCase:
     spice_rtol: float
     bounds: dict[str, float]             # surrogate output → relative error bound
 
-    def netlist_path(self, root: Path, k: int) -> Path:
-        return root / "netlists" / "golden" / f"{self.name}{'' if k == 0 else f'_{k}'}.cir"
+    def netlist_name(self, k: int) -> str:
+        return f"{self.name}{'' if k == 0 else f'_{k}'}.cir"
 
-    def result_path(self, root: Path) -> Path:
-        return root / "tests" / "golden" / f"{self.name}.h5"
+    def result_name(self) -> str:
+        return f"{self.name}.h5"
+
+    def netlist_path(self, root: GoldenRoot, k: int) -> GoldenRoot:
+        return root / self.netlist_name(k)
+
+    def result_path(self, root: GoldenRoot) -> GoldenRoot:
+        return root / self.result_name()
 
 
 # ---- tile cases ---------------------------------------------------------------------------
@@ -152,7 +165,7 @@ def _vteam_case() -> GoldenCase:
         return {"t_s": t, "i_a": i, "x_m": x}
 
     def surrogate(built: dict, stored: dict) -> dict:
-        from .devices.commands import rms_difference_pct
+        from .devices.iv import rms_difference_pct
         from .devices.vteam import simulate_sine
 
         p, drive, t_stop, x0 = params()
@@ -206,29 +219,32 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-def _read_h5(path: Path) -> dict:
-    with h5py.File(path, "r") as f:
+def _read_h5(path: GoldenRoot) -> dict:
+    with h5py.File(io.BytesIO(path.read_bytes()), "r") as f:
         return {k: f[k][()] for k in f.keys()}
 
 
-def check_case(case: GoldenCase, root: Path = REPO_ROOT, run_spice: bool = True) -> CaseResult:
+def check_case(case: GoldenCase, root: GoldenRoot | None = None, run_spice: bool = True) -> CaseResult:
+    """Compare what the code emits and computes now with the case's golden files under ``root``
+    (default: the package's own)."""
+    root = package_root() if root is None else root
     res = CaseResult(case.name, True)
     built = case.build()
     for k, text in enumerate(built["netlists"]):
         path = case.netlist_path(root, k)
-        if not path.exists():
+        if not path.is_file():
             res.ok = False
-            res.messages.append(f"missing {path.relative_to(root)}: run 'spicecross golden update'")
+            res.messages.append(f"missing {case.netlist_name(k)}: run 'spicecross golden update'")
             continue
         kept, now = normalise_netlist(path.read_text()), normalise_netlist(text)
         if kept != now:
             res.ok = False
-            res.messages.append(f"emitted netlist differs from {path.relative_to(root)}: "
+            res.messages.append(f"emitted netlist differs from {case.netlist_name(k)}: "
                                 + _describe_diff(kept, now))
     rpath = case.result_path(root)
-    if not rpath.exists():
+    if not rpath.is_file():
         res.ok = False
-        res.messages.append(f"missing {rpath.relative_to(root)}: run 'spicecross golden update'")
+        res.messages.append(f"missing {case.result_name()}: run 'spicecross golden update'")
         return res
     stored = _read_h5(rpath)
     if run_spice:
@@ -259,8 +275,11 @@ def check_case(case: GoldenCase, root: Path = REPO_ROOT, run_spice: bool = True)
     return res
 
 
-def update_case(case: GoldenCase, root: Path = REPO_ROOT) -> list[str]:
-    """Regenerate the case's netlists and stored result; return a description of the changes."""
+def update_case(case: GoldenCase, root: Path | None = None) -> list[str]:
+    """Regenerate the case's netlists and stored result under ``root`` (default: the package's
+    own golden directory, which must be writable) and rewrite the manifest; return a
+    description of the changes."""
+    root = writable_package_root() if root is None else Path(root)
     changes: list[str] = []
     built = case.build()
     for k, text in enumerate(built["netlists"]):
@@ -294,4 +313,6 @@ def update_case(case: GoldenCase, root: Path = REPO_ROOT) -> list[str]:
         f.attrs["case"] = case.name
         f.attrs["description"] = case.description
         f.attrs["simulator_version"] = ngspice_version()
+    write_manifest(root, case.name, case.description,
+                   [case.netlist_name(k) for k in range(len(built["netlists"]))] + [case.result_name()])
     return changes

@@ -277,12 +277,41 @@ def _cli(*args, timeout=300):
 
 def test_cli_infer_json_runs():
     r = _cli("infer", "--model", "mnist", "--limit", "200", "--tile", "64x64", "--adc-bits", "8",
-             "--miv", "9", "--json")
+             "--miv", "9", "--spice-check", "0", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert {"accuracy", "digital_accuracy", "seconds", "images"} <= set(out)
-    assert out["images"] == 200
+    assert out["images"] == 200 and out["read_voltage_v"] == pytest.approx(0.2)
+    assert out["read_scheme"] == "two-phase" and "spice_check" not in out
     assert out["accuracy"] >= out["digital_accuracy"] - 3.0
+
+
+def test_cli_infer_spice_check_0t1r_is_exact(capsys):
+    """Every network answer carries its SPICE error: for 0T1R tiles the linear read is exact,
+    so VACASK and the surrogate agree to rounding on reads sampled from the real network."""
+    from spicecross.cli import main
+
+    assert main(["infer", "--limit", "50", "--spice-check", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    chk = out["spice_check"]
+    assert chk["simulator"] == "vacask" and len(chk["per_layer"]) == 5
+    assert chk["reads"] == 15 and chk["share_within_1_lsb"] == 1.0
+    assert chk["max_rel_err"] < 1e-9 and chk["max_err_lsb"] < 1e-6
+    assert {"layer", "reads", "max_err_lsb", "rms_err_lsb", "max_rel_err",
+            "code_mismatch_share"} <= set(chk["per_layer"][0])
+
+
+def test_mismatched_calibration_is_refused(tmp_path, capsys):
+    from spicecross.calibration.calibrate import Calibration, save_calibration
+    from spicecross.cli import main
+
+    cal = Calibration(TileSpec(rows=4, cols=4, cell="1t1r"), 4e-3, {}, "linear",
+                      {"v_read_max_v": 0.2})
+    path = save_calibration(tmp_path / "cal.h5", cal, {"x": np.zeros(1)})
+    assert main(["infer", "--cell", "1t1r", "--calibration", str(path), "--limit", "10",
+                 "--spice-check", "0", "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rows 4 vs the network's 64" in err, err
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -324,7 +353,7 @@ def test_cli_infer_cifar_with_weights(tmp_path, capsys):
     torch.save({"format": CHECKPOINT_FORMAT, "model": "cifar10", "seed": 0,
                 "state_dict": net.state_dict()}, ckpt)
     assert main(["infer", "--model", "cifar10", "--weights", str(ckpt), "--data",
-                 str(tmp_path / "data"), "--limit", "20", "--json"]) == 0
+                 str(tmp_path / "data"), "--limit", "20", "--spice-check", "0", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["images"] == 20 and 0 <= out["accuracy"] <= 100
     # a checkpoint of another model is refused with one line

@@ -21,7 +21,7 @@ def test_changed_wire_default_fails_readably(monkeypatch):
     res = golden.check_case(case, run_spice=False)
     assert not res.ok
     text = "\n".join(res.messages)
-    assert "emitted netlist differs from netlists/golden/passive_16x16.cir: 256 lines differ" in text
+    assert "emitted netlist differs from passive_16x16.cir: 256 lines differ" in text
     assert "-Rwl0_1 wl_0_0 wl_0_1 0.1" in text and "+Rwl0_1 wl_0_0 wl_0_1 1.5" in text
 
 
@@ -32,11 +32,11 @@ def test_normalisation_ignores_comments_and_float_noise():
     assert golden.normalise_netlist("R1 a b 0.31") != golden.normalise_netlist(b)
 
 
-def test_cli_golden_check():
+def test_cli_golden_check(tmp_path):
     r = subprocess.run([sys.executable, "-m", "spicecross.cli", "golden", "check", "--case", "passive_16x16"],
-                       capture_output=True, text=True, cwd=golden.REPO_ROOT)
+                       capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "passive_16x16: ok" in r.stdout
     r = subprocess.run([sys.executable, "-m", "spicecross.cli", "golden", "check", "--case", "nope"],
-                       capture_output=True, text=True, cwd=golden.REPO_ROOT)
+                       capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and "nope" in r.stderr

@@ -182,4 +182,35 @@ def load_calibration(path: str | Path) -> Calibration:
         raise ValueError(f"{p} is not a readable HDF5 calibration file") from exc
 
 
-__all__ = ["Calibration", "calibrate", "load_calibration", "save_calibration", "draw_tiles"]
+def calibration_mismatches(cal: Calibration, config) -> list[str]:
+    """What makes ``cal`` unfit for the network described by ``config`` (an AnalogConfig): a
+    different tile size, cell, wires, driver/sense resistance, selector, device set, or read
+    voltage range (the calibration's largest read voltage vs the network's full-scale read,
+    more than 5 % apart). Empty when it fits."""
+    a, b = cal.spec, config.tile
+    out = [f"{name} {getattr(a, name)!r} vs the network's {getattr(b, name)!r}"
+           for name in ("rows", "cols", "cell", "r_wire_wl_ohm", "r_wire_bl_ohm", "r_driver_ohm",
+                        "r_sense_ohm", "device_set")
+           if getattr(a, name) != getattr(b, name)]
+    if a.selector != b.selector:
+        out.append(f"selector {a.selector} vs the network's {b.selector}")
+    v_cal = cal.provenance.get("v_read_max_v")
+    if v_cal is not None and abs(float(v_cal) - config.read_voltage_v) > 0.05 * config.read_voltage_v:
+        out.append(f"read voltage {float(v_cal):g} V vs the network's {config.read_voltage_v:g} V")
+    return out
+
+
+def apply_calibration(config, cal: Calibration, keep_g_sel: bool = False):
+    """``config`` with the calibration's fitted selector conductance, after checking that the
+    calibration was made for this tile, cell, device set, selector and read voltage
+    (ValueError naming the first mismatches otherwise)."""
+    bad = calibration_mismatches(cal, config)
+    if bad:
+        raise ValueError("calibration made for another circuit: " + "; ".join(bad[:3]))
+    if cal.g_sel_s is None:
+        raise ValueError("it holds no fitted g_sel (a 0T1R calibration?)")
+    return config if keep_g_sel else config.with_(g_sel_s=cal.g_sel_s)
+
+
+__all__ = ["Calibration", "apply_calibration", "calibrate", "calibration_mismatches",
+           "draw_tiles", "load_calibration", "save_calibration"]

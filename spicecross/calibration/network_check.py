@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-#: The simulator of every network check unless told otherwise: one SPICE for every tile size.
-DEFAULT_CHECK_BACKEND = "vacask"
+from ..spice.simulators import DEFAULT_CHECK_BACKEND
+
 #: Input vectors read per sampled tile (reads of one programmed array).
 VECTORS_PER_TILE = 8
 #: ADC resolution used as the yardstick when the network's ADC is ideal.

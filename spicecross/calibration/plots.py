@@ -3,20 +3,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from typing import TYPE_CHECKING
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
-from .calibrate import Calibration  # noqa: E402
+if TYPE_CHECKING:
+    from .calibrate import Calibration
+
+
+def _figure(figsize: tuple[float, float]):
+    """A figure on the Agg canvas (no pyplot, no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
 
 
 def parity_plot(cal: Calibration, arrays: dict[str, np.ndarray], path: str | Path) -> Path:
     """Held-out sense currents: surrogate (each mode) against SPICE, in µA."""
     ref = arrays["spice_currents_a"][arrays["held_out"]].ravel() * 1e6
     modes = [m for m in ("ideal", "linear_uncalibrated", "linear", "nonlinear") if f"pred_{m}" in arrays]
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = _figure((5.5, 5))
     lo, hi = min(0.0, ref.min()), ref.max() * 1.05
     for m, marker in zip(modes, "o^sx"):
         p = arrays[f"pred_{m}"].ravel() * 1e6
@@ -32,7 +41,6 @@ def parity_plot(cal: Calibration, arrays: dict[str, np.ndarray], path: str | Pat
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 
@@ -41,12 +49,11 @@ def ir_drop_map(cal: Calibration, arrays: dict[str, np.ndarray], path: str | Pat
     vc = arrays["cell_voltages_v"]
     vin = arrays["cell_voltages_input_v"]
     frac = vc / np.where(vin[:, None] > 0, vin[:, None], np.nan)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = _figure((5.5, 4.5))
     im = ax.imshow(frac, cmap="viridis", vmin=np.nanmin(frac), vmax=1.0)
     fig.colorbar(im, ax=ax, label="V_cell / V_input")
     ax.set(xlabel="column (bit line)", ylabel="row (word line)",
            title=f"IR drop across a {cal.spec.rows}×{cal.spec.cols} {cal.spec.cell} tile (SPICE)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)

@@ -41,6 +41,7 @@ import numpy as np
 from ..surrogate.config import AnalogConfig
 from ..surrogate.nonidealities import ENDURANCE_MODELS
 from ..store import atomic_h5, provenance, read_attrs
+from .presets import PRESET_NAMES
 
 __all__ = ["PRESETS", "SweepPoint", "preset_points", "read_sweep", "run_sweep", "plot_sweep"]
 
@@ -95,6 +96,7 @@ PRESETS: dict[str, Callable[[], list[SweepPoint]]] = {
     "stuck-at": _grid_stuck,
     "endurance-retention": _grid_end_ret,
 }
+assert tuple(PRESETS) == PRESET_NAMES, "spicecross/experiments/presets.py is out of date"
 
 
 def preset_points(preset: str) -> list[SweepPoint]:
@@ -217,9 +219,8 @@ def _point_attrs(pt: SweepPoint, cfg: AnalogConfig, res: dict[str, Any]) -> dict
 # ---- plots ---------------------------------------------------------------------------------------
 def plot_sweep(path: str | Path, png: str | Path) -> Path:
     """A PNG like the paper's figure for the sweep stored in ``path``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     root, pts = read_sweep(path)
     preset = root["preset"]
@@ -229,7 +230,9 @@ def plot_sweep(path: str | Path, png: str | Path) -> Path:
     disturb = {json.dumps(json.loads(a["overrides"]) if isinstance(a["overrides"], str)
                           else a["overrides"], sort_keys=True): float(a.get("read_disturb_fraction", 0.0))
                for a in pts.values()}
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     title = f"{root['model']}: {preset} ({root['images']} images)"
     if preset == "max-input-voltage":
         xs = sorted((o["max_input_voltage_v"], acc) for o, acc in rows)
@@ -273,7 +276,6 @@ def plot_sweep(path: str | Path, png: str | Path) -> Path:
         ax.set_title(f"{title}\ndigital {digital:.2f} %", fontsize=9)
         fig.tight_layout()
         fig.savefig(png, dpi=120)
-        plt.close(fig)
         return Path(png)
     elif preset == "endurance-retention":
         for model in sorted({o["endurance_model"] for o, _ in rows if "endurance_model" in o}):
@@ -293,5 +295,4 @@ def plot_sweep(path: str | Path, png: str | Path) -> Path:
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=120)
-    plt.close(fig)
     return Path(png)

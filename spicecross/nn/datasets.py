@@ -28,16 +28,20 @@ import pickle
 import struct
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch.utils.data import TensorDataset
+
+if TYPE_CHECKING:      # torch is imported inside the functions that need it, so the data-root
+    import torch       # lookup and the constants stay cheap to import (the CLI uses them)
+    from torch.utils.data import TensorDataset
 
 __all__ = [
     "DATA_ENV_VAR",
     "NORMALIZE",
     "SAMPLE_FILENAME",
+    "default_data_locations",
+    "data_root",
     "default_data_root",
     "normalize",
     "read_idx",
@@ -85,10 +89,41 @@ _IDX_DTYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
+def default_data_locations() -> list[Path]:
+    """Where a data root is looked for when neither an explicit one nor ``$SPICECROSS_DATA`` is
+    given: ``shared/data`` beside the checkout this package runs from, then beside the current
+    directory (``../shared/data``)."""
+    return [Path(__file__).resolve().parents[3] / "shared" / "data",
+            Path.cwd().parent / "shared" / "data"]
+
+
+def data_root(explicit: str | Path | None = None, *, defaults: bool = True,
+              contains: str | None = None) -> Path | None:
+    """The one data-root resolver. Candidates in order of precedence:
+
+    1. ``explicit`` (a ``--data`` option, a function argument);
+    2. the environment variable ``$SPICECROSS_DATA`` (:data:`DATA_ENV_VAR`);
+    3. if ``defaults``, :func:`default_data_locations` (only those that are directories).
+
+    Without ``contains`` the first given candidate is returned as is (an explicit or
+    environment root that does not exist is for the loader to report). With ``contains`` (a
+    path relative to the root, e.g. ``"MNIST/raw/t10k-images-idx3-ubyte"``) the first candidate
+    holding it is returned, so a root without the wanted dataset is skipped. ``None`` when no
+    candidate qualifies.
+    """
+    env = os.environ.get(DATA_ENV_VAR, "").strip()
+    given = [Path(c).expanduser() for c in (explicit, env) if c is not None and str(c).strip()]
+    fallback = [p for p in default_data_locations() if p.is_dir()] if defaults else []
+    for p in given + fallback:
+        if contains is None or (p / contains).exists():
+            return p
+    return None
+
+
 def default_data_root() -> Path | None:
-    """Return the data root named by ``$SPICECROSS_DATA``, or ``None`` when it is unset/empty."""
-    value = os.environ.get(DATA_ENV_VAR, "").strip()
-    return Path(value).expanduser() if value else None
+    """The data root named by ``$SPICECROSS_DATA``, or ``None`` when it is unset/empty
+    (:func:`data_root` without an explicit root or the default locations)."""
+    return data_root(defaults=False)
 
 
 def _check_name(name: str) -> str:
@@ -104,6 +139,8 @@ def normalize(images: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     Pixels are scaled to [0, 1], then each channel has ``NORMALIZE[name]`` mean subtracted and
     is divided by its std. Returns a contiguous ``(N, C, H, W)`` float32 tensor.
     """
+    import torch
+
     key = _check_name(name)
     if isinstance(images, torch.Tensor):
         x = images
@@ -226,6 +263,9 @@ def read_cifar_raw(name: str, root: str | Path, train: bool) -> tuple[np.ndarray
 
 def _to_dataset(images: np.ndarray, labels: np.ndarray, name: str,
                 limit: int | None) -> TensorDataset:
+    import torch
+    from torch.utils.data import TensorDataset
+
     if limit is not None:
         if limit <= 0:
             raise ValueError(f"limit must be a positive number of samples, got {limit}")

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from ..calibration.network_check import DEFAULT_CHECK_BACKEND, spice_check
+from ..calibration.network_check import spice_check
+from ..spice.simulators import DEFAULT_CHECK_BACKEND
 from ..surrogate.config import AnalogConfig
 from .analog import analog_layers, patch_model
 from .datasets import DATA_ENV_VAR, default_data_root, load_dataset, load_mnist_sample

@@ -107,8 +107,7 @@ _MODELS: dict[str, type[nn.Module]] = {
     "cifar100": Cifar100CNN,
 }
 
-#: Names accepted by :func:`build_model` (and by the dataset loader and the ``train`` command).
-MODEL_NAMES: tuple[str, ...] = tuple(_MODELS)
+from .model_names import MODEL_NAMES  # noqa: E402 (torch-free, for the CLI); keys of _MODELS
 
 #: Input shape ``(C, H, W)`` of one image for each model.
 INPUT_SHAPES: dict[str, tuple[int, int, int]] = {

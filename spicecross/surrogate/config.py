@@ -22,7 +22,7 @@ import numpy as np
 
 from ..circuit.tile import SelectorSpec, TileSpec
 from .converters import check_bits
-from .modes import MODES
+from .modes import MODES, READ_MARGIN, READ_SCHEMES
 from .nonidealities import NonIdealityConfig
 
 #: Tile fields that may be given to :meth:`AnalogConfig.build`/:meth:`AnalogConfig.with_` by
@@ -42,15 +42,6 @@ TILE_FIELDS: dict[str, tuple[str, ...]] = {
 
 DEFAULT_TILE_SIZE = 64      # rows = cols of the seed paper's default tiles
 
-#: How signed layer inputs reach the word lines. ``two-phase``: two reads with non-negative
-#: voltages (x⁺ = max(x, 0), then x⁻ = max(−x, 0)), each digitized by the same ADC and
-#: subtracted after it, so no word line ever goes below 0 V (the selectors' junctions stay
-#: reverse-biased); a layer whose calibration inputs are non-negative reads once. ``bipolar``:
-#: one read with negative word-line voltages (a signed DAC), as MemTorch does.
-READ_SCHEMES = ("two-phase", "bipolar")
-
-#: The default full-scale read voltage as a share of the device set's switching threshold.
-READ_MARGIN = 0.4
 
 
 def _default_tile() -> TileSpec:

@@ -7,3 +7,13 @@
   to ``linear``).
 """
 MODES = ("ideal", "linear", "nonlinear")
+
+#: How signed layer inputs reach the word lines. ``two-phase``: two reads with non-negative
+#: voltages (x⁺ = max(x, 0), then x⁻ = max(−x, 0)), each digitized by the same ADC and
+#: subtracted after it, so no word line ever goes below 0 V (the selectors' junctions stay
+#: reverse-biased); a layer whose calibration inputs are non-negative reads once. ``bipolar``:
+#: one read with negative word-line voltages (a signed DAC), as MemTorch does.
+READ_SCHEMES = ("two-phase", "bipolar")
+
+#: The default full-scale read voltage as a share of the device set's switching threshold.
+READ_MARGIN = 0.4

@@ -5,16 +5,18 @@ import argparse
 import json
 from pathlib import Path
 
-from ..circuit.commands import add_tile_arguments, tile_spec_from_args
 from ..spice.cluster import PARALLEL_BACKENDS
-from .calibrate import calibrate
-from .plots import ir_drop_map, parity_plot
+from ..spice.solve import BACKENDS
+from .args import finite_float, integer, positive_int
+from .circuit import add_tile_arguments, tile_spec_from_args
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    spec = tile_spec_from_args(args)
+    from ..calibration.calibrate import calibrate
+    from ..calibration.plots import ir_drop_map, parity_plot
     from ..devices.vteam import get_parameter_set
 
+    spec = tile_spec_from_args(args)
     dev = get_parameter_set(spec.device_set)
     g_min = 1.0 / dev.r_off_ohm if args.g_min is None else args.g_min
     g_max = 1.0 / dev.r_on_ohm if args.g_max is None else args.g_max
@@ -52,16 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Draw random tiles and reads, solve them in SPICE (parallel, "
                                    "cached), fit the surrogate, report held-out errors per mode.")
     add_tile_arguments(p, rows_required=True)
-    p.add_argument("--tiles", type=int, default=12, help="random tiles (about a third held out)")
-    p.add_argument("--reads", type=int, default=8, help="input vectors per tile")
-    p.add_argument("--v-read", type=float, default=0.2, metavar="V", help="highest read voltage (V)")
-    p.add_argument("--g-min", type=float, default=None, metavar="S",
+    p.add_argument("--tiles", type=positive_int, default=12, help="random tiles (about a third held out)")
+    p.add_argument("--reads", type=positive_int, default=8, help="input vectors per tile")
+    p.add_argument("--v-read", type=finite_float(), default=0.2, metavar="V", help="highest read voltage (V)")
+    p.add_argument("--g-min", type=finite_float(), default=None, metavar="S",
                    help="lowest conductance (S), default 1/R_off of the device set (pt_hf_ti: 1/2500)")
-    p.add_argument("--g-max", type=float, default=None, metavar="S",
+    p.add_argument("--g-max", type=finite_float(), default=None, metavar="S",
                    help="highest conductance (S), default 1/R_on of the device set (pt_hf_ti: 1/100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--simulator", choices=["auto", "ngspice", "vacask"], default="auto")
-    p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: cores)")
+    p.add_argument("--seed", type=integer(), default=0)
+    p.add_argument("--simulator", choices=BACKENDS, default="auto")
+    p.add_argument("--jobs", type=integer(), default=None, help="parallel workers (default: cores)")
     p.add_argument("--backend", choices=PARALLEL_BACKENDS, default="loky", help="joblib backend")
     p.add_argument("--scheduler", metavar="ADDRESS", help="running dask scheduler (or ray address)")
     p.add_argument("--out", default="calibration.h5", metavar="FILE")

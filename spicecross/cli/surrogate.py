@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..circuit.commands import add_tile_arguments, load_array, tile_spec_from_args
-from .tile_model import MODES, TileSurrogate
+from ..surrogate.modes import MODES
+from .args import existing_file
+from .circuit import add_tile_arguments, load_array, tile_spec_from_args
 
 
 def _cmd_surrogate(args: argparse.Namespace) -> int:
+    from ..surrogate.tile_model import TileSurrogate
+
     g = load_array(args.conductances, "--conductances")
     v = load_array(args.inputs, "--inputs")
     if g.ndim != 2:
@@ -33,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Sense currents (A) of a tile with conductances G (S) for "
                                    "inputs V (V), shape (rows,) or (batch, rows).")
     add_tile_arguments(p)
-    p.add_argument("--conductances", required=True, metavar="G.npy")
-    p.add_argument("--inputs", required=True, metavar="V.npy")
+    p.add_argument("--conductances", type=existing_file, required=True, metavar="G.npy")
+    p.add_argument("--inputs", type=existing_file, required=True, metavar="V.npy")
     p.add_argument("--mode", choices=MODES, default="linear")
-    p.add_argument("--calibration", metavar="FILE", help="calibration HDF5 (fitted selector)")
+    p.add_argument("--calibration", type=existing_file, metavar="FILE",
+                   help="calibration HDF5 (fitted selector)")
     p.add_argument("--json", action="store_true", help='print {"sense_currents": [...]}')
     p.set_defaults(func=_cmd_surrogate)

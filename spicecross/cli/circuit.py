@@ -1,34 +1,39 @@
-"""``spicecross netlist``: emit a tile read as a netlist file."""
+"""``spicecross netlist``: emit a tile read as a netlist file; the tile options and helpers the
+other tile commands share."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import numpy as np
+from ..circuit.tile import CELL_TYPES, DEFAULT_R_WIRE_OHM, SelectorSpec
+from ..spice.solve import BACKENDS
+from .args import existing_file, finite_float, integer, positive_int
 
-from .netlist import write_netlist
-from .tile import DEFAULT_R_WIRE_OHM, SelectorSpec, TileSpec
+SIMULATORS = tuple(b for b in BACKENDS if b != "auto")     # a netlist is for one simulator
 
 
 def add_tile_arguments(p: argparse.ArgumentParser, rows_required: bool = False) -> None:
     """The TileSpec options shared by every command that builds tiles."""
-    p.add_argument("--rows", type=int, required=rows_required, help="word lines (inputs)")
-    p.add_argument("--cols", type=int, required=rows_required, help="bit lines (outputs)")
-    p.add_argument("--cell", choices=["0t1r", "1t1r"], default="0t1r")
-    p.add_argument("--r-wire", type=float, default=DEFAULT_R_WIRE_OHM, metavar="OHMS",
+    number = finite_float()
+    p.add_argument("--rows", type=positive_int, required=rows_required, help="word lines (inputs)")
+    p.add_argument("--cols", type=positive_int, required=rows_required, help="bit lines (outputs)")
+    p.add_argument("--cell", choices=CELL_TYPES, default="0t1r")
+    p.add_argument("--r-wire", type=number, default=DEFAULT_R_WIRE_OHM, metavar="OHMS",
                    help=f"word- and bit-line segment resistance (Ω), default {DEFAULT_R_WIRE_OHM:g}")
-    p.add_argument("--r-wire-wl", type=float, metavar="OHMS", help="word-line segment (Ω), overrides --r-wire")
-    p.add_argument("--r-wire-bl", type=float, metavar="OHMS", help="bit-line segment (Ω), overrides --r-wire")
-    p.add_argument("--r-driver", type=float, default=0.0, metavar="OHMS", help="input driver resistance (Ω)")
-    p.add_argument("--r-sense", type=float, default=0.0, metavar="OHMS", help="sense resistance (Ω)")
-    p.add_argument("--v-gate", type=float, default=SelectorSpec().v_gate_v, metavar="V",
+    p.add_argument("--r-wire-wl", type=number, metavar="OHMS", help="word-line segment (Ω), overrides --r-wire")
+    p.add_argument("--r-wire-bl", type=number, metavar="OHMS", help="bit-line segment (Ω), overrides --r-wire")
+    p.add_argument("--r-driver", type=number, default=0.0, metavar="OHMS", help="input driver resistance (Ω)")
+    p.add_argument("--r-sense", type=number, default=0.0, metavar="OHMS", help="sense resistance (Ω)")
+    p.add_argument("--v-gate", type=number, default=SelectorSpec().v_gate_v, metavar="V",
                    help="1T1R selector gate voltage (V)")
-    p.add_argument("--selector-w", type=float, default=SelectorSpec().w_m, metavar="M",
+    p.add_argument("--selector-w", type=number, default=SelectorSpec().w_m, metavar="M",
                    help="selector channel width (m)")
 
 
-def tile_spec_from_args(args: argparse.Namespace, rows: int | None = None,
-                        cols: int | None = None) -> TileSpec:
+def tile_spec_from_args(args: argparse.Namespace, rows: int | None = None, cols: int | None = None):
+    """The TileSpec the tile options describe (TileSpec checks the values)."""
+    from ..circuit.tile import TileSpec
+
     rows = rows if rows is not None else args.rows
     cols = cols if cols is not None else args.cols
     if rows is None or cols is None:
@@ -40,7 +45,10 @@ def tile_spec_from_args(args: argparse.Namespace, rows: int | None = None,
                     r_driver_ohm=args.r_driver, r_sense_ohm=args.r_sense, selector=sel)
 
 
-def load_array(path: str, what: str) -> np.ndarray:
+def load_array(path: str, what: str):
+    """A float64 array from a .npy file; ValueError naming the file when it is not one."""
+    import numpy as np
+
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{what} file not found: {p}")
@@ -51,9 +59,10 @@ def load_array(path: str, what: str) -> np.ndarray:
     return np.asarray(arr, dtype=np.float64)
 
 
-def random_tile(rows: int, cols: int, g_min_s: float, g_max_s: float, v_max_v: float,
-                seed: int) -> tuple[np.ndarray, np.ndarray]:
+def random_tile(rows: int, cols: int, g_min_s: float, g_max_s: float, v_max_v: float, seed: int):
     """Uniform conductances in [g_min, g_max] S and inputs in [0, v_max] V."""
+    import numpy as np
+
     if not 0 <= g_min_s <= g_max_s:
         raise ValueError(f"need 0 ≤ g_min ≤ g_max, got g_min={g_min_s!r} g_max={g_max_s!r}")
     rng = np.random.default_rng(seed)
@@ -61,6 +70,8 @@ def random_tile(rows: int, cols: int, g_min_s: float, g_max_s: float, v_max_v: f
 
 
 def _cmd_netlist(args: argparse.Namespace) -> int:
+    from ..circuit.netlist import write_netlist
+
     g = load_array(args.conductances, "--conductances") if args.conductances else None
     v = load_array(args.inputs, "--inputs") if args.inputs else None
     rows = args.rows if args.rows is not None else (g.shape[0] if g is not None and g.ndim == 2 else None)
@@ -82,12 +93,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Emit one crossbar tile read. G in siemens (rows×cols .npy), "
                                    "V in volts (rows .npy); without them a random tile is drawn.")
     add_tile_arguments(p)
-    p.add_argument("--conductances", metavar="G.npy", help="conductance map in S, shape (rows, cols)")
-    p.add_argument("--inputs", metavar="V.npy", help="input voltages in V, shape (rows,)")
-    p.add_argument("--g-min", type=float, default=1 / 2500, metavar="S", help="random tiles: lowest G (S)")
-    p.add_argument("--g-max", type=float, default=1 / 100, metavar="S", help="random tiles: highest G (S)")
-    p.add_argument("--v-max", type=float, default=0.2, metavar="V", help="random tiles: highest input (V)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--simulator", choices=["ngspice", "vacask"], default="ngspice")
+    p.add_argument("--conductances", type=existing_file, metavar="G.npy",
+                   help="conductance map in S, shape (rows, cols)")
+    p.add_argument("--inputs", type=existing_file, metavar="V.npy", help="input voltages in V, shape (rows,)")
+    p.add_argument("--g-min", type=finite_float(), default=1 / 2500, metavar="S",
+                   help="random tiles: lowest G (S)")
+    p.add_argument("--g-max", type=finite_float(), default=1 / 100, metavar="S",
+                   help="random tiles: highest G (S)")
+    p.add_argument("--v-max", type=finite_float(), default=0.2, metavar="V",
+                   help="random tiles: highest input (V)")
+    p.add_argument("--seed", type=integer(), default=0)
+    p.add_argument("--simulator", choices=SIMULATORS, default="ngspice")
     p.add_argument("--out", metavar="FILE", help="output netlist path")
     p.set_defaults(func=_cmd_netlist)

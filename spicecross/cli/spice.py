@@ -5,14 +5,16 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
-from ..store import atomic_h5, provenance, write_group
-from .simulators import SimulatorMissing
-from .solve import default_cache_dir, solve_files
+from .args import integer
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..spice.simulators import SimulatorMissing
+    from ..spice.solve import default_cache_dir, solve_files
+    from ..store import atomic_h5, provenance, write_group
+
     try:
         results = solve_files(args.paths, n_jobs=args.jobs,
                               cache_dir=None if args.no_cache else default_cache_dir())
@@ -51,6 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--out", metavar="results.h5", help="write currents, node voltages and provenance")
     p.add_argument("--json", action="store_true", help='print {"sense_currents": [...]} (A) per file')
-    p.add_argument("--jobs", type=int, default=None, help="parallel workers (default: cores)")
+    p.add_argument("--jobs", type=integer(), default=None, help="parallel workers (default: cores)")
     p.add_argument("--no-cache", action="store_true", help="always run the simulator")
     p.set_defaults(func=_cmd_solve)

@@ -5,10 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import golden
 
+def _selected(names: list[str] | None) -> list:
+    from .. import golden
 
-def _selected(names: list[str] | None) -> list[golden.GoldenCase]:
     all_cases = golden.cases()
     if not names:
         return all_cases
@@ -20,16 +20,19 @@ def _selected(names: list[str] | None) -> list[golden.GoldenCase]:
 
 
 def _cmd_golden(args: argparse.Namespace) -> int:
-    root = Path(args.root).resolve() if args.root else golden.REPO_ROOT
-    if not (root / "netlists").is_dir() and args.action == "check":
-        raise FileNotFoundError(f"no golden files under {root} (netlists/golden, tests/golden); "
-                                "run from a spicecross checkout or pass --root")
-    failed = 0
-    for case in _selected(args.case):
-        if args.action == "update":
+    from .. import golden
+
+    selected = _selected(args.case)
+    if args.action == "update":
+        root = Path(args.root).resolve() if args.root else golden.writable_package_root()
+        for case in selected:
             changes = golden.update_case(case, root)
             print(f"{case.name}: " + ("; ".join(changes) if changes else "unchanged"))
-            continue
+        return 0
+    root = Path(args.root).resolve() if args.root else golden.package_root()
+    golden.verify_manifest(root, [c.name for c in selected])
+    failed = 0
+    for case in selected:
         res = golden.check_case(case, root, run_spice=not args.no_spice)
         print(f"{case.name}: {'ok' if res.ok else 'FAILED'} ({case.description})")
         for m in res.messages:
@@ -43,9 +46,12 @@ def _cmd_golden(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("golden", help="check or regenerate the golden references",
-                       description=golden.__doc__.splitlines()[0])
+                       description="Check the golden references (netlists, stored ngspice results, "
+                                   "surrogate bounds) or regenerate them.")
     p.add_argument("action", choices=["check", "update"])
     p.add_argument("--case", action="append", help="only this case (repeatable)")
     p.add_argument("--no-spice", action="store_true", help="check: skip the fresh ngspice runs")
-    p.add_argument("--root", help="repository root holding netlists/golden and tests/golden")
+    p.add_argument("--root", metavar="DIR",
+                   help="directory of golden files and their manifest.json (default: the package's "
+                        "spicecross/data/golden; update needs it writable)")
     p.set_defaults(func=_cmd_golden)

@@ -1,0 +1,84 @@
+"""``spicecross <command>``: the one entry point.
+
+The command table :data:`COMMAND_MODULES` lists one small module per command group; each has a
+``register(subparsers)`` that adds its subcommands with thin handlers. Building the parser (and
+``--help``) imports only these modules and torch-free constants; a handler imports the library
+code it calls when it runs. Option values are converted and range-checked by the ``type=``
+helpers in :mod:`spicecross.cli.args`; everything else is left to the library's own validation.
+
+Errors the user can fix (bad option values, missing files, a missing simulator, no
+convergence) become one line ``spicecross <command>: error: ...`` and exit status 2.
+
+To add a command: write ``spicecross/cli/<group>.py`` with ``register(sub)`` calling
+``sub.add_parser(...)`` and ``p.set_defaults(func=handler)`` (library imports inside the
+handler), and add ``"<group>"`` to :data:`COMMAND_MODULES`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .args import ArgumentParser, UsageError
+
+# Command groups (modules of this package) in the order ``spicecross --help`` lists them.
+COMMAND_MODULES = (
+    "circuit",      # netlist
+    "spice",        # solve
+    "surrogate",    # surrogate
+    "calibration",  # calibrate
+    "golden",       # golden check|update
+    "demo",         # demo
+    "train",        # train
+    "devices",      # device iv
+    "infer",        # infer
+    "sweep",        # sweep
+)
+
+__all__ = ["COMMAND_MODULES", "UserError", "build_parser", "main"]
+
+
+class UserError(Exception):
+    """An error caused by the user's input or environment: printed as one line, exit 2."""
+
+
+# Failures of the outside world (simulator missing or failing, no convergence): one line too.
+_RUNTIME_ERRORS = (("spicecross.spice.simulators", ("SimulationError", "SimulatorMissing")),
+                   ("spicecross.surrogate.tile_model", ("ConvergenceError",)))
+
+
+def _expected_runtime_errors() -> tuple[type[Exception], ...]:
+    # Only modules already imported can have raised their errors; looking them up in
+    # sys.modules keeps an error path from importing torch.
+    found = []
+    for module, names in _RUNTIME_ERRORS:
+        mod = sys.modules.get(module)
+        if mod is not None:
+            found += [getattr(mod, n) for n in names]
+    return tuple(found)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="spicecross", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"{exc.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, *_expected_runtime_errors()) as exc:
+        print(f"spicecross {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"spicecross {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,199 @@
+"""``spicecross infer``: one network on crossbars, accuracy beside the digital network.
+
+Also the option set that builds an ``AnalogConfig`` (:func:`add_config_options`,
+:func:`config_from_args`), shared with ``spicecross sweep``. Values are converted and
+range-checked by the ``type=`` helpers (a bad value is one line naming it, ``bad --tile
+'64y64': ...``); the rest is AnalogConfig's and NonIdealityConfig's own validation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Any
+
+from ..circuit.tile import CELL_TYPES, DEFAULT_R_WIRE_OHM
+from ..nn.model_names import MODEL_NAMES
+from ..spice.simulators import DEFAULT_CHECK_BACKEND, SIMULATOR_NAMES
+from ..surrogate.modes import MODES, READ_SCHEMES
+from .args import existing_file, finite_float, integer, positive_int, tile_size
+
+_NONNEG = finite_float(0.0)
+_POSITIVE = finite_float(0.0, lo_open=True)
+_PROBABILITY = finite_float(0.0, 1.0)
+_BITS = integer(1, 32, none_ok=True)
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """The options that build an AnalogConfig (defaults: the AnalogConfig defaults)."""
+    p.add_argument("--model", default="mnist", choices=MODEL_NAMES, metavar="NAME",
+                   help=f"network: {', '.join(MODEL_NAMES)} (default mnist)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="data root in torchvision layout (default $SPICECROSS_DATA; MNIST falls back "
+                        "to the bundled 1000-image sample)")
+    p.add_argument("--weights", type=existing_file, default=None, metavar="FILE",
+                   help="checkpoint from `spicecross train` (required for cifar10/cifar100)")
+    p.add_argument("--tile", type=tile_size, default="64x64", metavar="RxC",
+                   help="tile rows x cols (default 64x64)")
+    p.add_argument("--cell", default="0t1r", choices=CELL_TYPES, metavar="|".join(CELL_TYPES),
+                   help="cell type (default 0t1r)")
+    p.add_argument("--mode", default="linear", choices=MODES, metavar="|".join(MODES),
+                   help="tile read model (default linear: exact wire IR drop)")
+    p.add_argument("--r-wire", type=_NONNEG, default=None, metavar="OHMS",
+                   help=f"wire segment resistance per cell (default {DEFAULT_R_WIRE_OHM:g} Ω; 0 = ideal wires)")
+    p.add_argument("--adc-bits", type=_BITS, default="8", metavar="N", help="ADC bits, or 'none' (default 8)")
+    p.add_argument("--dac-bits", type=_BITS, default="8", metavar="N", help="DAC bits, or 'none' (default 8)")
+    p.add_argument("--v-read", type=_POSITIVE, default=None, metavar="VOLTS",
+                   help="DAC full-scale read voltage on the word lines (default 0.4 × the device "
+                        "set's switching threshold: 0.2 V for pt_hf_ti)")
+    p.add_argument("--read-scheme", default="two-phase", choices=READ_SCHEMES,
+                   metavar="|".join(READ_SCHEMES),
+                   help="signed inputs: two reads of non-negative voltages, x+ then x- "
+                        "(default), or one read with negative word-line voltages")
+    p.add_argument("--miv", type=_POSITIVE, default="9", metavar="VOLTS",
+                   help="the seed paper's max input voltage: MemTorch's input mapping scale, not "
+                        "used by the physical read path (reads are at --v-read) (default 9)")
+    p.add_argument("--adc-overflow", type=finite_float(0.0, 99.999), default=None, metavar="PCT",
+                   help="percentage of calibration currents allowed to overflow the ADC (default 0)")
+    p.add_argument("--states", type=integer(2, 1 << 20), default=None, metavar="N",
+                   help="finite conductance states (default continuous)")
+    p.add_argument("--sigma", type=_NONNEG, default=None, metavar="OHMS",
+                   help="device-to-device σ of both R_on and R_off (Ω)")
+    p.add_argument("--sigma-on", type=_NONNEG, default=None, metavar="OHMS", help="σ of R_on only (Ω)")
+    p.add_argument("--sigma-off", type=_NONNEG, default=None, metavar="OHMS", help="σ of R_off only (Ω)")
+    p.add_argument("--stuck-hrs", type=_PROBABILITY, default=None, metavar="P",
+                   help="probability a device is stuck at HRS")
+    p.add_argument("--stuck-lrs", type=_PROBABILITY, default=None, metavar="P",
+                   help="probability a device is stuck at LRS")
+    p.add_argument("--endurance-cycles", type=_NONNEG, default=None, metavar="N",
+                   help="SET/RESET cycles endured")
+    p.add_argument("--endurance-model", default=None, metavar="NAME",
+                   help="lammie2021_gradual (default) or memtorch_tutorial_sudden")
+    p.add_argument("--temperature", type=_POSITIVE, default=None, metavar="K",
+                   help="operating temperature (K) of the endurance model")
+    p.add_argument("--retention-s", type=_NONNEG, default=None, metavar="T", help="time since programming (s)")
+    p.add_argument("--drift", type=_PROBABILITY, default=None, metavar="NU",
+                   help="conductance drift coefficient ν (default 0.1)")
+    p.add_argument("--device-set", default="pt_hf_ti", metavar="NAME", help="VTEAM parameter set (default pt_hf_ti)")
+    p.add_argument("--g-sel", type=_POSITIVE, default=None, metavar="S",
+                   help="1T1R selector conductance (S) for the linear mode")
+    p.add_argument("--calibration", type=existing_file, default=None, metavar="FILE",
+                   help="HDF5 from `spicecross calibrate`: use its fitted g_sel")
+    comp = p.add_mutually_exclusive_group()
+    comp.add_argument("--compensate", dest="compensate", action="store_true", default=None,
+                      help="program conductances against the known wire network (IR-drop compensation)")
+    comp.add_argument("--no-compensate", dest="compensate", action="store_false",
+                      help="program the plain linear mapping (IR drop uncorrected)")
+    p.add_argument("--selector-naive", action="store_true",
+                   help="1T1R: map weights onto the device conductance, ignoring the selector (MemTorch's way)")
+    p.add_argument("--calibration-images", type=positive_int, default=None, metavar="N",
+                   help="images that set the DAC/ADC ranges (default 256; the nonlinear mode "
+                        "reads every one of them through the slow per-tile solver)")
+    p.add_argument("--seed", type=integer(0), default="0", metavar="S", help="random seed (default 0)")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
+                   help="evaluate only the first N test images")
+    p.add_argument("--batch-size", type=positive_int, default="500", metavar="N",
+                   help="images per batch (default 500)")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The AnalogConfig the (already converted) options describe; the config classes check
+    the combination."""
+    from ..surrogate.config import AnalogConfig
+    from ..surrogate.nonidealities import NonIdealityConfig
+
+    rows, cols = args.tile
+    kw: dict[str, Any] = dict(tile_rows=rows, tile_cols=cols, cell=args.cell, mode=args.mode,
+                              device_set=args.device_set, adc_bits=args.adc_bits,
+                              dac_bits=args.dac_bits, max_input_voltage_v=args.miv,
+                              v_read_v=args.v_read, read_scheme=args.read_scheme,
+                              conductance_states=args.states, seed=args.seed)
+    optional = {"r_wire_ohm": args.r_wire, "adc_overflow_pct": args.adc_overflow,
+                "calibration_images": args.calibration_images}
+    kw.update({k: v for k, v in optional.items() if v is not None})
+    if args.compensate is not None:
+        kw["ir_compensation"] = bool(args.compensate)
+    if args.selector_naive:
+        kw["selector_aware"] = False
+        kw.setdefault("ir_compensation", False)
+    if args.g_sel is not None:
+        kw["g_sel_s"] = args.g_sel
+
+    nid: dict[str, Any] = {}
+    if args.sigma is not None:
+        nid["sigma_r_on_ohm"] = nid["sigma_r_off_ohm"] = args.sigma
+    optional = {"sigma_r_on_ohm": args.sigma_on, "sigma_r_off_ohm": args.sigma_off,
+                "endurance_cycles": args.endurance_cycles, "retention_s": args.retention_s,
+                "stuck_hrs_p": args.stuck_hrs, "stuck_lrs_p": args.stuck_lrs,
+                "temperature_k": args.temperature, "drift_coefficient": args.drift,
+                "endurance_model": args.endurance_model}
+    nid.update({k: v for k, v in optional.items() if v is not None})
+    config = AnalogConfig.build(**kw).with_(nonideal=NonIdealityConfig(**nid))
+    if args.calibration is not None:
+        from ..calibration.calibrate import apply_calibration, load_calibration
+        try:
+            config = apply_calibration(config, load_calibration(args.calibration),
+                                       keep_g_sel=args.g_sel is not None)
+        except ValueError as exc:
+            raise ValueError(f"bad --calibration {args.calibration!r}: {exc}") from None
+    return config
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from ..nn.inference import infer
+
+    config = config_from_args(args)
+    msg = config.read_disturb_warning()
+    if msg and config.mode == "nonlinear":
+        print(f"spicecross infer: warning: {msg}", file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        res = infer(args.model, args.data, config, limit=args.limit, batch_size=args.batch_size,
+                    weights=args.weights, spice_check_reads=args.spice_check,
+                    spice_backend=args.spice_backend)
+    for w in {str(w.message) for w in caught}:
+        print(f"spicecross infer: warning: {w}", file=sys.stderr)
+    check = res.get("spice_check")
+    if args.json:
+        print(json.dumps({"accuracy": round(res["accuracy"], 4),
+                          "digital_accuracy": round(res["digital_accuracy"], 4),
+                          "seconds": round(res["seconds"], 3), "images": res["images"],
+                          "program_seconds": round(res["program_seconds"], 3),
+                          "read_voltage_v": res["read_voltage_v"],
+                          "read_scheme": res["read_scheme"],
+                          **({"spice_check": check} if check is not None else {})}))
+    else:
+        print(f"{args.model}: {res['images']} images ({res['data']})")
+        print(f"  digital     {res['digital_accuracy']:.2f} %  ({res['digital_seconds']:.2f} s)")
+        print(f"  memristive  {res['accuracy']:.2f} %  ({res['seconds']:.2f} s inference, "
+              f"{res['program_seconds']:.2f} s programming, {res['tiles']} arrays of "
+              f"{config.tile_rows}x{config.tile_cols} {config.cell}, {config.mode} mode, "
+              f"wires {config.r_wire_ohm:g} Ω, reads at {res['read_voltage_v']:g} V "
+              f"{res['read_scheme']})")
+        if check is not None:
+            print(f"  SPICE check {check['reads']} reads ({check['simulator']}): max error "
+                  f"{check['max_err_lsb']:.3g} ADC steps, max relative {check['max_rel_err']:.3g}, "
+                  f"{100 * check['share_within_1_lsb']:.2f} % of reads within 1 step")
+            for p in check["per_layer"]:
+                print(f"    {p['layer']:<16} {p['reads']:>4} reads  max {p['max_err_lsb']:.3g} "
+                      f"steps  rms {p['rms_err_lsb']:.3g} steps  rel {p['max_rel_err']:.3g}")
+    sys.stdout.flush()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "infer", help="run a CNN on memristive crossbar tiles; accuracy vs digital",
+        description="Patch a trained CNN onto crossbar tiles (double column, DAC/ADC, wires, "
+                    "non-idealities), calibrate the converters, and report accuracy beside the "
+                    "digital network on the same test images.")
+    add_config_options(p)
+    p.add_argument("--spice-check", type=integer(0, 100000), default="32", metavar="K",
+                   help="tile reads per analog layer solved in SPICE and compared with the "
+                        "surrogate (default 32; 0 turns the check off)")
+    p.add_argument("--spice-backend", default=DEFAULT_CHECK_BACKEND, choices=SIMULATOR_NAMES,
+                   help=f"simulator of the SPICE check (default {DEFAULT_CHECK_BACKEND})")
+    p.add_argument("--json", action="store_true",
+                   help='print {"accuracy", "digital_accuracy", "seconds", "images"} as JSON')
+    p.set_defaults(func=_cmd_infer)
