@@ -23,7 +23,8 @@ the Schur complement without cancellation; this keeps ``T`` accurate to rounding
 0.1 Ω wires and µS cells. A merge of ``m × m`` blocks costs O(m³), so a square ``n × n`` tile
 costs O(n³) (the former row recursion was O(n⁴)). Tiles whose size is not ``a0·2^k`` are padded
 at the top and right with open (0 S) cells, which changes no current; blocks of at most 16 × 16
-units are first built by merging one unit at a time. Only Cholesky and triangular solves are
+units are first built by merging one unit at a time (for powers of two the doublings start
+at single units). Only Cholesky and triangular solves are
 used: no LU (torch 2.13's MKL LU fails after ``torch.set_num_threads(n ≥ 2)``, see
 :mod:`spicecross.threads`). Large batches are built in chunks bounded by ``work_bytes``.
 """
@@ -42,20 +43,22 @@ DEFAULT_WORK_BYTES = 256 * 2**20
 LEAF_MAX = 16
 #: Interfaces of at most this many nodes are eliminated node by node (faster than batched
 #: LAPACK calls on many tiny matrices).
-SMALL_INTERFACE = 8
-#: Float64 words of working memory per unit cell during a build (measured peak ≈ 60).
-_WORDS_PER_CELL = 64
+SMALL_INTERFACE = 4
+#: Float64 words of working memory per unit cell during a build (measured peak RSS growth
+#: 100–160 words per cell at 128×128 and 256×256).
+_WORDS_PER_CELL = 160
 
 
 def _split(n: int, leaf_max: int | None = None) -> tuple[int, int]:
-    """(leaf side a0, doublings k) with a0·2^k ≥ n as small as possible (ties: fewer doublings)."""
+    """(leaf side a0, doublings k) with a0·2^k ≥ n as small as possible (ties: more doublings,
+    which are cheaper than building a large leaf one unit at a time)."""
     leaf_max = LEAF_MAX if leaf_max is None else leaf_max
     best = None
     for k in range(0, max(1, math.ceil(math.log2(n))) + 1):
         a0 = math.ceil(n / 2**k)
         if a0 > leaf_max:
             continue
-        if best is None or a0 * 2**k < best[0] * 2**best[1]:
+        if best is None or a0 * 2**k <= best[0] * 2**best[1]:
             best = (a0, k)
     assert best is not None
     return best
