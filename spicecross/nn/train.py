@@ -27,10 +27,10 @@ from tqdm import tqdm
 
 from spicecross.nn.datasets import load_dataset
 from spicecross.nn.models import build_model
+from spicecross.threads import limited_threads, threads_for
 
 __all__ = [
     "CHECKPOINT_FORMAT",
-    "MAX_THREADS",
     "train_model",
     "evaluate",
     "load_checkpoint",
@@ -40,20 +40,7 @@ __all__ = [
 
 #: Value of the ``format`` key in checkpoints written by :func:`train_model`.
 CHECKPOINT_FORMAT = "spicecross.nn.checkpoint/1"
-#: Training and evaluation never use more intra-op threads than this.
-MAX_THREADS = 2
 _DEFAULT_LR = 2e-3
-
-
-@contextlib.contextmanager
-def _limited_threads(n: int = MAX_THREADS) -> Iterator[None]:
-    """Cap torch's intra-op threads at ``n`` for the duration of the block, then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, min(n, before)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -68,10 +55,12 @@ def _deterministic() -> Iterator[None]:
         torch.use_deterministic_algorithms(was, warn_only=was_warn)
 
 
-def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000) -> float:
+def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000,
+             threads: int | None = None) -> float:
     """Return the top-1 accuracy of ``model`` on ``dataset`` in percent (0–100).
 
-    The model is run in eval mode without gradients; its previous train/eval mode is restored.
+    The model is run in eval mode without gradients, with at most ``threads`` intra-op threads
+    (default :func:`spicecross.threads.threads_for`); its previous train/eval mode is restored.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -83,7 +72,7 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000) -
     model.eval()
     correct = 0
     try:
-        with _limited_threads(), torch.no_grad():
+        with limited_threads(threads or threads_for()), torch.no_grad():
             for start in range(0, n, batch_size):
                 logits = model(images[start:start + batch_size])
                 correct += int((logits.argmax(dim=1) == labels[start:start + batch_size]).sum())
@@ -113,6 +102,7 @@ def train_model(
     limit: int | None = None,
     augment: bool | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Train network ``name`` on its dataset under ``data_root`` and return a summary dict.
 
@@ -120,6 +110,8 @@ def train_model(
     shuffling from a generator seeded with ``seed``. ``limit`` keeps the first ``limit`` samples
     of both the train and the test split (for quick runs). ``augment`` (random crop + flip)
     defaults to on for CIFAR and off for MNIST. Shows a tqdm bar per epoch when ``progress``.
+    ``threads`` caps torch's intra-op threads (default :func:`spicecross.threads.threads_for`:
+    the cores available, never more than the process started with).
 
     If ``out_path`` is given, writes a checkpoint dict there with ``torch.save`` (state dict plus
     model name, seed, epochs, test accuracy, ...). Returns ``{"model", "seed", "epochs",
@@ -132,6 +124,9 @@ def train_model(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}")
+    threads = threads_for() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     model_name = name.lower()
     model = build_model(model_name)  # validates the name before any data is read
     train_set = load_dataset(model_name, data_root, train=True, limit=limit)
@@ -140,7 +135,7 @@ def train_model(
         augment = model_name != "mnist"
 
     t0 = time.perf_counter()
-    with _limited_threads(), _deterministic():
+    with limited_threads(threads), _deterministic():
         torch.manual_seed(seed)
         model = build_model(model_name)  # initial weights drawn from the seeded RNG
         gen = torch.Generator().manual_seed(seed)
@@ -171,7 +166,7 @@ def train_model(
                 if progress and step % 20 == 0:
                     bar.set_postfix(loss=f"{running:.4f}")
             bar.close()
-        accuracy = evaluate(model, test_set)
+        accuracy = evaluate(model, test_set, threads=threads)
     seconds = time.perf_counter() - t0
 
     summary: dict[str, Any] = {

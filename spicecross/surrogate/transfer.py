@@ -1,49 +1,171 @@
-"""Exact transfer matrices of crossbar tiles with linear cells, by a row recursion (torch).
+"""Exact transfer matrices of crossbar tiles with linear cells, by nested dissection (torch).
 
 For fixed cell conductances a tile read is a linear network, so the sense currents are
 ``I = T·v`` with ``T`` (cols × rows, S) depending on the conductances and every wire segment.
-Instead of a sparse factorization with many right-hand sides (SuperLU: 45 ms for one 64×64
-tile and 555 ms for 128×128 single-threaded here, vs 22 ms and 185 ms for this recursion; see
-BENCHMARKS.md), the network is reduced row by row:
 
-* each word line ``i`` is a chain (segments ``g_w``, input conductance ``g_in`` at column 0,
-  cell conductances ``g_i`` to its bit-line nodes ``u_i``); eliminating its nodes gives the row's
-  admittance ``Y_i = diag(g_i) − diag(g_i)·L_i⁻¹·diag(g_i)`` onto ``u_i`` and an input term
-  ``p_i·v_i`` with ``p_i = g_in·diag(g_i)·L_i⁻¹·e_0``;
-* from the bottom (sense sources, ``g_out``) upwards, everything below bit-line row ``i`` seen
-  from ``u_i`` is ``M_i·u_i − s_i·v`` (``M_i`` C×C, ``s_i`` C×R), with
-  ``Q_{i+1} = (M_{i+1} + g_b·I)⁻¹``, ``M_i = Y_i + g_b·I − g_b²·Q_{i+1}``,
-  ``s_i = g_b·Q_{i+1}·s_{i+1} + p_i·e_iᵀ``;
-* at the top ``M_0·U_0 = s_0``; going down ``U_{i+1} = Q_{i+1}·(g_b·U_i + s_{i+1})``; finally
-  ``T = g_out·U_{R−1}``.
+The tile is cut into unit cells. Unit ``(i, j)`` holds the word-line segment left of its cell
+(``g_in = 1/(r_driver + r_wire_wl)`` in column 0, else ``g_w = 1/r_wire_wl``), the cell conductance
+``g[i, j]`` and the bit-line segment below it (``g_out = 1/(r_wire_bl + r_sense)`` in the last
+row, else ``g_b = 1/r_wire_bl``). A block of ``a × b`` units is described by its port admittance
+matrix (S) on ``2a + 2b`` ports, ordered ``[left word-line nodes (a), right word-line nodes (a),
+top bit-line nodes (b), bottom bit-line nodes (b)]``. Two neighbouring blocks are merged by
+eliminating their shared nodes (a Schur complement: Cholesky of the SPD interface block,
+triangular solves, one matrix product); merges alternate between horizontal and vertical so
+that blocks stay square, and every block of a level is merged in one batched torch call.
 
-Cost O(R·C³ + R²·C²) dense work in BLAS, batched over any number of same-shaped tiles, exact to
-rounding (checked against ngspice, VACASK and a sparse nodal solve in the tests).
+At the top, the left ports are the input sources, the bottom ports the 0 V sense sources; the
+right word-line ends and top bit-line ends float and are eliminated last, leaving the
+admittance ``Y`` between inputs and sense nodes: ``T = −Y[sense, input]``.
+
+Every port matrix is a Laplacian (no node is grounded until the end): rows sum to zero, so
+after each merge the diagonal is recomputed from the off-diagonal entries, which come out of
+the Schur complement without cancellation; this keeps ``T`` accurate to rounding even with
+0.1 Ω wires and µS cells. A merge of ``m × m`` blocks costs O(m³), so a square ``n × n`` tile
+costs O(n³) (the former row recursion was O(n⁴)). Tiles whose size is not ``a0·2^k`` are padded
+at the top and right with open (0 S) cells, which changes no current; blocks of at most 16 × 16
+units are first built by merging one unit at a time (for powers of two the doublings start
+at single units). Only Cholesky and triangular solves are
+used: no LU (torch 2.13's MKL LU fails after ``torch.set_num_threads(n ≥ 2)``, see
+:mod:`spicecross.threads`). Large batches are built in chunks bounded by ``work_bytes``.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 from ..circuit.tile import TileSpec
 
+#: Default bound (bytes) on the working memory of one chunk of tiles built together.
+DEFAULT_WORK_BYTES = 256 * 2**20
+#: Largest leaf block side (units) built one unit at a time before the doubling merges.
+LEAF_MAX = 16
+#: Interfaces of at most this many nodes are eliminated node by node (faster than batched
+#: LAPACK calls on many tiny matrices).
+SMALL_INTERFACE = 4
+#: Float64 words of working memory per unit cell during a build (measured peak RSS growth
+#: 100–160 words per cell at 128×128 and 256×256).
+_WORDS_PER_CELL = 160
 
-def _chain_laplacian(spec: TileSpec, cols: int, g_in: float) -> torch.Tensor:
-    g_w = 1.0 / spec.r_wire_wl_ohm
-    lap = torch.zeros(cols, cols, dtype=torch.float64)
-    k = torch.arange(cols)
-    lap[k[:-1], k[:-1]] += g_w
-    lap[k[1:], k[1:]] += g_w
-    lap[k[:-1], k[1:]] -= g_w
-    lap[k[1:], k[:-1]] -= g_w
-    lap[0, 0] += g_in
-    return lap
+
+def _split(n: int, leaf_max: int | None = None) -> tuple[int, int]:
+    """(leaf side a0, doublings k) with a0·2^k ≥ n as small as possible (ties: more doublings,
+    which are cheaper than building a large leaf one unit at a time)."""
+    leaf_max = LEAF_MAX if leaf_max is None else leaf_max
+    best = None
+    for k in range(0, max(1, math.ceil(math.log2(n))) + 1):
+        a0 = math.ceil(n / 2**k)
+        if a0 > leaf_max:
+            continue
+        if best is None or a0 * 2**k <= best[0] * 2**best[1]:
+            best = (a0, k)
+    assert best is not None
+    return best
 
 
-def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor) -> torch.Tensor:
+def _merge(x: torch.Tensor, px: list[tuple[int, int]], y: torch.Tensor, py: list[tuple[int, int]],
+           n_keep: int, n_int: int) -> torch.Tensor:
+    """Port matrix (S) of two blocks joined at ``n_int`` shared nodes, those nodes eliminated.
+
+    ``px``/``py`` list each block's port groups in order as ``(start, length)`` in the joint
+    numbering ``[kept (n_keep), shared (n_int)]``.
+    """
+    n = n_keep + n_int
+    k = x.new_zeros(x.shape[:-2] + (n, n))
+    for blk, groups in ((x, px), (y, py)):
+        offs = np.cumsum([0] + [ln for _, ln in groups])
+        for (di, li), si in zip(groups, offs):
+            for (dj, lj), sj in zip(groups, offs):
+                k[..., di:di + li, dj:dj + lj] += blk[..., si:si + li, sj:sj + lj]
+    if n_int <= SMALL_INTERFACE:     # node by node: elementwise over the batch
+        for t in range(n - 1, n_keep - 1, -1):
+            col = k[..., :t, t:t + 1]
+            k = torch.addcmul(k[..., :t, :t], col, col.mT / k[..., t:t + 1, t:t + 1], value=-1.0)
+        s = k
+    else:
+        chol = torch.linalg.cholesky(k[..., n_keep:, n_keep:])
+        w = torch.linalg.solve_triangular(chol, k[..., n_keep:, :n_keep], upper=False)  # (n_int, n_keep)
+        s = k[..., :n_keep, :n_keep] - w.mT @ w
+    d = s.diagonal(dim1=-2, dim2=-1)
+    d.copy_(d - s.sum(-1))           # Laplacian: diagonal = −Σ off-diagonal (rows sum to 0 S)
+    return s
+
+
+def _merge_h(x: torch.Tensor, y: torch.Tensor, a: int, b1: int, b2: int) -> torch.Tensor:
+    """Join block x (a × b1 units) to the left of block y (a × b2)."""
+    nk = 2 * a + 2 * (b1 + b2)
+    px = [(0, a), (nk, a), (2 * a, b1), (2 * a + b1 + b2, b1)]
+    py = [(nk, a), (a, a), (2 * a + b1, b2), (2 * a + 2 * b1 + b2, b2)]
+    return _merge(x, px, y, py, nk, a)
+
+
+def _merge_v(x: torch.Tensor, y: torch.Tensor, a1: int, a2: int, b: int) -> torch.Tensor:
+    """Join block x (a1 × b units) on top of block y (a2 × b)."""
+    a = a1 + a2
+    nk = 2 * a + 2 * b
+    px = [(0, a1), (a, a1), (2 * a, b), (nk, b)]
+    py = [(a1, a2), (a + a1, a2), (nk, b), (2 * a + b, b)]
+    return _merge(x, px, y, py, nk, b)
+
+
+def _units(spec: TileSpec, g: torch.Tensor, rows_p: int, cols_p: int) -> torch.Tensor:
+    """Port matrices (..., rows_p, cols_p, 4, 4) in S of the unit cells, padded at the top and
+    right with open cells; ports [left WL, right WL (cell node), top BL (cell node), bottom BL]."""
+    R, C = spec.rows, spec.cols
+    gp = g.new_zeros(g.shape[:-2] + (rows_p, cols_p))
+    gp[..., rows_p - R:, :C] = g
+    gw = torch.full((rows_p, cols_p), 1.0 / spec.r_wire_wl_ohm, dtype=torch.float64)
+    gw[:, 0] = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
+    gb = torch.full((rows_p, cols_p), 1.0 / spec.r_wire_bl_ohm, dtype=torch.float64)
+    gb[-1, :] = 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm)
+    u = g.new_zeros(gp.shape + (4, 4))
+    u[..., 0, 0] = gw
+    u[..., 0, 1] = u[..., 1, 0] = -gw
+    u[..., 1, 1] = gw + gp
+    u[..., 1, 2] = u[..., 2, 1] = -gp
+    u[..., 2, 2] = gp + gb
+    u[..., 2, 3] = u[..., 3, 2] = -gb
+    u[..., 3, 3] = gb
+    return u
+
+
+def _build(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
+    """T (batch, cols, rows) in S for conductances (batch, rows, cols) in S, one chunk."""
+    R, C = spec.rows, spec.cols
+    (a0, kr), (b0, kc) = _split(R), _split(C)
+    rows_p, cols_p = a0 * 2**kr, b0 * 2**kc
+    nr, nc = 2**kr, 2**kc
+    u = _units(spec, g, rows_p, cols_p).reshape(-1, nr, a0, nc, b0, 4, 4)
+    strip = u[:, :, :, :, 0]                                    # (B, nr, a0, nc, P, P)
+    for j in range(1, b0):
+        strip = _merge_h(strip, u[:, :, :, :, j], 1, j, 1)
+    blk = strip[:, :, 0]                                        # (B, nr, nc, P, P)
+    for i in range(1, a0):
+        blk = _merge_v(blk, strip[:, :, i], i, 1, b0)
+    a, b = a0, b0
+    while nr > 1 or nc > 1:
+        if nc > 1 and (b <= a or nr == 1):
+            blk = _merge_h(blk[:, :, 0::2], blk[:, :, 1::2], a, b, b)
+            nc, b = nc // 2, 2 * b
+        else:
+            blk = _merge_v(blk[:, 0::2], blk[:, 1::2], a, a, b)
+            nr, a = nr // 2, 2 * a
+    y = blk[:, 0, 0]                                            # (B, P, P), P = 2a + 2b
+    lo, hi = a, 2 * a + b                                       # floating: right WL, top BL ends
+    chol = torch.linalg.cholesky(y[:, lo:hi, lo:hi])
+    w_in = torch.linalg.solve_triangular(chol, y[:, lo:hi, :a], upper=False)
+    w_out = torch.linalg.solve_triangular(chol, y[:, lo:hi, hi:], upper=False)
+    t = torch.baddbmm(y[:, hi:, :a], w_out.mT, w_in, alpha=-1.0).neg_()
+    return t[:, :C, rows_p - R:]
+
+
+def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor, *,
+                      work_bytes: int = DEFAULT_WORK_BYTES) -> torch.Tensor:
     """Transfer matrices T (..., cols, rows) in S for cell conductances (..., rows, cols) in S.
 
-    Any leading batch dimensions are tiles solved together. ``I = T @ v`` gives the sense
+    Any leading batch dimensions are tiles solved together, in chunks whose working memory
+    stays near ``work_bytes`` (at least one tile per chunk). ``I = T @ v`` gives the sense
     currents (A) for input voltages ``v`` (V). Float64 throughout.
     """
     g = torch.as_tensor(g_cell_s, dtype=torch.float64)
@@ -51,38 +173,11 @@ def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor) -> to
         raise ValueError(f"cell conductances must end in shape ({spec.rows}, {spec.cols}), got {tuple(g.shape)}")
     if not bool(torch.isfinite(g).all()) or bool((g < 0).any()):
         raise ValueError("cell conductances must be finite and ≥ 0 S")
-    R, C = spec.rows, spec.cols
-    g_b = 1.0 / spec.r_wire_bl_ohm
-    g_in = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
-    g_out = 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm)
     batch = g.shape[:-2]
-
-    L = _chain_laplacian(spec, C, g_in).expand(*batch, R, C, C).clone()
-    L.diagonal(dim1=-2, dim2=-1).add_(g)
-    rhs = torch.cat([torch.diag_embed(g), torch.zeros(*batch, R, C, 1, dtype=torch.float64)], dim=-1)
-    rhs[..., 0, C] = g_in
-    sol = torch.linalg.solve(L, rhs)                       # L_i⁻¹·[diag(g_i), g_in·e_0]
-    y_cell = torch.diag_embed(g) - g.unsqueeze(-1) * sol[..., :C]
-    p = g * sol[..., C]                                    # (..., R, C)
-
-    eye = torch.eye(C, dtype=torch.float64)
-    qs: list[torch.Tensor | None] = [None] * R
-    ss: list[torch.Tensor | None] = [None] * R
-    M = y_cell[..., R - 1, :, :] + g_out * eye
-    s = torch.zeros(*batch, C, R, dtype=torch.float64)
-    s[..., :, R - 1] = p[..., R - 1, :]
-    for i in range(R - 2, -1, -1):
-        Q = torch.linalg.inv(M + g_b * eye)
-        qs[i + 1], ss[i + 1] = Q, s
-        M = y_cell[..., i, :, :] + g_b * eye - (g_b * g_b) * Q
-        s = g_b * (Q @ s)
-        s[..., :, i] += p[..., i, :]
-    U = torch.linalg.solve(M, s)
-    for i in range(1, R):
-        U = qs[i] @ (g_b * U + ss[i])
-    return g_out * U
-
-
-def transfer_matrix(spec: TileSpec, g_cell_s: np.ndarray) -> np.ndarray:
-    """T (cols, rows) in S of one tile as a numpy array; see :func:`transfer_matrices`."""
-    return transfer_matrices(spec, spec.check_conductances(g_cell_s, "cell conductances")).numpy()
+    flat = g.reshape(-1, spec.rows, spec.cols)
+    out = torch.empty(flat.shape[0], spec.cols, spec.rows, dtype=torch.float64)
+    per_tile = 8 * _WORDS_PER_CELL * spec.rows * spec.cols
+    chunk = max(1, int(work_bytes // per_tile))
+    for start in range(0, flat.shape[0], chunk):
+        out[start:start + chunk] = _build(spec, flat[start:start + chunk])
+    return out.reshape(batch + (spec.cols, spec.rows))
