@@ -45,17 +45,10 @@ class SampledTile:
 
 
 def _layer_inputs(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
-    from ..nn.analog import analog_layers
+    from ..nn.calibrator import run_with_layer_inputs
 
     seen: dict[str, Tensor] = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, name=n: seen.__setitem__(name, inp[0]))
-             for n, m in analog_layers(model)]
-    try:
-        with torch.no_grad():
-            model(images)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_with_layer_inputs(model, images, lambda name, layer, x: seen.__setitem__(name, x))
     return seen
 
 

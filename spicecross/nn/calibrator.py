@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -28,34 +29,44 @@ class LayerCalibration:
     read_disturb_fraction: float = 0.0
 
 
-def fit_calibrations(model: nn.Module, images: Tensor) -> dict[str, LayerCalibration]:
-    """Run ``images`` through ``model`` once, fitting every analog layer's
-    :class:`LayerCalibration` on the inputs it receives and installing it before the layer
-    runs; returns them by module name."""
+def run_with_layer_inputs(model: nn.Module, images: Tensor,
+                          on_input: Callable[[str, nn.Module, Tensor], None]) -> list[str]:
+    """Run ``images`` through ``model`` once (no gradients), calling ``on_input(name, layer,
+    x)`` with every analog layer's input just before the layer runs; returns the analog layer
+    names in module order."""
     from .analog import analog_layers
 
     layers = analog_layers(model)
     if not layers:
         raise ValueError("model has no analog layers: patch it with patch_model first")
     model.eval()
-    fitted: dict[str, LayerCalibration] = {}
-
-    def hook_for(name: str):
-        def pre_hook(module, inputs):
-            module.calibration = module.fit_calibration(inputs[0])
-            fitted[name] = module.calibration
-        return pre_hook
-
-    for _, m in layers:
-        m.calibration = None
-    hooks = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers]
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, name=n: on_input(name, mod, inp[0]))
+             for n, m in layers]
     try:
         with torch.no_grad():
             model(images)
     finally:
         for h in hooks:
             h.remove()
-    missing = [n for n, _ in layers if n not in fitted]
+    return [n for n, _ in layers]
+
+
+def fit_calibrations(model: nn.Module, images: Tensor) -> dict[str, LayerCalibration]:
+    """Run ``images`` through ``model`` once, fitting every analog layer's
+    :class:`LayerCalibration` on the inputs it receives and installing it before the layer
+    runs; returns them by module name."""
+    from .analog import analog_layers
+
+    fitted: dict[str, LayerCalibration] = {}
+
+    def fit(name: str, layer: nn.Module, x: Tensor) -> None:
+        layer.calibration = layer.fit_calibration(x)
+        fitted[name] = layer.calibration
+
+    for _, m in analog_layers(model):
+        m.calibration = None
+    names = run_with_layer_inputs(model, images, fit)
+    missing = [n for n in names if n not in fitted]
     if missing:
         raise RuntimeError(f"calibration pass did not reach layer(s) {', '.join(missing)}")
     return fitted
@@ -81,4 +92,4 @@ def calibrate_model(model: nn.Module, images: Tensor) -> nn.Module:
     return model
 
 
-__all__ = ["LayerCalibration", "calibrate_model", "fit_calibrations"]
+__all__ = ["LayerCalibration", "calibrate_model", "fit_calibrations", "run_with_layer_inputs"]
