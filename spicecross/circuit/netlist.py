@@ -70,8 +70,9 @@ def _warn_forward_junctions(spec: TileSpec, elements: list[Element]) -> None:
     low = min((e.value for e in elements if e.kind == "V" and e.name.startswith("in")), default=0.0)
     if low < spec.selector.v_bulk_v:
         warnings.warn(f"VACASK netlist with an input at {low:g} V below the selector bulk "
-                      f"({spec.selector.v_bulk_v:g} V): VACASK's sp_mos1 mis-solves forward-biased "
-                      f"bulk junctions; set SelectorSpec.v_bulk_v ≤ {low:g} V or use ngspice",
+                      f"({spec.selector.v_bulk_v:g} V): VACASK's sp_mos1 can mis-solve bulk "
+                      f"junctions forward biased past ~0.7 V (its junction limiting does not "
+                      f"advance); check this read against ngspice",
                       RuntimeWarning, stacklevel=3)
 
 

