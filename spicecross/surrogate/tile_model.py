@@ -8,7 +8,8 @@ Modes:
 * ``linear``: exact wire IR drop for ohmic devices; a 1T1R selector enters as its effective
   on-conductance ``g_sel`` (S) in series with each device (fitted by calibration; default the
   level-1 ``beta·(V_G − V_T)``). One transfer matrix per tile, then one matmul per batch.
-* ``nonlinear``: the selector's level-1 I–V (identical equations to the SPICE model) solved with
+* ``nonlinear``: the selector's level-1 I–V and its bulk junctions (identical equations to the
+  SPICE model, see :func:`~spicecross.surrogate.cells.cell_currents_1t1r`) solved with
   the wire network for the whole batch at once: a fixed-point (modified Newton) iteration whose
   linear part is the ``linear`` network factorized once. For 0T1R tiles it equals ``linear``
   (VTEAM's read I–V is ohmic).
@@ -91,13 +92,15 @@ class TileSurrogate:
         wl, bl = net.wl_index(), net.bl_index()
         x = net.node_voltages(v)
         inj = np.zeros_like(x)
-        scale = max(float(np.max(np.abs(v))), 1e-30)
+        scale = max(float(np.max(np.abs(v))), abs(spec.selector.v_bulk_v), 1e-30)
         for it in range(1, self.max_iter + 1):
             a, b = x[:, wl], x[:, bl]
-            j, _, _ = cell_currents_1t1r(spec, self.g_dev_s, a, b)
-            h = j - g_lin * (a - b)
-            inj[:, wl] = -h
-            inj[:, bl] = h
+            # a cell's word- and bit-line currents differ by its junction currents to the bulk,
+            # so each node gets its own correction to the linear cell current
+            j_wl, j_bl = cell_currents_1t1r(spec, self.g_dev_s, a, b)
+            lin = g_lin * (a - b)
+            inj[:, wl] = -(j_wl - lin)
+            inj[:, bl] = j_bl - lin
             x_new = net.node_voltages(v, inj)
             delta = float(np.max(np.abs(x_new - x)))
             x = x_new
