@@ -14,3 +14,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SPICECROSS_CACHE", str(cache))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     yield
+
+
+def assert_plot_png(path, min_px: int = 300) -> None:
+    """A real plot: a PNG of at least ``min_px`` pixels each way with drawn content (many
+    distinct colours, not a blank canvas)."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    path = Path(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    img = imread(path)
+    assert img.shape[0] >= min_px and img.shape[1] >= min_px, img.shape
+    rgb = (img[..., :3] * 255).astype(int).reshape(-1, 3)
+    assert len(np.unique(rgb, axis=0)) > 20, f"{path} looks blank"
+    assert (rgb.min(axis=1) < 128).mean() > 0.005, f"{path} has almost nothing drawn"

@@ -352,10 +352,13 @@ def test_cli_infer_cifar_with_weights(tmp_path, capsys):
     ckpt = tmp_path / "c10.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "model": "cifar10", "seed": 0,
                 "state_dict": net.state_dict()}, ckpt)
+    # ideal converters and wires: the analog network must classify exactly as the digital one
     assert main(["infer", "--model", "cifar10", "--weights", str(ckpt), "--data",
-                 str(tmp_path / "data"), "--limit", "20", "--spice-check", "0", "--json"]) == 0
+                 str(tmp_path / "data"), "--limit", "20", "--spice-check", "0", "--mode", "ideal",
+                 "--adc-bits", "none", "--dac-bits", "none", "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["images"] == 20 and 0 <= out["accuracy"] <= 100
+    assert out["images"] == 20 and out["accuracy"] == out["digital_accuracy"]
+    assert round(out["accuracy"] * 20 / 100, 6).is_integer()
     # a checkpoint of another model is refused with one line
     assert main(["infer", "--model", "cifar100", "--weights", str(ckpt), "--data",
                  str(tmp_path / "data"), "--limit", "20", "--json"]) == 2

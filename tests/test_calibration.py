@@ -7,6 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import assert_plot_png
+
 from spicecross.calibration import calibrate, load_calibration
 from spicecross.circuit.tile import TileSpec
 
@@ -51,7 +53,7 @@ def test_cli_calibrate_then_surrogate(tmp_path):
     summary = json.loads(r.stdout)
     assert summary["held_out"]["linear"]["rel_rms"] < 0.01
     for png in summary["plots"]:
-        assert (tmp_path / png).stat().st_size > 10_000
+        assert_plot_png(tmp_path / png)
     rng = np.random.default_rng(0)
     g = rng.uniform(1 / 2500, 1 / 100, (16, 16))
     v = rng.uniform(0, 0.2, (5, 16))

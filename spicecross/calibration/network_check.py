@@ -98,7 +98,7 @@ def sample_tile_reads(model: nn.Module, images: Tensor, reads_per_layer: int, se
     return out
 
 
-def _solve_arrays(jobs: list[tuple], backend: str, n_jobs: int | None, parallel_backend: str,
+def solve_sampled_arrays(jobs: list[tuple], backend: str, n_jobs: int | None, parallel_backend: str,
                   scheduler: str | None, cache_dir, progress: bool) -> list[np.ndarray]:
     """SPICE sense currents (n, cols) in A for each (spec, g, v (n, rows)) job."""
     from ..spice.simulators import SimulationError
@@ -155,7 +155,7 @@ def spice_check(model: nn.Module, images: Tensor, reads_per_layer: int = 32,
             for s in (0, 1):
                 jobs.append((arr.spec.for_solvers(), arr.g_dev[s, t.r, t.c], t.v))
                 where.append((name, t, s))
-    spice = _solve_arrays(jobs, backend, n_jobs, parallel_backend, scheduler, cache_dir, progress)
+    spice = solve_sampled_arrays(jobs, backend, n_jobs, parallel_backend, scheduler, cache_dir, progress)
     by_tile: dict[tuple, dict[int, np.ndarray]] = {}
     for (name, t, s), cur in zip(where, spice):
         by_tile.setdefault((name, id(t)), {})[s] = cur
@@ -211,4 +211,4 @@ def spice_check(model: nn.Module, images: Tensor, reads_per_layer: int = 32,
     return report
 
 
-__all__ = ["DEFAULT_CHECK_BACKEND", "SampledTile", "sample_tile_reads", "spice_check"]
+__all__ = ["SampledTile", "sample_tile_reads", "solve_sampled_arrays", "spice_check"]

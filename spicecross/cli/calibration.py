@@ -7,8 +7,46 @@ from pathlib import Path
 
 from ..spice.cluster import PARALLEL_BACKENDS
 from ..spice.solve import BACKENDS
-from .args import finite_float, integer, positive_int
+from ..nn.model_names import MODEL_NAMES
+from ..surrogate.modes import READ_SCHEMES
+from .args import existing_file, finite_float, integer, positive_int, tile_size
 from .circuit import add_tile_arguments, tile_spec_from_args
+
+
+def _cmd_calibrate_from_model(args: argparse.Namespace) -> int:
+    from ..calibration.calibrate import save_calibration
+    from ..calibration.from_model import calibrate_from_model
+    from ..surrogate.config import AnalogConfig
+
+    rows, cols = args.tile
+    spec = tile_spec_from_args(args, rows=rows, cols=cols)
+    config = AnalogConfig.build(tile=spec, v_read_v=args.v_read, read_scheme=args.read_scheme,
+                                calibration_images=max(args.images, 1), seed=args.seed)
+    backend = "vacask" if args.simulator == "auto" else args.simulator
+    cal, report = calibrate_from_model(args.from_model, args.data, config,
+                                       reads_per_layer=args.reads_per_layer, images=args.images,
+                                       backend=backend, n_jobs=args.jobs,
+                                       parallel_backend=args.backend, scheduler=args.scheduler,
+                                       weights=args.weights, progress=not args.quiet)
+    save_calibration(args.out, cal, {"held_out_max_err_lsb": [p["max_err_lsb"] for p in report["held_out"]]})
+    summary = {**cal.summary(), **report, "file": str(args.out),
+               "v_read_v": config.read_voltage_v, "read_scheme": config.read_scheme}
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"calibration of {args.from_model} on its own {spec.rows}x{spec.cols} {spec.cell} tiles "
+          f"against {backend}: {report['reads']} sampled reads at up to {config.read_voltage_v:g} V "
+          f"({config.read_scheme}), {report['seconds']:.1f} s")
+    if cal.g_sel_s is not None:
+        print(f"  fitted selector conductance g_sel = {cal.g_sel_s:.6g} S "
+              f"(level-1 beta·Vov = {spec.selector.g_on_s:.6g} S)")
+    print(f"  {'layer (held out)':<24}{'rel. RMS':>10}{'rel. max':>10}{'max ADC steps':>15}")
+    for p in report["held_out"]:
+        print(f"  {p['layer'] + ' (by ' + p['held_out_by'] + ')':<24}{100 * p['rel_rms']:>9.3g}%"
+              f"{100 * p['rel_max']:>9.3g}%{p['max_err_lsb']:>15.3g}")
+    print(f"  written: {args.out}  (use it with: spicecross infer --cell {spec.cell} "
+          f"--tile {spec.rows}x{spec.cols} --calibration {args.out})")
+    return 0
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -16,6 +54,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from ..calibration.plots import ir_drop_map, parity_plot
     from ..devices.vteam import get_parameter_set
 
+    if args.from_model is not None:
+        return _cmd_calibrate_from_model(args)
+    if args.v_read is None:
+        args.v_read = 0.2
     spec = tile_spec_from_args(args)
     dev = get_parameter_set(spec.device_set)
     g_min = 1.0 / dev.r_off_ohm if args.g_min is None else args.g_min
@@ -53,10 +95,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="fit the surrogate against SPICE and report held-out errors",
                        description="Draw random tiles and reads, solve them in SPICE (parallel, "
                                    "cached), fit the surrogate, report held-out errors per mode.")
-    add_tile_arguments(p, rows_required=True)
+    add_tile_arguments(p)
+    p.add_argument("--from-model", choices=MODEL_NAMES, default=None, metavar="NAME",
+                   help="draw the calibration set from this network patched onto tiles: its "
+                        "programmed arrays and the inputs calibration images put on them "
+                        "(instead of random tiles; --rows/--cols not used, see --tile)")
+    p.add_argument("--tile", type=tile_size, default="64x64", metavar="RxC",
+                   help="with --from-model: tile rows x cols (default 64x64)")
+    p.add_argument("--read-scheme", choices=READ_SCHEMES, default="two-phase",
+                   help="with --from-model: how signed inputs are read (default two-phase)")
+    p.add_argument("--reads-per-layer", type=positive_int, default=64, metavar="K",
+                   help="with --from-model: sampled tile reads per layer (default 64)")
+    p.add_argument("--images", type=positive_int, default=64, metavar="N",
+                   help="with --from-model: calibration images the reads are drawn from (default 64)")
+    p.add_argument("--data", default=None, metavar="DIR", help="with --from-model: data root")
+    p.add_argument("--weights", type=existing_file, default=None, metavar="FILE",
+                   help="with --from-model: checkpoint (required for cifar10/cifar100)")
     p.add_argument("--tiles", type=positive_int, default=12, help="random tiles (about a third held out)")
     p.add_argument("--reads", type=positive_int, default=8, help="input vectors per tile")
-    p.add_argument("--v-read", type=finite_float(), default=0.2, metavar="V", help="highest read voltage (V)")
+    p.add_argument("--v-read", type=finite_float(0.0, lo_open=True), default=None, metavar="V",
+                   help="highest read voltage (V); default 0.2, with --from-model the network's "
+                        "full-scale read voltage (0.4 × the switching threshold)")
     p.add_argument("--g-min", type=finite_float(), default=None, metavar="S",
                    help="lowest conductance (S), default 1/R_off of the device set (pt_hf_ti: 1/2500)")
     p.add_argument("--g-max", type=finite_float(), default=None, metavar="S",
