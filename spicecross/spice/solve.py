@@ -5,6 +5,10 @@ Backends: ``ngspice`` (the reference users know; Sparse 1.3 makes it slow past 6
 ``vacask`` (KLU-based, the same SPICE device models as OSDI modules) and ``auto``, which picks
 ngspice up to :data:`AUTO_NGSPICE_MAX_CELLS` cells and VACASK above (see BENCHMARKS.md for the
 measurement behind that threshold).
+
+Many reads of one programmed tile (thousands of input vectors, e.g. a network check) go through
+:func:`solve_reads` / :func:`solve_many_reads`: one simulator run per chunk of vectors (a sweep
+point per vector, :meth:`Simulator.emit_reads`), equal to one ``.op`` per vector to ≤ 1e-9.
 """
 from __future__ import annotations
 
@@ -165,11 +169,6 @@ def solve_many(spec: TileSpec | Sequence[TileSpec], conductances: Iterable[np.nd
     ``scheduler`` = a running dask scheduler's address, or starts a LocalCluster) or 'ray'.
     Failures come back as ``ok=False`` results; the batch goes on.
     """
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
-    from .cluster import parallel_context
-
     gs, vs = list(conductances), list(inputs)
     if len(gs) != len(vs):
         raise ValueError(f"got {len(gs)} conductance maps but {len(vs)} input vectors")
@@ -178,11 +177,24 @@ def solve_many(spec: TileSpec | Sequence[TileSpec], conductances: Iterable[np.nd
         raise ValueError(f"got {len(specs)} TileSpecs for {len(gs)} reads")
     cdir = _resolve_cache_dir(cache_dir)
     jobs = [(s, g, v, choose_backend(s, backend), cdir) for s, g, v in zip(specs, gs, vs)]
+    return _run_parallel(_solve_job, jobs, n_jobs, parallel_backend, scheduler, progress, desc)
+
+
+def _run_parallel(fn, jobs: list, n_jobs: int | None, parallel_backend: str,
+                  scheduler: str | None, progress: bool, desc: str) -> list:
+    """``[fn(j) for j in jobs]`` in input order through joblib (``parallel_backend`` 'loky',
+    'threading', 'dask' with ``scheduler``, or 'ray'), with a progress bar; serial in this
+    process for one loky job."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    from .cluster import parallel_context
+
     n_jobs = n_jobs or os.cpu_count() or 1
     if n_jobs == 1 and parallel_backend == "loky":
-        return [_solve_job(j) for j in tqdm(jobs, desc=desc, disable=not progress)]
+        return [fn(j) for j in tqdm(jobs, desc=desc, disable=not progress)]
     with parallel_context(parallel_backend, scheduler, n_jobs):
-        gen = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_solve_job)(j) for j in jobs)
+        gen = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(j) for j in jobs)
         return list(tqdm(gen, total=len(jobs), desc=desc, disable=not progress))
 
 
@@ -202,3 +214,136 @@ def solve_files(paths: Sequence[str | Path], n_jobs: int | None = None,
     if n_jobs == 1:
         return [solve_text(*j) for j in jobs]
     return Parallel(n_jobs=n_jobs)(delayed(solve_text)(*j) for j in jobs)
+
+
+# -- many reads of one programmed tile per simulator run ---------------------------------------
+#: Most input vectors in one reads netlist; larger batches are split into equal chunks of at
+#: most this many (benchmarks/spice_reads.py: past it the per-read cost no longer falls
+#: measurably, while chunks keep several workers busy on one big batch).
+READS_CHUNK_MAX = 256
+
+
+@dataclass
+class ReadsResult:
+    """Many reads of one programmed tile, solved as one sweep per chunk of input vectors.
+
+    ``currents_a``: (n, cols) sense currents in A, row k for input vector k (NaN rows for a
+    failed chunk); ``ok`` False if any chunk failed, ``error`` naming the vectors and the
+    simulator's own words; ``seconds`` the simulator time of the chunks solved now (0 for cache
+    hits); ``cached`` True when every chunk came from the cache.
+    """
+
+    currents_a: np.ndarray
+    ok: bool = True
+    error: str = ""
+    simulator: str = ""
+    simulator_version: str = ""
+    netlist_hashes: tuple[str, ...] = ()
+    seconds: float = 0.0
+    cached: bool = False
+
+
+def solve_reads_text(text: str, n: int, simulator: str | Simulator,
+                     cache_dir: Path | None = None) -> ReadsResult:
+    """Solve one reads netlist of ``n`` input vectors (from :meth:`Simulator.emit_reads`)
+    through the cache. Simulator failures come back as ``ok=False`` with its own message."""
+    sim = get_simulator(simulator)
+    key = f"{sim.name}-reads-{netlist_hash(text)}"
+    version = sim.version()
+    if cache_dir is not None:
+        hit = _load_cached(_cache_path(cache_dir, key))
+        if hit is not None and hit[0].ndim == 2 and hit[0].shape[0] == n:
+            return ReadsResult(hit[0], True, "", sim.name, hit[2]["version"], (key,), 0.0, True)
+    t0 = time.perf_counter()
+    try:
+        cur = sim.read_tiles(text, n)
+    except SimulationError as exc:
+        return ReadsResult(np.full((n, 1), np.nan), False, str(exc), sim.name, version, (key,),
+                           time.perf_counter() - t0, False)
+    dt = time.perf_counter() - t0
+    if cache_dir is not None:
+        _store_cached(_cache_path(cache_dir, key), cur, {}, sim.name, version)
+    return ReadsResult(cur, True, "", sim.name, version, (key,), dt, False)
+
+
+def _reads_chunk_job(job: tuple) -> ReadsResult:
+    spec, g, v, sim_name, cdir = job
+    sim = get_simulator(sim_name)
+    res = solve_reads_text(sim.emit_reads(spec, g, v), len(v), sim, cdir)
+    if res.ok and res.currents_a.shape != (len(v), spec.cols):
+        res.ok, res.error = False, (f"expected {len(v)}×{spec.cols} sense currents, got "
+                                    f"{res.currents_a.shape}")
+    return res
+
+
+def _chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
+    """Equal consecutive slices of ``range(n)``, each at most ``chunk`` long."""
+    if chunk < 1:
+        raise ValueError(f"chunk must be ≥ 1 input vector, got {chunk}")
+    parts = -(-n // chunk)
+    if parts == 0:
+        return []
+    edges = [round(k * n / parts) for k in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _reads_jobs(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray, sim: Simulator,
+                cdir: Path | None, chunk: int) -> list[tuple]:
+    g = spec.check_conductances(g_s)
+    v = np.atleast_2d(spec.check_inputs(v_batch_v, "input batch"))
+    return [(spec, g, v[a:b], sim.name, cdir) for a, b in _chunk_bounds(len(v), chunk)]
+
+
+def _merge_reads(spec: TileSpec, jobs: list[tuple], parts: list[ReadsResult],
+                 sim: Simulator) -> ReadsResult:
+    if not parts:
+        return ReadsResult(np.empty((0, spec.cols)), True, "", sim.name, sim.version())
+    rows, errors, start = [], [], 0
+    for (_, _, v, _, _), res in zip(jobs, parts):
+        rows.append(res.currents_a if res.ok else np.full((len(v), spec.cols), np.nan))
+        if not res.ok:
+            errors.append(f"vectors {start}–{start + len(v) - 1}: {res.error}")
+        start += len(v)
+    return ReadsResult(np.vstack(rows), not errors, "; ".join(errors), sim.name,
+                       parts[0].simulator_version,
+                       tuple(h for p in parts for h in p.netlist_hashes),
+                       sum(p.seconds for p in parts), all(p.cached for p in parts))
+
+
+def solve_reads(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray,
+                backend: str = "vacask", cache_dir: Path | None | str = "default",
+                chunk: int = READS_CHUNK_MAX) -> ReadsResult:
+    """Many reads of one programmed tile (G in S, shape (rows, cols)) with input vectors
+    ``v_batch_v`` (V, shape (n, rows)): one simulator run per chunk of at most ``chunk``
+    vectors instead of one per vector, each chunk cached by its netlist's content hash.
+
+    The currents equal one ``.op`` per vector (:func:`solve_tile`) to ≤ 1e-9 relative
+    (tests/test_reads.py). Failures come back as ``ok=False``.
+    """
+    sim = choose_simulator(spec, backend)
+    jobs = _reads_jobs(spec, g_s, v_batch_v, sim, _resolve_cache_dir(cache_dir), chunk)
+    return _merge_reads(spec, jobs, [_reads_chunk_job(j) for j in jobs], sim)
+
+
+def solve_many_reads(jobs: Sequence[tuple[TileSpec, np.ndarray, np.ndarray]],
+                     backend: str = "vacask", n_jobs: int | None = None,
+                     parallel_backend: str = "loky", scheduler: str | None = None,
+                     cache_dir: Path | None | str = "default", progress: bool = True,
+                     desc: str = "solving reads", chunk: int = READS_CHUNK_MAX
+                     ) -> list[ReadsResult]:
+    """:func:`solve_reads` for many programmed tiles, ``jobs`` = [(spec, G in S, V batch in
+    V), …], in input order. Every job's chunks go through the same joblib/dask machinery as
+    :func:`solve_many` (so one large batch also spreads over the workers)."""
+    cdir = _resolve_cache_dir(cache_dir)
+    per_job, sims = [], []
+    for spec, g, v in jobs:
+        sims.append(choose_simulator(spec, backend))
+        per_job.append(_reads_jobs(spec, g, v, sims[-1], cdir, chunk))
+    flat = [j for js in per_job for j in js]
+    parts = _run_parallel(_reads_chunk_job, flat, n_jobs, parallel_backend, scheduler,
+                          progress, desc)
+    out, k = [], 0
+    for (spec, _, _), js, sim in zip(jobs, per_job, sims):
+        out.append(_merge_reads(spec, js, parts[k:k + len(js)], sim))
+        k += len(js)
+    return out

@@ -1,0 +1,96 @@
+"""Many reads of one programmed tile in one simulator run (a sweep point per input vector)
+against one ``.op`` per vector, for both simulators and both cell types."""
+import numpy as np
+import pytest
+
+from spicecross.circuit.tile import TileSpec
+from spicecross.spice.simulators import get_simulator
+from spicecross.spice.solve import (ReadsResult, solve_many_reads, solve_reads, solve_reads_text,
+                                    solve_tile)
+
+ROWS, COLS = 6, 5
+
+
+def tile(cell, seed=0):
+    spec = TileSpec.uniform_wires(ROWS, COLS, 2.5, cell=cell, r_driver_ohm=1.0, r_sense_ohm=2.0)
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(4e-4, 1e-2, (ROWS, COLS)) if cell == "1t1r" else rng.uniform(1e-6, 1e-4, (ROWS, COLS))
+    v = rng.uniform(-0.2, 0.2, (7, ROWS))
+    v[0] = 0.0            # an all-zero vector
+    v[1, :3] = 0.0        # zeros among non-zero entries
+    v[2] = -np.abs(v[2])  # all negative
+    return spec, g, v
+
+
+def assert_equal_per_vector(batched, reference, rel=1e-9):
+    """Each vector's currents equal the reference to ``rel`` of that vector's largest current
+    (an all-zero vector: to 1e-21 A)."""
+    scale = np.maximum(np.abs(reference).max(axis=1), 1e-12)
+    err = np.abs(batched - reference).max(axis=1) / scale
+    assert np.all(err <= rel), err
+
+
+@pytest.mark.parametrize("cell", ["0t1r", "1t1r"])
+@pytest.mark.parametrize("backend", ["ngspice", "vacask"])
+def test_batched_reads_equal_one_op_per_vector(backend, cell):
+    spec, g, v = tile(cell)
+    res = solve_reads(spec, g, v, backend=backend, cache_dir=None, chunk=4)   # chunks of 4 + 3
+    assert res.ok, res.error
+    assert res.currents_a.shape == (len(v), COLS)
+    assert len(res.netlist_hashes) == 2 and res.simulator == backend and not res.cached
+    ref = []
+    for vec in v:
+        one = solve_tile(spec, g, vec, backend=backend, cache_dir=None)
+        assert one.ok, one.error
+        ref.append(one.sense_currents_a)
+    assert_equal_per_vector(res.currents_a, np.array(ref))
+    assert np.abs(res.currents_a[2]).max() > 0 and np.all(res.currents_a[2] <= 0)
+
+
+@pytest.mark.parametrize("backend", ["ngspice", "vacask"])
+def test_single_vector_and_simulator_methods(backend):
+    spec, g, v = tile("0t1r", seed=1)
+    sim = get_simulator(backend)
+    cur = sim.read_tiles(sim.emit_reads(spec, g, v[3]), 1)   # one (rows,) vector
+    ref = sim.read_tile(sim.emit(spec, g, v[3]))[0]
+    assert cur.shape == (1, COLS)
+    assert_equal_per_vector(cur, ref[None, :])
+
+
+def test_cache_hit_on_second_call(tmp_path):
+    spec, g, v = tile("0t1r", seed=2)
+    first = solve_reads(spec, g, v, backend="vacask", cache_dir=tmp_path)
+    second = solve_reads(spec, g, v, backend="vacask", cache_dir=tmp_path)
+    assert first.ok and not first.cached and first.seconds > 0
+    assert second.ok and second.cached and second.seconds == 0.0
+    np.testing.assert_array_equal(first.currents_a, second.currents_a)
+    assert second.netlist_hashes == first.netlist_hashes
+
+
+@pytest.mark.parametrize("backend,bad", [("ngspice", "Xbroken in_0 0 no_such_subckt"),
+                                         ("vacask", "xbroken (in_0 0) no_such_model")])
+def test_failing_netlist_reports_simulator_words(backend, bad, tmp_path):
+    spec, g, v = tile("0t1r")
+    text = get_simulator(backend).emit_reads(spec, g, v)
+    lines = text.splitlines()
+    lines.insert(6, bad)
+    res = solve_reads_text("\n".join(lines) + "\n", len(v), backend, cache_dir=tmp_path)
+    assert isinstance(res, ReadsResult) and not res.ok
+    assert res.error.startswith("ngspice:" if backend == "ngspice" else "VACASK:")
+    assert len(res.error) > len("VACASK: ") and np.all(np.isnan(res.currents_a))
+    assert not any(tmp_path.rglob("*.npz"))   # failures are not cached
+
+
+def test_solve_many_reads_matches_solve_reads():
+    jobs = [tile("0t1r", seed=3), tile("1t1r", seed=4)]
+    many = solve_many_reads(jobs, backend="vacask", n_jobs=2, parallel_backend="threading",
+                            cache_dir=None, progress=False, chunk=3)
+    assert [r.ok for r in many] == [True, True]
+    for (spec, g, v), res in zip(jobs, many):
+        assert len(res.netlist_hashes) == 3
+        np.testing.assert_array_equal(res.currents_a,
+                                      solve_reads(spec, g, v, backend="vacask", cache_dir=None,
+                                                  chunk=3).currents_a)
+    empty = solve_many_reads([(jobs[0][0], jobs[0][1], np.zeros((0, ROWS)))], n_jobs=1,
+                             cache_dir=None, progress=False)
+    assert empty[0].ok and empty[0].currents_a.shape == (0, COLS)
