@@ -103,7 +103,7 @@ def test_cli_sweep_bad_preset_and_runs(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
     out = tmp_path / "s.h5"
     r = subprocess.run([sys.executable, "-m", "spicecross.cli", "sweep", "max-input-voltage",
-                        "--model", "mnist", "--limit", "20", "--mode", "ideal", "--r-wire", "0",
+                        "--model", "mnist", "--limit", "20", "--mode", "ideal", "--r-wire", "0", "--spice-check", "0",
                         "--out", str(out), "--plot", str(tmp_path / "s.png"), "--quiet"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -112,3 +112,21 @@ def test_cli_sweep_bad_preset_and_runs(tmp_path):
     with h5py.File(out) as f:
         assert len(f["points"]) == 9
     assert_plot_png(tmp_path / "s.png")
+
+
+def test_sweep_points_carry_their_spice_check(tmp_path):
+    """Every sweep point stores its SPICE check beside the accuracy (0T1R: exact)."""
+    out = tmp_path / "miv.h5"
+
+    def stop(i, pt, res):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_sweep("max-input-voltage", "mnist", None, FAST.with_(mode="linear", r_wire_ohm=0.1),
+                  out, limit=20, progress=False, on_point=stop, spice_check_reads=2)
+    _, pts = read_sweep(out)
+    (point,) = pts.values()
+    chk = point["spice_check"]
+    chk = json.loads(chk) if isinstance(chk, str) else chk
+    assert chk["reads"] == 10 and point["spice_max_err_lsb"] == chk["max_err_lsb"] < 1e-6
+    assert chk["max_rel_err"] < 1e-9 and point["read_voltage_v"] == pytest.approx(0.2)

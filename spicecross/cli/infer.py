@@ -95,6 +95,11 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
                    help="evaluate only the first N test images")
     p.add_argument("--batch-size", type=positive_int, default="500", metavar="N",
                    help="images per batch (default 500)")
+    p.add_argument("--spice-check", type=integer(0, 100000), default="32", metavar="K",
+                   help="tile reads per analog layer solved in SPICE and compared with the "
+                        "surrogate, for every answer (default 32; 0 turns the check off)")
+    p.add_argument("--spice-backend", default=DEFAULT_CHECK_BACKEND, choices=SIMULATOR_NAMES,
+                   help=f"simulator of the SPICE check (default {DEFAULT_CHECK_BACKEND})")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -189,11 +194,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "non-idealities), calibrate the converters, and report accuracy beside the "
                     "digital network on the same test images.")
     add_config_options(p)
-    p.add_argument("--spice-check", type=integer(0, 100000), default="32", metavar="K",
-                   help="tile reads per analog layer solved in SPICE and compared with the "
-                        "surrogate (default 32; 0 turns the check off)")
-    p.add_argument("--spice-backend", default=DEFAULT_CHECK_BACKEND, choices=SIMULATOR_NAMES,
-                   help=f"simulator of the SPICE check (default {DEFAULT_CHECK_BACKEND})")
     p.add_argument("--json", action="store_true",
                    help='print {"accuracy", "digital_accuracy", "seconds", "images"} as JSON')
     p.set_defaults(func=_cmd_infer)

@@ -18,7 +18,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     base = config_from_args(args)
     res = run_sweep(args.preset, args.model, args.data, base, args.out, limit=args.limit,
                     batch_size=args.batch_size, weights=args.weights, plot=args.plot,
-                    progress=not args.quiet)
+                    progress=not args.quiet, spice_check_reads=args.spice_check,
+                    spice_backend=args.spice_backend)
     print(json.dumps({"preset": args.preset, "out": str(args.out), "plot": args.plot,
                       "computed": len(res["computed"]), "skipped": len(res["skipped"]),
                       "results": {k: round(v, 4) for k, v in res["results"].items()}}))

@@ -38,6 +38,7 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
+from ..spice.simulators import DEFAULT_CHECK_BACKEND
 from ..surrogate.config import AnalogConfig
 from ..surrogate.nonidealities import ENDURANCE_MODELS
 from ..store import atomic_h5, provenance, read_attrs
@@ -124,11 +125,14 @@ def _group_name(key: str) -> str:
 def run_sweep(preset: str, model_name: str, data_root: str | Path | None, base: AnalogConfig,
               out: str | Path, limit: int | None = None, batch_size: int = 500,
               weights: str | Path | None = None, plot: str | Path | None = None,
-              progress: bool = True, on_point: Callable[[int, SweepPoint, dict], None] | None = None
+              progress: bool = True, on_point: Callable[[int, SweepPoint, dict], None] | None = None,
+              spice_check_reads: int = 0, spice_backend: str = DEFAULT_CHECK_BACKEND
               ) -> dict[str, Any]:
     """Run (or resume) sweep ``preset`` and return ``{"computed": [keys], "skipped": [keys],
     "results": {key: accuracy}}``. ``on_point(index, point, result)`` is called after each point
     is safely written (an exception from it stops the sweep; the file keeps every point so far).
+    With ``spice_check_reads`` > 0 every point carries its SPICE check (``spice_check`` JSON and
+    ``spice_max_err_lsb`` beside the accuracy in the point's HDF5 attributes).
     """
     from tqdm.auto import tqdm
 
@@ -163,7 +167,7 @@ def run_sweep(preset: str, model_name: str, data_root: str | Path | None, base: 
             cfg = base.with_(**pt.overrides)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                res = run_analog(model, cfg, data, batch_size)
+                res = run_analog(model, cfg, data, batch_size, spice_check_reads, spice_backend)
             attrs = _point_attrs(pt, cfg, res)
             with atomic_h5(out, copy_existing=True) as f:
                 grp = f.require_group("points").create_group(_group_name(pt.key))
@@ -206,7 +210,11 @@ def _point_attrs(pt: SweepPoint, cfg: AnalogConfig, res: dict[str, Any]) -> dict
         "read_disturb_fraction": float(res["read_disturb_fraction"]),
         "headroom": json.dumps(res["headroom"]),
         "compensation_residual": json.dumps(res["compensation_residual"]),
+        "read_voltage_v": float(res["read_voltage_v"]), "read_scheme": res["read_scheme"],
     }
+    if "spice_check" in res:
+        attrs["spice_check"] = json.dumps(res["spice_check"], sort_keys=True)
+        attrs["spice_max_err_lsb"] = float(res["spice_check"]["max_err_lsb"])
     nid = cfg.nonideal
     if nid.endurance_cycles > 0:
         attrs["endurance_source"] = ENDURANCE_MODELS[nid.endurance_model].source
