@@ -26,7 +26,15 @@ at the top and right with open (0 S) cells, which changes no current; blocks of 
 units are first built by merging one unit at a time (for powers of two the doublings start
 at single units). Only Cholesky and triangular solves are
 used: no LU (torch 2.13's MKL LU fails after ``torch.set_num_threads(n ≥ 2)``, see
-:mod:`spicecross.threads`). Large batches are built in chunks bounded by ``work_bytes``.
+:mod:`spicecross.threads`). Small blocks (interfaces of ≤ ``SMALL_INTERFACE`` nodes) are kept
+ports-first, ``(P, P, batch)``, and eliminated node by node, so that each operation runs over a
+long contiguous batch; larger ones batch-first for LAPACK/BLAS.
+
+Measured single-threaded on the shared 2-core machine (``benchmarks/transfer.py --big``, under
+load): 64/128/256/512 in 0.018/0.051/0.33/1.4 s vs 0.057/0.27/3.7/62 s for the row recursion,
+agreeing with it to ≤ 2e-11 (max|ΔT|/max|T|). Working memory ≈ 110–160 float64 per cell of the
+tiles built together; a batch is built in chunks of at most ``work_bytes`` (≥ one tile), so the
+peak is about the output plus ``max(work_bytes, one tile)``.
 """
 from __future__ import annotations
 
