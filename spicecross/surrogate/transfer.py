@@ -52,6 +52,8 @@ LEAF_MAX = 16
 #: Interfaces of at most this many nodes are eliminated node by node (faster than batched
 #: LAPACK calls on many tiny matrices).
 SMALL_INTERFACE = 4
+#: Bytes of joint matrices per piece of a merge (kept below glibc's 32 MiB mmap threshold).
+PIECE_BYTES = 16 * 2**20
 #: Float64 words of working memory per unit cell during a build (measured peak RSS growth
 #: 100–160 words per cell at 128×128 and 256×256).
 _WORDS_PER_CELL = 160
@@ -74,6 +76,22 @@ def _split(n: int, leaf_max: int | None = None) -> tuple[int, int]:
 
 def _merge(x: torch.Tensor, px: list[tuple[int, int]], y: torch.Tensor, py: list[tuple[int, int]],
            n_keep: int, n_int: int, ports_first: bool) -> torch.Tensor:
+    """:func:`_merge_part` over pieces of the batch whose joint matrices take ≤ ``PIECE_BYTES``:
+    small temporaries are reused by the allocator instead of being mapped (page-faulted) anew."""
+    axes = range(2, x.dim()) if ports_first else range(0, x.dim() - 2)
+    ax = max(axes, key=lambda i: x.shape[i])
+    blocks = math.prod(x.shape[i] for i in axes)
+    per_index = 8 * (n_keep + n_int) ** 2 * (blocks // max(1, x.shape[ax]))
+    step = max(1, PIECE_BYTES // max(1, per_index))
+    if step >= x.shape[ax]:
+        return _merge_part(x, px, y, py, n_keep, n_int, ports_first)
+    return torch.cat([_merge_part(x.narrow(ax, i, min(step, x.shape[ax] - i)), px,
+                                  y.narrow(ax, i, min(step, x.shape[ax] - i)), py, n_keep, n_int,
+                                  ports_first) for i in range(0, x.shape[ax], step)], dim=ax)
+
+
+def _merge_part(x: torch.Tensor, px: list[tuple[int, int]], y: torch.Tensor,
+                py: list[tuple[int, int]], n_keep: int, n_int: int, ports_first: bool) -> torch.Tensor:
     """Port matrix (S) of two blocks joined at ``n_int`` shared nodes, those nodes eliminated.
 
     ``px``/``py`` list each block's port groups in order as ``(start, length)`` in the joint
@@ -101,7 +119,10 @@ def _merge(x: torch.Tensor, px: list[tuple[int, int]], y: torch.Tensor, py: list
         return k
     chol = torch.linalg.cholesky(k[..., n_keep:, n_keep:])
     w = torch.linalg.solve_triangular(chol, k[..., n_keep:, :n_keep], upper=False)  # (n_int, n_keep)
-    s = k[..., :n_keep, :n_keep] - w.mT @ w
+    batch = k.shape[:-2]
+    s = torch.baddbmm(k[..., :n_keep, :n_keep].reshape(-1, n_keep, n_keep),
+                      w.mT.reshape(-1, n_keep, n_int), w.reshape(-1, n_int, n_keep),
+                      alpha=-1.0).reshape(batch + (n_keep, n_keep))
     d = s.diagonal(dim1=-2, dim2=-1)
     d.copy_(d - s.sum(-1))           # Laplacian: diagonal = −Σ off-diagonal (rows sum to 0 S)
     return s
