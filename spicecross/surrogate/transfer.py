@@ -31,8 +31,8 @@ ports-first, ``(P, P, batch)``, and eliminated node by node, so that each operat
 long contiguous batch; larger ones batch-first for LAPACK/BLAS.
 
 Measured single-threaded on the shared 2-core machine (``benchmarks/transfer.py --big``, under
-load): 64/128/256/512 in 0.018/0.051/0.33/1.4 s vs 0.057/0.27/3.7/62 s for the row recursion,
-agreeing with it to ≤ 2e-11 (max|ΔT|/max|T|). Working memory ≈ 110–160 float64 per cell of the
+load, two runs): 64/128/256/512 in 0.019/0.047/0.25–0.33/1.4–2.5 s vs 0.051/0.27/3.0–3.7/62–76 s
+for the row recursion, agreeing with it to ≤ 2e-11 (max|ΔT|/max|T|). Working memory ≈ 110–160 float64 per cell of the
 tiles built together; a batch is built in chunks of at most ``work_bytes`` (≥ one tile), so the
 peak is about the output plus ``max(work_bytes, one tile)``.
 """
@@ -52,7 +52,8 @@ LEAF_MAX = 16
 #: Interfaces of at most this many nodes are eliminated node by node (faster than batched
 #: LAPACK calls on many tiny matrices).
 SMALL_INTERFACE = 4
-#: Bytes of joint matrices per piece of a merge (kept below glibc's 32 MiB mmap threshold).
+#: Bytes of joint matrices per piece of a merge: small enough (below glibc's 32 MiB mmap
+#: threshold) that temporaries are reused by the allocator instead of mapped and faulted anew.
 PIECE_BYTES = 16 * 2**20
 #: Float64 words of working memory per unit cell during a build (measured peak RSS growth
 #: 100–160 words per cell at 128×128 and 256×256).
