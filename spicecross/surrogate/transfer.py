@@ -26,7 +26,15 @@ at the top and right with open (0 S) cells, which changes no current; blocks of 
 units are first built by merging one unit at a time (for powers of two the doublings start
 at single units). Only Cholesky and triangular solves are
 used: no LU (torch 2.13's MKL LU fails after ``torch.set_num_threads(n ≥ 2)``, see
-:mod:`spicecross.threads`). Large batches are built in chunks bounded by ``work_bytes``.
+:mod:`spicecross.threads`). Small blocks (interfaces of ≤ ``SMALL_INTERFACE`` nodes) are kept
+ports-first, ``(P, P, batch)``, and eliminated node by node, so that each operation runs over a
+long contiguous batch; larger ones batch-first for LAPACK/BLAS.
+
+Measured single-threaded on the shared 2-core machine (``benchmarks/transfer.py --big``, under
+load, two runs): 64/128/256/512 in 0.019/0.047/0.25–0.33/1.4–2.5 s vs 0.051/0.27/3.0–3.7/62–76 s
+for the row recursion, agreeing with it to ≤ 2e-11 (max|ΔT|/max|T|). Working memory ≈ 110–160 float64 per cell of the
+tiles built together; a batch is built in chunks of at most ``work_bytes`` (≥ one tile), so the
+peak is about the output plus ``max(work_bytes, one tile)``.
 """
 from __future__ import annotations
 
@@ -44,6 +52,9 @@ LEAF_MAX = 16
 #: Interfaces of at most this many nodes are eliminated node by node (faster than batched
 #: LAPACK calls on many tiny matrices).
 SMALL_INTERFACE = 4
+#: Bytes of joint matrices per piece of a merge: small enough (below glibc's 32 MiB mmap
+#: threshold) that temporaries are reused by the allocator instead of mapped and faulted anew.
+PIECE_BYTES = 16 * 2**20
 #: Float64 words of working memory per unit cell during a build (measured peak RSS growth
 #: 100–160 words per cell at 128×128 and 256×256).
 _WORDS_PER_CELL = 160
@@ -65,52 +76,78 @@ def _split(n: int, leaf_max: int | None = None) -> tuple[int, int]:
 
 
 def _merge(x: torch.Tensor, px: list[tuple[int, int]], y: torch.Tensor, py: list[tuple[int, int]],
-           n_keep: int, n_int: int) -> torch.Tensor:
+           n_keep: int, n_int: int, ports_first: bool) -> torch.Tensor:
+    """:func:`_merge_part` over pieces of the batch whose joint matrices take ≤ ``PIECE_BYTES``:
+    small temporaries are reused by the allocator instead of being mapped (page-faulted) anew."""
+    axes = range(2, x.dim()) if ports_first else range(0, x.dim() - 2)
+    ax = max(axes, key=lambda i: x.shape[i])
+    blocks = math.prod(x.shape[i] for i in axes)
+    per_index = 8 * (n_keep + n_int) ** 2 * (blocks // max(1, x.shape[ax]))
+    step = max(1, PIECE_BYTES // max(1, per_index))
+    if step >= x.shape[ax]:
+        return _merge_part(x, px, y, py, n_keep, n_int, ports_first)
+    return torch.cat([_merge_part(x.narrow(ax, i, min(step, x.shape[ax] - i)), px,
+                                  y.narrow(ax, i, min(step, x.shape[ax] - i)), py, n_keep, n_int,
+                                  ports_first) for i in range(0, x.shape[ax], step)], dim=ax)
+
+
+def _merge_part(x: torch.Tensor, px: list[tuple[int, int]], y: torch.Tensor,
+                py: list[tuple[int, int]], n_keep: int, n_int: int, ports_first: bool) -> torch.Tensor:
     """Port matrix (S) of two blocks joined at ``n_int`` shared nodes, those nodes eliminated.
 
     ``px``/``py`` list each block's port groups in order as ``(start, length)`` in the joint
-    numbering ``[kept (n_keep), shared (n_int)]``.
+    numbering ``[kept (n_keep), shared (n_int)]``. Layout ``(P, P, *batch)`` if ``ports_first``
+    (small blocks: node-by-node elimination, every operation elementwise over a contiguous
+    batch), else ``(*batch, P, P)`` (Cholesky, triangular solve and a product per block).
     """
     n = n_keep + n_int
-    k = x.new_zeros(x.shape[:-2] + (n, n))
+    if ports_first:
+        k = x.new_zeros((n, n) + x.shape[2:])
+        view = lambda t, i, li, j, lj: t[i:i + li, j:j + lj]          # noqa: E731
+    else:
+        k = x.new_zeros(x.shape[:-2] + (n, n))
+        view = lambda t, i, li, j, lj: t[..., i:i + li, j:j + lj]     # noqa: E731
     for blk, groups in ((x, px), (y, py)):
         offs = np.cumsum([0] + [ln for _, ln in groups])
         for (di, li), si in zip(groups, offs):
             for (dj, lj), sj in zip(groups, offs):
-                k[..., di:di + li, dj:dj + lj] += blk[..., si:si + li, sj:sj + lj]
-    if n_int <= SMALL_INTERFACE:     # node by node: elementwise over the batch
+                view(k, di, li, dj, lj).add_(view(blk, si, li, sj, lj))
+    if ports_first:
         for t in range(n - 1, n_keep - 1, -1):
-            col = k[..., :t, t:t + 1]
-            k = torch.addcmul(k[..., :t, :t], col, col.mT / k[..., t:t + 1, t:t + 1], value=-1.0)
-        s = k
-    else:
-        chol = torch.linalg.cholesky(k[..., n_keep:, n_keep:])
-        w = torch.linalg.solve_triangular(chol, k[..., n_keep:, :n_keep], upper=False)  # (n_int, n_keep)
-        s = k[..., :n_keep, :n_keep] - w.mT @ w
+            k = torch.addcmul(k[:t, :t], k[:t, t:t + 1], k[t:t + 1, :t] / k[t, t], value=-1.0)
+        d = k.diagonal(dim1=0, dim2=1)                                  # (*batch, n_keep)
+        d.copy_(d - k.sum(1).movedim(0, -1))
+        return k
+    chol = torch.linalg.cholesky(k[..., n_keep:, n_keep:])
+    w = torch.linalg.solve_triangular(chol, k[..., n_keep:, :n_keep], upper=False)  # (n_int, n_keep)
+    batch = k.shape[:-2]
+    s = torch.baddbmm(k[..., :n_keep, :n_keep].reshape(-1, n_keep, n_keep),
+                      w.mT.reshape(-1, n_keep, n_int), w.reshape(-1, n_int, n_keep),
+                      alpha=-1.0).reshape(batch + (n_keep, n_keep))
     d = s.diagonal(dim1=-2, dim2=-1)
     d.copy_(d - s.sum(-1))           # Laplacian: diagonal = −Σ off-diagonal (rows sum to 0 S)
     return s
 
 
-def _merge_h(x: torch.Tensor, y: torch.Tensor, a: int, b1: int, b2: int) -> torch.Tensor:
+def _merge_h(x: torch.Tensor, y: torch.Tensor, a: int, b1: int, b2: int, pf: bool) -> torch.Tensor:
     """Join block x (a × b1 units) to the left of block y (a × b2)."""
     nk = 2 * a + 2 * (b1 + b2)
     px = [(0, a), (nk, a), (2 * a, b1), (2 * a + b1 + b2, b1)]
     py = [(nk, a), (a, a), (2 * a + b1, b2), (2 * a + 2 * b1 + b2, b2)]
-    return _merge(x, px, y, py, nk, a)
+    return _merge(x, px, y, py, nk, a, pf)
 
 
-def _merge_v(x: torch.Tensor, y: torch.Tensor, a1: int, a2: int, b: int) -> torch.Tensor:
+def _merge_v(x: torch.Tensor, y: torch.Tensor, a1: int, a2: int, b: int, pf: bool) -> torch.Tensor:
     """Join block x (a1 × b units) on top of block y (a2 × b)."""
     a = a1 + a2
     nk = 2 * a + 2 * b
     px = [(0, a1), (a, a1), (2 * a, b), (nk, b)]
     py = [(a1, a2), (a + a1, a2), (nk, b), (2 * a + b, b)]
-    return _merge(x, px, y, py, nk, b)
+    return _merge(x, px, y, py, nk, b, pf)
 
 
 def _units(spec: TileSpec, g: torch.Tensor, rows_p: int, cols_p: int) -> torch.Tensor:
-    """Port matrices (..., rows_p, cols_p, 4, 4) in S of the unit cells, padded at the top and
+    """Port matrices (4, 4, batch, rows_p, cols_p) in S of the unit cells, padded at the top and
     right with open cells; ports [left WL, right WL (cell node), top BL (cell node), bottom BL]."""
     R, C = spec.rows, spec.cols
     gp = g.new_zeros(g.shape[:-2] + (rows_p, cols_p))
@@ -119,15 +156,20 @@ def _units(spec: TileSpec, g: torch.Tensor, rows_p: int, cols_p: int) -> torch.T
     gw[:, 0] = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
     gb = torch.full((rows_p, cols_p), 1.0 / spec.r_wire_bl_ohm, dtype=torch.float64)
     gb[-1, :] = 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm)
-    u = g.new_zeros(gp.shape + (4, 4))
-    u[..., 0, 0] = gw
-    u[..., 0, 1] = u[..., 1, 0] = -gw
-    u[..., 1, 1] = gw + gp
-    u[..., 1, 2] = u[..., 2, 1] = -gp
-    u[..., 2, 2] = gp + gb
-    u[..., 2, 3] = u[..., 3, 2] = -gb
-    u[..., 3, 3] = gb
+    u = g.new_zeros((4, 4) + gp.shape)
+    u[0, 0] = gw
+    u[0, 1] = u[1, 0] = -gw
+    u[1, 1] = gw + gp
+    u[1, 2] = u[2, 1] = -gp
+    u[2, 2] = gp + gb
+    u[2, 3] = u[3, 2] = -gb
+    u[3, 3] = gb
     return u
+
+
+def _half(t: torch.Tensor, axis: int, start: int) -> torch.Tensor:
+    """Every other block along ``axis``, from ``start``."""
+    return t[(slice(None),) * axis + (slice(start, None, 2),)]
 
 
 def _build(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
@@ -136,22 +178,26 @@ def _build(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
     (a0, kr), (b0, kc) = _split(R), _split(C)
     rows_p, cols_p = a0 * 2**kr, b0 * 2**kc
     nr, nc = 2**kr, 2**kc
-    u = _units(spec, g, rows_p, cols_p).reshape(-1, nr, a0, nc, b0, 4, 4)
-    strip = u[:, :, :, :, 0]                                    # (B, nr, a0, nc, P, P)
+    u = _units(spec, g, rows_p, cols_p).reshape(4, 4, -1, nr, a0, nc, b0)
+    strip = u[..., 0]                                           # (P, P, B, nr, a0, nc)
     for j in range(1, b0):
-        strip = _merge_h(strip, u[:, :, :, :, j], 1, j, 1)
-    blk = strip[:, :, 0]                                        # (B, nr, nc, P, P)
+        strip = _merge_h(strip, u[..., j], 1, j, 1, True)
+    blk = strip[:, :, :, :, 0]                                  # (P, P, B, nr, nc)
     for i in range(1, a0):
-        blk = _merge_v(blk, strip[:, :, i], i, 1, b0)
-    a, b = a0, b0
+        blk = _merge_v(blk, strip[:, :, :, :, i], i, 1, b0, True)
+    a, b, pf = a0, b0, True
     while nr > 1 or nc > 1:
-        if nc > 1 and (b <= a or nr == 1):
-            blk = _merge_h(blk[:, :, 0::2], blk[:, :, 1::2], a, b, b)
+        horizontal = nc > 1 and (b <= a or nr == 1)
+        if pf and (a if horizontal else b) > SMALL_INTERFACE:
+            blk, pf = blk.permute(2, 3, 4, 0, 1), False         # (B, nr, nc, P, P)
+        ax = (4 if horizontal else 3) if pf else (2 if horizontal else 1)
+        if horizontal:
+            blk = _merge_h(_half(blk, ax, 0), _half(blk, ax, 1), a, b, b, pf)
             nc, b = nc // 2, 2 * b
         else:
-            blk = _merge_v(blk[:, 0::2], blk[:, 1::2], a, a, b)
+            blk = _merge_v(_half(blk, ax, 0), _half(blk, ax, 1), a, a, b, pf)
             nr, a = nr // 2, 2 * a
-    y = blk[:, 0, 0]                                            # (B, P, P), P = 2a + 2b
+    y = blk[:, :, :, 0, 0].permute(2, 0, 1) if pf else blk[:, 0, 0]   # (B, P, P), P = 2a + 2b
     lo, hi = a, 2 * a + b                                       # floating: right WL, top BL ends
     chol = torch.linalg.cholesky(y[:, lo:hi, lo:hi])
     w_in = torch.linalg.solve_triangular(chol, y[:, lo:hi, :a], upper=False)
