@@ -46,7 +46,7 @@ MEMTORCH_S = {64: 196.0, 128: 464.0, 256: 1497.0}
 def _t_build_seconds(model) -> float:
     t0 = time.perf_counter()
     for _, layer in analog_layers(model):
-        layer._build_readout()
+        layer.array._build_readout()
     return time.perf_counter() - t0
 
 
