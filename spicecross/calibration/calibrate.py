@@ -41,6 +41,7 @@ class Calibration:
     errors: dict[str, dict[str, float]] = field(default_factory=dict)
     best_mode: str = "linear"
     provenance: dict[str, Any] = field(default_factory=dict)
+    g_sel_layers_s: tuple[float, ...] | None = None     # per analog layer (from-model fits)
 
     def summary(self) -> dict[str, Any]:
         return {"tile": f"{self.spec.rows}x{self.spec.cols}", "cell": self.spec.cell,
@@ -155,6 +156,8 @@ def save_calibration(path: str | Path, cal: Calibration, arrays: dict[str, np.nd
         f.attrs["kind"] = "spicecross-calibration"
         f.attrs["tile_spec"] = cal.spec.to_json()
         f.attrs["g_sel_s"] = np.nan if cal.g_sel_s is None else cal.g_sel_s
+        f.attrs["g_sel_layers_s"] = json.dumps(None if cal.g_sel_layers_s is None
+                                               else list(cal.g_sel_layers_s))
         f.attrs["best_mode"] = cal.best_mode
         f.attrs["errors"] = json.dumps(cal.errors, sort_keys=True)
         write_group(f, "provenance", {}, cal.provenance)
@@ -175,9 +178,11 @@ def load_calibration(path: str | Path) -> Calibration:
                 raise ValueError(f"{p} is not a spicecross calibration file")
             spec = TileSpec.from_json(f.attrs["tile_spec"])
             g_sel = float(f.attrs["g_sel_s"])
+            layers = json.loads(f.attrs.get("g_sel_layers_s", "null"))
             return Calibration(spec, None if np.isnan(g_sel) else g_sel,
                                json.loads(f.attrs["errors"]), str(f.attrs["best_mode"]),
-                               read_attrs(f["provenance"]))
+                               read_attrs(f["provenance"]),
+                               None if layers is None else tuple(float(g) for g in layers))
     except OSError as exc:
         raise ValueError(f"{p} is not a readable HDF5 calibration file") from exc
 
@@ -209,7 +214,9 @@ def apply_calibration(config, cal: Calibration, keep_g_sel: bool = False):
         raise ValueError("calibration made for another circuit: " + "; ".join(bad[:3]))
     if cal.g_sel_s is None:
         raise ValueError("it holds no fitted g_sel (a 0T1R calibration?)")
-    return config if keep_g_sel else config.with_(g_sel_s=cal.g_sel_s)
+    if keep_g_sel:
+        return config
+    return config.with_(g_sel_s=cal.g_sel_s, g_sel_layers_s=cal.g_sel_layers_s)
 
 
 __all__ = ["Calibration", "apply_calibration", "calibrate", "calibration_mismatches",

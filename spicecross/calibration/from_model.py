@@ -7,7 +7,8 @@ phase), both arrays of every sampled tile are solved in SPICE (VACASK by default
 cached), the sampled tiles of each layer are split into a training and a held-out set (by tile;
 a layer that fits on one tile, such as a first convolution, holds out half of its reads and says
 so), the 1T1R selector's effective conductance ``g_sel`` of the ``linear`` mode is
-fitted on the training tiles, and the held-out error is reported per layer in % of the array
+fitted on the training tiles, one value per layer (each layer reads its own voltage range, and
+the level-1 selector's conductance falls with V_DS) and one for the whole network, and the held-out error is reported per layer in % of the array
 currents and in ADC steps of the layer's own converters.
 """
 from __future__ import annotations
@@ -34,6 +35,20 @@ def _linear_currents(spec, g_dev: np.ndarray, v: list[np.ndarray], g_sel: float 
     (arrays, rows, cols) in S) for its word-line voltages v[k] (n, rows) in V."""
     T = transfer_matrices(spec.for_solvers(), effective_cell_conductance(spec, g_dev, g_sel))
     return [vk @ T[k].numpy().T for k, vk in enumerate(v)]
+
+
+def _fit_g_sel(spec, g_dev: np.ndarray, v: list[np.ndarray], spice: list[np.ndarray],
+               ks: list[int]) -> float:
+    """The g_sel (S) whose linear-mode currents best match SPICE (least squares) on arrays ks."""
+    g0 = spec.selector.g_on_s
+
+    def loss(log_ratio: float) -> float:
+        pred = _linear_currents(spec, g_dev[ks], [v[k] for k in ks], g0 * np.exp(log_ratio))
+        return float(sum(np.sum((p - spice[k]) ** 2) for p, k in zip(pred, ks)))
+
+    fit = minimize_scalar(loss, bounds=tuple(np.log(G_SEL_RATIO_BOUNDS)), method="bounded",
+                          options={"xatol": 1e-6})
+    return g0 * float(np.exp(fit.x))
 
 
 def calibrate_from_model(model_name: str, data_root, config, reads_per_layer: int = 64,
@@ -84,18 +99,20 @@ def calibrate_from_model(model_name: str, data_root, config, reads_per_layer: in
     v = [j[2] for j in jobs]
     spec = config.tile
 
-    g_sel = None
+    g_sel, per_layer_g = None, None
+    names = list(sampled)
     if spec.cell == "1t1r":
-        g0 = spec.selector.g_on_s
-
-        def loss(log_ratio: float) -> float:
-            pred = _linear_currents(spec, g_dev[train], [v[k] for k in train], g0 * np.exp(log_ratio))
-            return float(sum(np.sum((p - spice[k]) ** 2) for p, k in zip(pred, train)))
-
-        fit = minimize_scalar(loss, bounds=tuple(np.log(G_SEL_RATIO_BOUNDS)), method="bounded",
-                              options={"xatol": 1e-6})
-        g_sel = g0 * float(np.exp(fit.x))
-    pred = _linear_currents(spec, g_dev, v, g_sel)
+        g_sel = _fit_g_sel(spec, g_dev, v, spice, train)
+        # each layer reads its own voltage range: one effective g_sel per layer
+        per_layer_g = tuple(_fit_g_sel(spec, g_dev, v, spice,
+                                       [k for k in train if index[k][0] == name] or train)
+                            for name in names)
+    g_of = {name: (per_layer_g[i] if per_layer_g else None) for i, name in enumerate(names)}
+    pred = [None] * len(jobs)
+    for name in names:
+        ks = [k for k in range(len(jobs)) if index[k][0] == name]
+        for k, p in zip(ks, _linear_currents(spec, g_dev[ks], [v[k] for k in ks], g_of[name])):
+            pred[k] = p
     per_layer = _held_out_report(sampled, layers, index, test, pred, spice)
     for p in per_layer:
         p["held_out_by"] = "read" if p["layer"] in split_by_read else "tile"
@@ -105,8 +122,9 @@ def calibrate_from_model(model_name: str, data_root, config, reads_per_layer: in
             "read_scheme": config.read_scheme, "reads_per_layer": reads_per_layer, "images": images,
             "seed": config.seed, "held_out_share": holdout, "spice_seconds": spice_s,
             "tile_spec": spec.to_json(), "config": config.to_json()}
-    cal = Calibration(spec, g_sel, errors, "linear", prov)
-    report = {"g_sel_s": g_sel, "g_sel_level1_s": spec.selector.g_on_s if spec.cell == "1t1r" else None,
+    cal = Calibration(spec, g_sel, errors, "linear", prov, per_layer_g)
+    report = {"g_sel_s": g_sel, "g_sel_layers_s": per_layer_g,
+              "g_sel_level1_s": spec.selector.g_on_s if spec.cell == "1t1r" else None,
               "reads": int(sum(len(t.v) for ts in sampled.values() for t in ts)),
               "held_out": per_layer, "simulator": backend, "seconds": time.perf_counter() - t0}
     return cal, report

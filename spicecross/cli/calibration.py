@@ -38,11 +38,14 @@ def _cmd_calibrate_from_model(args: argparse.Namespace) -> int:
           f"against {backend}: {report['reads']} sampled reads at up to {config.read_voltage_v:g} V "
           f"({config.read_scheme}), {report['seconds']:.1f} s")
     if cal.g_sel_s is not None:
-        print(f"  fitted selector conductance g_sel = {cal.g_sel_s:.6g} S "
-              f"(level-1 beta·Vov = {spec.selector.g_on_s:.6g} S)")
-    print(f"  {'layer (held out)':<24}{'rel. RMS':>10}{'rel. max':>10}{'max ADC steps':>15}")
-    for p in report["held_out"]:
-        print(f"  {p['layer'] + ' (by ' + p['held_out_by'] + ')':<24}{100 * p['rel_rms']:>9.3g}%"
+        print(f"  fitted selector conductance g_sel = {cal.g_sel_s:.6g} S for the network "
+              f"(level-1 beta·Vov = {spec.selector.g_on_s:.6g} S); per layer below")
+    g_layers = report.get("g_sel_layers_s") or [None] * len(report["held_out"])
+    print(f"  {'layer (held out)':<24}{'g_sel (S)':>11}{'rel. RMS':>10}{'rel. max':>10}"
+          f"{'max ADC steps':>15}")
+    for p, g in zip(report["held_out"], g_layers):
+        print(f"  {p['layer'] + ' (by ' + p['held_out_by'] + ')':<24}"
+              f"{'-' if g is None else format(g, '.5g'):>11}{100 * p['rel_rms']:>9.3g}%"
               f"{100 * p['rel_max']:>9.3g}%{p['max_err_lsb']:>15.3g}")
     print(f"  written: {args.out}  (use it with: spicecross infer --cell {spec.cell} "
           f"--tile {spec.rows}x{spec.cols} --calibration {args.out})")

@@ -278,6 +278,10 @@ def patch_model(model: nn.Module, config: AnalogConfig, calibration_data: Tensor
         elif isinstance(module, nn.Linear):
             _set_submodule(model, name, AnalogLinear(module, config, index))
             index += 1
+    per_layer = config.g_sel_layers_s
+    if per_layer is not None and len(per_layer) != index:
+        raise ValueError(f"g_sel_layers_s holds {len(per_layer)} layers but the network has "
+                         f"{index} analog layers: a calibration of another network?")
     if calibration_data is not None:
         calibrate_model(model, calibration_data)
     return model

@@ -67,7 +67,8 @@ class ProgrammedArray:
         self.k_in, self.c_out = K, C_out
         g_dev_lo, g_dev_hi = device_range_s(dev.r_on_ohm, dev.r_off_ohm)
         one_t = config.cell == "1t1r"
-        self.g_lo, self.g_hi = cell_range_s(self.spec, dev.r_on_ohm, dev.r_off_ohm, config.g_sel)
+        self.g_sel = config.g_sel_for(layer_index)        # S, this layer's 1T1R selector
+        self.g_lo, self.g_hi = cell_range_s(self.spec, dev.r_on_ohm, dev.r_off_ohm, self.g_sel)
         w_max = float(np.max(np.abs(m_cross))) if m_cross.size else 0.0
         self.w_max = w_max if w_max > 0 else 1.0
         u = double_column_units(split_into_tiles(m_cross, R, C), self.w_max)  # (2, nr, nc, R, C)
@@ -85,12 +86,12 @@ class ProgrammedArray:
                               f"{config.device_set}); programmed uncompensated, max relative "
                               f"transfer error {self.compensation_residual:.3g}",
                               RuntimeWarning, stacklevel=3)
-            g_dev = device_conductance_for_cell(g_cell, config.g_sel) if one_t else g_cell
+            g_dev = device_conductance_for_cell(g_cell, self.g_sel) if one_t else g_cell
         elif one_t and not config.selector_aware:
             g_dev = conductances_for_units(u, g_dev_lo, g_dev_hi)   # MemTorch-like
         elif one_t:
             g_dev = device_conductance_for_cell(conductances_for_units(u, self.g_lo, self.g_hi),
-                                                config.g_sel)
+                                                self.g_sel)
         else:
             g_dev = conductances_for_units(u, self.g_lo, self.g_hi)
         g_dev = ni.quantize_states(g_dev, g_dev_lo, g_dev_hi, config.conductance_states)
@@ -112,7 +113,7 @@ class ProgrammedArray:
         """Effective cell conductances (S): the device, in series with g_sel for 1T1R."""
         g = self.g_dev if g_dev is None else g_dev
         if self.config.cell == "1t1r":
-            return series_conductance(g, self.config.g_sel)
+            return series_conductance(g, self.g_sel)
         return g
 
     def _build_readout(self) -> None:
@@ -168,7 +169,7 @@ class ProgrammedArray:
             else:
                 key = (s, r, c, mode)
                 if key not in self._surrogates:
-                    self._surrogates[key] = TileSurrogate(self.spec, g, mode, self.config.g_sel_s)
+                    self._surrogates[key] = TileSurrogate(self.spec, g, mode, self.g_sel)
                 out.append(self._surrogates[key].read(v))
         return out[0], out[1]
 

@@ -64,6 +64,7 @@ class AnalogConfig:
     conductance_states: int | None = None
     selector_aware: bool = True
     g_sel_s: float | None = None
+    g_sel_layers_s: tuple[float, ...] | None = None
     ir_compensation: bool = False
     compensation_iters: int = 40
     nonideal: NonIdealityConfig = field(default_factory=NonIdealityConfig)
@@ -96,6 +97,12 @@ class AnalogConfig:
             raise ValueError(f"conductance_states must be an integer ≥ 2 (or None), got {s!r}")
         if self.g_sel_s is not None and not (math.isfinite(self.g_sel_s) and self.g_sel_s > 0):
             raise ValueError(f"g_sel_s must be a conductance > 0 S, got {self.g_sel_s!r}")
+        if self.g_sel_layers_s is not None:
+            layers = tuple(float(g) for g in self.g_sel_layers_s)
+            if not layers or not all(math.isfinite(g) and g > 0 for g in layers):
+                raise ValueError(f"g_sel_layers_s must be conductances > 0 S, got "
+                                 f"{self.g_sel_layers_s!r}")
+            object.__setattr__(self, "g_sel_layers_s", layers)
         if self.ir_compensation and self.cell == "1t1r" and not self.selector_aware:
             raise ValueError("ir_compensation programs the effective 1T1R cell conductance; "
                              "it needs selector_aware=True")
@@ -148,6 +155,17 @@ class AnalogConfig:
         """The selector conductance (S) the 1T1R mapping and linear read use."""
         return float(self.g_sel_s) if self.g_sel_s is not None else self.tile.selector.g_on_s
 
+    def g_sel_for(self, layer_index: int) -> float:
+        """The selector conductance (S) of analog layer ``layer_index``: its own fitted value
+        when ``g_sel_layers_s`` holds one per layer (each layer reads its own voltage range,
+        and the level-1 selector's effective conductance depends on V_DS), else :attr:`g_sel`."""
+        if self.g_sel_layers_s is None:
+            return self.g_sel
+        if not 0 <= layer_index < len(self.g_sel_layers_s):
+            raise ValueError(f"g_sel_layers_s holds {len(self.g_sel_layers_s)} layers; the network "
+                             f"has more (layer index {layer_index}): a calibration of another network?")
+        return self.g_sel_layers_s[layer_index]
+
     @property
     def wires(self) -> bool:
         """Whether reads include wire resistance (linear/nonlinear modes, wires not all ideal)."""
@@ -194,6 +212,8 @@ class AnalogConfig:
                 tile_changes[name] = value
         if "selector" in tile_changes and isinstance(tile_changes["selector"], dict):
             tile_changes["selector"] = SelectorSpec(**tile_changes["selector"])
+        if isinstance(changes.get("g_sel_layers_s"), list):
+            changes["g_sel_layers_s"] = tuple(changes["g_sel_layers_s"])
         tile = changes.pop("tile", self.tile)
         if tile_changes:
             tile = replace(tile, **tile_changes)
