@@ -26,8 +26,9 @@ from .simulators import NGSPICE, VACASK, SimulationError, Simulator, get_simulat
 __all__ = ["PulseTrain", "TileTransientResult", "pulse_train_from_read", "tile_transient_elements",
            "emit_tile_transient", "run_tile_transient", "write_pulse_netlist"]
 
-#: Default time-step ceiling of the SPICE runs: this fraction of the shortest pulse segment.
-MAX_STEP_FRACTION = 1.0 / 50.0
+#: Default time-step ceiling of the SPICE runs: this fraction of the plateau width (the sources'
+#: corners are breakpoints, so shorter ramps and gaps still get their own time points).
+MAX_STEP_FRACTION = 1.0 / 200.0
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,10 @@ def emit_tile_transient(simulator: str | Simulator, spec: TileSpec, g_s: np.ndar
                         train: PulseTrain, *, device_params=None,
                         max_step_s: float | None = None) -> str:
     """The pulse-train transient of the VTEAM tile as ngspice or VACASK netlist text; the time
-    step is at most ``max_step_s`` (default 1/50 of the shortest pulse segment)."""
+    step is at most ``max_step_s`` (default 1/200 of the plateau width)."""
     sim = get_simulator(simulator)
     els = tile_transient_elements(spec, g_s, train, device_params)
-    hmax = max_step_s or MAX_STEP_FRACTION * min(train.width_s, train.rise_s, train.fall_s,
-                                                 train.gap_s)
+    hmax = max_step_s or MAX_STEP_FRACTION * train.width_s
     f = repr
     if sim is NGSPICE:
         saves = [f"i(v{sense_name(j)})" for j in range(spec.cols)]
