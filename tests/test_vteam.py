@@ -18,7 +18,7 @@ from spicecross.devices.verilog_a import (compile_vteam_osdi, run_vacask_transie
 from spicecross.devices.vteam import (PARAMETER_SETS, SineDrive, VTEAMParams, _clipped_cumsum,
                                       conductance_s, full_switching_frequency_hz,
                                       get_parameter_set, resistance_ohm, simulate, simulate_sine,
-                                      state_derivative_m_per_s, state_for_conductance)
+                                      state_derivative_m_per_s, state_for_conductance, window)
 
 REPO = Path(__file__).resolve().parents[1]
 FORMS = {"ngspice": run_ngspice_transient, "vacask": run_vacask_transient}
@@ -57,6 +57,7 @@ def test_parameter_sets_are_the_documented_ones():
     ("r_on_ohm", -1.0), ("r_off_ohm", 10.0), ("k_on_m_per_s", 80.0), ("k_off_m_per_s", -1e-8),
     ("v_on_v", 0.53), ("v_off_v", 0.0), ("alpha_on", 0.0), ("x_off_m", -1e-9),
     ("r_model", "cubic"), ("dt_s", 0.0), ("d_m", float("nan")), ("alpha_off", "1"),
+    ("window", "hann"), ("window_p", 0.0),
 ])
 def test_bad_parameters_raise_one_line_errors(field, value):
     with pytest.raises(ValueError) as exc:
@@ -197,6 +198,40 @@ def test_exponential_resistance_in_all_forms():
     for form, run in FORMS.items():
         t, _, i, _ = run(p, d.period_s, d, p.x_on_m)
         assert rms_pct(t_ref, i_ref, t, i) < 1.0, form
+
+
+# -- window functions (VTEAM paper, Sec. II) -------------------------------------------------
+def test_window_functions_have_their_published_shapes():
+    p = get_parameter_set("memtorch_default")
+    w = np.linspace(0, 1, 11)
+    assert np.all(window(p, w, 1.0) == 1.0)
+    jog = p.replace(window="joglekar", window_p=2.0)
+    assert np.allclose(window(jog, w, 1.0), 1 - (2 * w - 1) ** 4)
+    assert window(jog, 0.0, 1.0) == window(jog, 1.0, -1.0) == 0.0 and window(jog, 0.5, 1) == 1.0
+    bio = p.replace(window="biolek", window_p=1.0)
+    assert np.allclose(window(bio, w, 1.0), 1 - w ** 2)           # x grows: stops at w = 1
+    assert np.allclose(window(bio, w, -1.0), 1 - (1 - w) ** 2)    # x shrinks: stops at w = 0
+    pro = p.replace(window="prodromakis", window_p=3.0)
+    assert np.allclose(window(pro, w, 1.0), 1 - ((w - 0.5) ** 2 + 0.75) ** 3)
+    assert window(pro, 0.0, 1.0) == pytest.approx(0.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("win,p_exp", [("none", 1.0), ("joglekar", 1.0), ("joglekar", 3.0),
+                                       ("biolek", 1.0), ("prodromakis", 2.0)])
+def test_three_forms_agree_with_each_window(win, p_exp):
+    """memtorch_default at 0.25 V, 1 MHz from w = 0.3: both directions move at rates every form
+    resolves (ON ~20 ns, OFF ~0.5 µs per range), so the window shapes the loop."""
+    p = get_parameter_set("memtorch_default").replace(window=win, window_p=p_exp)
+    d, x0 = SineDrive(0.25, 1e6), 0.3 * 3e-9
+    t_ref, _, i_ref, x_ref = simulate_sine(p, d, 2 * d.period_s, x0, n_points=8001)
+    if win != "none":   # the window changes the loop
+        _, _, i_none, _ = simulate_sine(p.replace(window="none"), d, 2 * d.period_s, x0,
+                                        n_points=8001)
+        assert rms_pct(t_ref, i_none, t_ref, i_ref) > 2.0
+    for form, run in FORMS.items():
+        t, _, i, x = run(p, 2 * d.period_s, d, x0)
+        assert rms_pct(t_ref, i_ref, t, i) < 0.5, form
+        assert np.max(np.abs(np.interp(t_ref, t, x) - x_ref)) < 0.01 * p.x_span_m, form
 
 
 # -- the Verilog-A source and its compiled module --------------------------------------------

@@ -20,8 +20,12 @@ logging.getLogger("PySpice").setLevel(logging.ERROR)
 
 NGSPICE_OPTIONS = {"reltol": 1e-6, "vntol": 1e-9, "abstol": 1e-15}
 SELECTOR_MODEL = "nsel"
-#: Element kinds both emitters write (R: resistor, Ω; V: DC source, V; M: NMOS selector).
-EMITTED_KINDS = ("R", "V", "M")
+#: Element kinds both emitters write (R: resistor, Ω; V: DC or piecewise-linear source, V;
+#: M: NMOS selector; MEM: VTEAM memristor instance).
+EMITTED_KINDS = ("R", "V", "M", "MEM")
+#: Name of the VTEAM subcircuit (ngspice) and model card (VACASK) the MEM instances use.
+VTEAM_SUBCKT = "vteam"
+VTEAM_MODEL = "vteam_dev"
 
 
 def _fmt(x: float) -> str:
@@ -93,8 +97,29 @@ def ngspice_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
     return ngspice_netlist_from_elements(spec, tile_elements(spec, g_s, v_in_v))
 
 
-def ngspice_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> str:
-    """The ngspice deck (one ``.op``) of an element list (R in Ω, V in V, M selectors)."""
+def _device_params(spec: TileSpec, elements: list[Element], device):
+    """The VTEAMParams of the MEM instances (``device``, default ``spec.device_set``), or None
+    when the list has none."""
+    if not any(e.kind == "MEM" for e in elements):
+        return None
+    from ..devices.vteam import get_parameter_set
+
+    return get_parameter_set(spec.device_set) if device is None else device
+
+
+def _pwl_ngspice(wave: tuple[float, ...]) -> str:
+    return "PWL(" + " ".join(_fmt(x) for x in wave) + ")"
+
+
+def _pwl_vacask(wave: tuple[float, ...]) -> str:
+    return f'dc={_fmt(wave[1])} type="pwl" wave=[' + ", ".join(_fmt(x) for x in wave) + "]"
+
+
+def ngspice_netlist_from_elements(spec: TileSpec, elements: list[Element], *, device=None,
+                                  analysis: list[str] | None = None) -> str:
+    """The ngspice deck of an element list (R in Ω, V in V, M selectors, MEM VTEAM instances of
+    ``device``, a ``VTEAMParams``, default ``spec.device_set``): one ``.op``, or the control
+    lines ``analysis`` (e.g. ``.tran …``, ``.save …``)."""
     from PySpice.Spice.Netlist import Circuit
 
     head = _header(spec)
@@ -104,10 +129,18 @@ def ngspice_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> st
         circuit.model(SELECTOR_MODEL, "NMOS", level=1, **selector_model_params(spec.selector))
     writers = {
         "R": lambda e: circuit.R(e.name, e.nodes[0], e.nodes[1], _fmt(e.value)),
-        "V": lambda e: circuit.V(e.name, e.nodes[0], e.nodes[1], _fmt(e.value)),
+        "V": lambda e: circuit.V(e.name, e.nodes[0], e.nodes[1],
+                                 _pwl_ngspice(e.wave) if e.wave else _fmt(e.value)),
         "M": lambda e: circuit.M(e.name, *e.nodes[:4], model=SELECTOR_MODEL,
                                  **selector_instance_params(spec.selector)),
+        "MEM": lambda e: circuit.X(e.name, VTEAM_SUBCKT, e.nodes[0], e.nodes[1],
+                                   w0=_fmt(dict(e.extra)["w0"])),
     }
+    params = _device_params(spec, elements, device)
+    if params is not None:
+        from ..devices.behavioural import vteam_subckt
+
+        circuit.raw_spice = vteam_subckt(params, VTEAM_SUBCKT)
     for e in elements:
         _writer(writers, e)(e)
     opts = " ".join(f"{k}={v:g}" for k, v in NGSPICE_OPTIONS.items())
@@ -115,7 +148,8 @@ def ngspice_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> st
     lines = [f".title {head[0]}", *head[1:], f".options {opts}", *body[1:]]
     if lines[-1].strip().lower() == ".end":
         lines.pop()
-    lines += [".op", ".end", ""]
+    lines += [".op"] if analysis is None else list(analysis)
+    lines += [".end", ""]
     return "\n".join(lines)
 
 
@@ -127,14 +161,25 @@ def vacask_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
     return vacask_netlist_from_elements(spec, tile_elements(spec, g_s, v_in_v))
 
 
-def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> str:
-    """The VACASK netlist (analysis ``op1``) of an element list (R in Ω, V in V, M selectors)."""
+def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element], *, device=None,
+                                 analysis: list[str] | None = None) -> str:
+    """The VACASK netlist of an element list (R in Ω, V in V, M selectors, MEM VTEAM instances
+    of ``device``, default ``spec.device_set``, from the Verilog-A module compiled to
+    ``vteam.osdi`` in the run directory): analysis ``op1``, or the ``analysis`` lines of the
+    control block (e.g. ``analysis tran1 tran …``)."""
     head = _header(spec)
     lines = [head[0], *("// " + h[2:] for h in head[1:]), "",
              'load "spice/resistor.osdi"']
     if spec.cell == "1t1r":
         lines.append('load "spice/mos1.osdi"')
+    params = _device_params(spec, elements, device)
+    if params is not None:
+        from ..devices.verilog_a import OSDI_FILE, vacask_model_card
+
+        lines.append(f'load "{OSDI_FILE}"')
     lines += ["model r sp_resistor", "model vsource vsource", "ground 0"]
+    if params is not None:
+        lines.append(vacask_model_card(params, VTEAM_MODEL))
     inst = ""
     if spec.cell == "1t1r":
         _warn_forward_junctions(spec, elements)
@@ -143,12 +188,16 @@ def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element]) -> str
         inst = " ".join(f"{k}={v}" for k, v in selector_instance_params(spec.selector).items())
     writers = {
         "R": lambda e, a: f"r{e.name} ({a[0]} {a[1]}) r r={_fmt(e.value)}",
-        "V": lambda e, a: f"v{e.name} ({a[0]} {a[1]}) vsource dc={_fmt(e.value)}",
+        "V": lambda e, a: (f"v{e.name} ({a[0]} {a[1]}) vsource "
+                           + (_pwl_vacask(e.wave) if e.wave else f"dc={_fmt(e.value)}")),
         "M": lambda e, a: f"m{e.name} ({a[0]} {a[1]} {a[2]} {a[3]}) {SELECTOR_MODEL} {inst}",
+        "MEM": lambda e, a: f"x{e.name} ({a[0]} {a[1]}) {VTEAM_MODEL} x0_m={_fmt(e.value)}",
     }
     lines += [_writer(writers, e)(e, e.nodes) for e in elements]
     lines += ["", "control", "  options reltol=1e-6 vntol=1e-9 abstol=1e-15",
-              "  save default", "  analysis op1 op", "endc", ""]
+              "  save default",
+              *(["  analysis op1 op"] if analysis is None else ["  " + a for a in analysis]),
+              "endc", ""]
     return "\n".join(lines)
 
 
@@ -260,4 +309,5 @@ def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.
 __all__ = ["ngspice_netlist", "vacask_netlist", "ngspice_netlist_from_elements",
            "vacask_netlist_from_elements", "selector_model_params", "selector_instance_params",
            "ngspice_reads_netlist", "vacask_reads_netlist",
-           "netlist_hash", "write_netlist", "Element", "EMITTED_KINDS"]
+           "netlist_hash", "write_netlist", "Element", "EMITTED_KINDS", "VTEAM_SUBCKT",
+           "VTEAM_MODEL"]

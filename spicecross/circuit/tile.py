@@ -243,33 +243,44 @@ def input_name(i: int) -> str:
     return f"in{i}"
 
 
+#: Device models a tile's cells can hold (``tile_elements(devices=...)``).
+CELL_DEVICES = ("resistor", "vteam")
+
+
 @dataclass(frozen=True)
 class Element:
-    """One element of the tile netlist: kind 'R' (value Ω), 'V' (value V) or 'M' (NMOS selector,
-    nodes drain gate source bulk)."""
+    """One element of the tile netlist: kind 'R' (value Ω), 'V' (value V; a non-empty ``wave``
+    makes it a piecewise-linear source, flat pairs ``(t0_s, v0_v, t1_s, v1_v, …)``), 'M' (NMOS
+    selector, nodes drain gate source bulk) or 'MEM' (a VTEAM memristor instance, nodes p n,
+    value its initial state x0 in m, ``extra`` its normalised initial state ``(("w0", w0),)``)."""
 
     kind: str
     name: str
     nodes: tuple[str, ...]
     value: float = 0.0
     extra: tuple[tuple[str, float], ...] = ()
+    wave: tuple[float, ...] = ()
 
 
 def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
-                  devices: str = "resistor") -> list[Element]:
+                  devices: str = "resistor", device_params: Any = None) -> list[Element]:
     """The tile as a flat element list; every emitter (ngspice, VACASK) and the reference nodal
     solver build from this one list. ``g_s`` is (rows, cols) in S, ``v_in_v`` (rows,) in V.
 
     ``devices='resistor'`` emits each memristor as a fixed resistor 1/G (a read below
-    threshold); cells with G = 0 are left open.
+    threshold); ``devices='vteam'`` emits a VTEAM instance ('MEM') whose initial state is the
+    inverse of R(x) at G (:func:`spicecross.devices.vteam.state_for_conductance`, G clipped to
+    [1/r_off, 1/r_on]) for ``device_params`` (a ``VTEAMParams``; default the set named by
+    ``spec.device_set``). Cells with G = 0 are left open either way.
     """
     g = spec.check_conductances(g_s)
     v = spec.check_inputs(v_in_v)
     spec = spec.for_solvers()
     if v.ndim != 1:
         raise ValueError(f"a netlist takes one input vector (rows,), got shape {v.shape}")
-    if devices != "resistor":
-        raise ValueError(f"devices must be 'resistor', got {devices!r}")
+    if devices not in CELL_DEVICES:
+        raise ValueError(f"devices must be one of {CELL_DEVICES}, got {devices!r}")
+    cell = _cell_writer(spec, g, devices, device_params)
     R, C = spec.rows, spec.cols
     els: list[Element] = []
     for i in range(R):
@@ -291,9 +302,9 @@ def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
             if g[i, j] <= 0:
                 continue
             if spec.cell == "0t1r":
-                els.append(Element("R", f"c{i}_{j}", (wl_node(i, j), bl_node(i, j)), 1.0 / g[i, j]))
+                els.append(cell(i, j, (wl_node(i, j), bl_node(i, j))))
             else:
-                els.append(Element("R", f"c{i}_{j}", (wl_node(i, j), mid_node(i, j)), 1.0 / g[i, j]))
+                els.append(cell(i, j, (wl_node(i, j), mid_node(i, j))))
                 els.append(Element("M", f"s{i}_{j}", (mid_node(i, j), gate_node(i), bl_node(i, j), bulk)))
     for j in range(C):
         for i in range(R - 1):
@@ -304,3 +315,19 @@ def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
             els.append(Element("R", f"sense{j}", (out, f"sn_{j}"), spec.r_sense_ohm))
         els.append(Element("V", sense_name(j), (f"sn_{j}", "0"), 0.0))
     return els
+
+
+def _cell_writer(spec: TileSpec, g: np.ndarray, devices: str, device_params: Any):
+    """``cell(i, j, nodes) -> Element`` of the memristor of cell (i, j): a resistor 1/G (Ω) or
+    a VTEAM instance started at the state of conductance G."""
+    if devices == "resistor":
+        return lambda i, j, nodes: Element("R", f"c{i}_{j}", nodes, 1.0 / g[i, j])
+    from ..devices.vteam import get_parameter_set, state_for_conductance
+
+    p = get_parameter_set(spec.device_set) if device_params is None else device_params
+    x0 = np.full(g.shape, p.x_on_m)
+    on = g > 0
+    x0[on] = state_for_conductance(p, g[on])
+    w0 = (x0 - p.x_on_m) / p.x_span_m
+    return lambda i, j, nodes: Element("MEM", f"c{i}_{j}", nodes, float(x0[i, j]),
+                                       (("w0", float(w0[i, j])),))

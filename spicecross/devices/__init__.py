@@ -9,9 +9,9 @@ VTEAM (Kvatinsky et al., IEEE TCAS-II 62(8), 2015):
   compiled with OpenVAF and run in VACASK;
 * :mod:`.transient` — what the two SPICE forms share: run checks, names, reading results back.
 """
-from .vteam import (PARAMETER_SETS, SineDrive, VTEAMParams, conductance_s, current_a,
+from .vteam import (PARAMETER_SETS, WINDOWS, SineDrive, VTEAMParams, conductance_s, current_a,
                     full_switching_frequency_hz, get_parameter_set, resistance_ohm, simulate,
-                    simulate_sine, state_derivative_m_per_s, state_for_conductance)
+                    simulate_sine, state_derivative_m_per_s, state_for_conductance, window)
 from .behavioural import ngspice_transient_deck, run_ngspice_transient, vteam_subckt
 from .verilog_a import (compile_vteam_osdi, run_vacask_transient, va_source_path,
                         vacask_transient_netlist)
@@ -22,7 +22,7 @@ from ..spice.simulators import NGSPICE, VACASK
 TRANSIENT_RUNNERS = {NGSPICE.name: run_ngspice_transient, VACASK.name: run_vacask_transient}
 
 __all__ = [
-    "PARAMETER_SETS", "SineDrive", "VTEAMParams", "conductance_s", "current_a",
+    "PARAMETER_SETS", "WINDOWS", "window", "SineDrive", "VTEAMParams", "conductance_s", "current_a",
     "full_switching_frequency_hz", "get_parameter_set", "resistance_ohm", "simulate",
     "simulate_sine", "state_derivative_m_per_s", "state_for_conductance",
     "ngspice_transient_deck", "run_ngspice_transient", "vteam_subckt",

@@ -28,7 +28,7 @@ MODULE_NAME = "vteam"
 # VTEAMParams fields that are Verilog-A model parameters (dt_s and source are not)
 VA_MODEL_PARAMETERS = ("r_on_ohm", "r_off_ohm", "d_m", "k_on_m_per_s", "k_off_m_per_s",
                        "alpha_on", "alpha_off", "v_on_v", "v_off_v", "x_on_m", "x_off_m",
-                       "r_model")
+                       "r_model", "window", "window_p")
 
 
 def va_source_path() -> Path:

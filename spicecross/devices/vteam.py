@@ -6,8 +6,8 @@ This is one of three forms of the same model that must agree (see also
 :mod:`spicecross.devices.behavioural` for the ngspice subcircuit and
 :mod:`spicecross.devices.verilog_a` for the Verilog-A source run in VACASK).
 
-Model, as in MemTorch's ``memtorch/bh/memristor/VTEAM.py`` (no window function, the state is
-clipped to its bounds):
+Model, as in MemTorch's ``memtorch/bh/memristor/VTEAM.py`` (by default no window function, the
+state is clipped to its bounds):
 
 * state ``x`` (m) in ``[x_on, x_off]``; ``x_on`` is the low-resistance (ON) end;
 * ``dx/dt = k_off (v/v_off - 1)^alpha_off`` for ``v > v_off > 0`` (``k_off > 0``: x grows, R grows),
@@ -16,6 +16,19 @@ clipped to its bounds):
 * linear ``R(x) = r_on + (r_off - r_on) (x - x_on)/(x_off - x_on)`` or exponential
   ``R(x) = r_on exp(lambda (x - x_on)/(x_off - x_on))``, ``lambda = ln(r_off/r_on)``;
 * ohmic port: ``I = V / R(x)`` (so every I-V loop is pinched at the origin).
+
+Window functions (VTEAM paper, Sec. II; ``window``/``window_p`` of :class:`VTEAMParams`):
+``dx/dt`` is multiplied by ``f(w)`` at the normalised state ``w`` (clamped to [0, 1]):
+
+* ``none``: ``f = 1`` (the clip alone; MemTorch's model and the default);
+* ``joglekar``: ``f = 1 − |2w − 1|^(2p)`` (Joglekar & Wolf, Eur. J. Phys. 30, 2009);
+* ``biolek``: ``f = 1 − |w − stp(−v)|^(2p)``, i.e. ``1 − w^(2p)`` while x grows (v > v_off)
+  and ``1 − (1 − w)^(2p)`` while it shrinks (Biolek et al., Radioengineering 18(2), 2009);
+* ``prodromakis``: ``f = 1 − ((w − 1/2)² + 3/4)^p`` (Prodromakis et al., IEEE TED 58(9), 2011,
+  with its scale j = 1).
+
+Joglekar and Prodromakis vanish at both bounds: a device exactly at ``w = 0`` or ``1`` never
+moves (their terminal-state problem). The clip stays on for every window.
 
 Sign convention: a positive voltage across the device (p above n) above ``v_off`` switches it OFF
 (towards ``r_off``); a negative voltage below ``v_on`` switches it ON.
@@ -29,12 +42,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 R_MODELS = ("linear", "exponential")
+#: Window functions of the state equation, by name (see the module docstring).
+WINDOWS = ("none", "joglekar", "biolek", "prodromakis")
 
 MAX_SUBSTEPS = 2e8      # refuse reference runs longer than this many Euler sub-steps
 _BLOCK = 1 << 20        # sub-steps handled per vectorised block
 
 _FLOAT_FIELDS = ("r_on_ohm", "r_off_ohm", "d_m", "k_on_m_per_s", "k_off_m_per_s", "alpha_on",
-                 "alpha_off", "v_on_v", "v_off_v", "x_on_m", "x_off_m", "dt_s")
+                 "alpha_off", "v_on_v", "v_off_v", "x_on_m", "x_off_m", "dt_s", "window_p")
 
 
 @dataclass(frozen=True)
@@ -44,8 +59,9 @@ class VTEAMParams:
     ``d_m`` is the device thickness; the model itself only uses ``x_on_m``/``x_off_m`` (MemTorch
     uses ``d`` where ``x_off - x_on`` belongs, which is the same thing for its sets, x_on = 0 and
     x_off = d). ``dt_s`` is the time step of the reference integrator (MemTorch's
-    ``time_series_resolution``); the SPICE forms choose their own steps. ``source`` cites where
-    the numbers come from.
+    ``time_series_resolution``); the SPICE forms choose their own steps. ``window`` names the
+    window function (:data:`WINDOWS`) and ``window_p`` is its exponent p (> 0). ``source`` cites
+    where the numbers come from.
     """
 
     r_on_ohm: float
@@ -61,6 +77,8 @@ class VTEAMParams:
     x_off_m: float
     r_model: str = "linear"
     dt_s: float = 1e-10
+    window: str = "none"
+    window_p: float = 1.0
     source: str = field(default="user-defined", compare=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +117,10 @@ class VTEAMParams:
             raise bad("r_model", "'linear' or 'exponential'")
         if self.dt_s <= 0:
             raise bad("dt_s", "> 0")
+        if self.window not in WINDOWS:
+            raise bad("window", f"one of {', '.join(WINDOWS)}")
+        if self.window_p <= 0:
+            raise bad("window_p", "> 0")
         if not isinstance(self.source, str):
             raise bad("source", "a string (a citation)")
 
@@ -204,6 +226,20 @@ def state_derivative_m_per_s(params: VTEAMParams, v_v) -> np.ndarray:
             + params.k_on_m_per_s * np.where(v < params.v_on_v, on ** params.alpha_on, 0.0))
 
 
+def window(params: VTEAMParams, w, rate) -> np.ndarray:
+    """The window ``f(w)`` of ``params.window`` at normalised state ``w`` (clamped to [0, 1])
+    for motion of sign ``rate`` (only Biolek's depends on it: > 0 while x grows)."""
+    w = np.clip(np.asarray(w, dtype=np.float64), 0.0, 1.0)
+    p2 = 2.0 * params.window_p
+    if params.window == "joglekar":
+        return 1.0 - np.abs(2.0 * w - 1.0) ** p2
+    if params.window == "biolek":
+        return 1.0 - np.where(np.asarray(rate) > 0, w, 1.0 - w) ** p2
+    if params.window == "prodromakis":
+        return 1.0 - ((w - 0.5) ** 2 + 0.75) ** params.window_p
+    return np.ones_like(w)
+
+
 def current_a(params: VTEAMParams, v_v, x_m) -> np.ndarray:
     """I = V / R(x) (A), current flowing from p through the device to n."""
     return np.asarray(v_v, dtype=np.float64) / resistance_ohm(params, x_m)
@@ -307,6 +343,20 @@ def _clipped_cumsum(x0: float, steps: np.ndarray, lo: float, hi: float) -> np.nd
     return out
 
 
+def _windowed_euler(params: VTEAMParams, x0_m: np.ndarray, steps_m: np.ndarray) -> np.ndarray:
+    """x_{k+1} = clip(x_k + steps_k·f(w_k), x_on, x_off) for every sub-step k (axis 0), all
+    devices (axis 1) at once; ``steps_m`` are the window-free increments dx/dt·h (m)."""
+    out = np.empty_like(steps_m)
+    x = np.array(x0_m, dtype=np.float64)
+    for k in range(steps_m.shape[0]):
+        s = steps_m[k]
+        if s.any():
+            w = (x - params.x_on_m) / params.x_span_m
+            x = np.clip(x + s * window(params, w, s), params.x_on_m, params.x_off_m)
+        out[k] = x
+    return out
+
+
 def simulate(params: VTEAMParams, t_s, v_v, x0_m, *, max_step_s: float | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
     """Forward-Euler reference solution on the time grid ``t_s``.
@@ -315,7 +365,8 @@ def simulate(params: VTEAMParams, t_s, v_v, x0_m, *, max_step_s: float | None = 
     axes are devices, broadcast against ``x0_m``). Each grid interval is split into sub-steps no
     longer than ``max_step_s`` (default ``params.dt_s``; ``math.inf`` for none), with the voltage
     linearly interpolated inside the interval; the state update is
-    ``x <- clip(x + dx/dt(v) h, x_on, x_off)``. Returns ``(i_a, x_m)`` at the grid times, with
+    ``x <- clip(x + dx/dt(v) f(w) h, x_on, x_off)`` (``f`` the window, 1 for ``none``; a window
+    other than ``none`` steps one sub-step at a time, so keep the run short). Returns ``(i_a, x_m)`` at the grid times, with
     ``i = v / R(x)`` and ``x[0] = x0``. (MemTorch updates x with v[k] before computing i[k]; here
     i[k] uses the state reached at t[k], the usual forward-Euler ordering.)
     """
@@ -364,6 +415,12 @@ def simulate(params: VTEAMParams, t_s, v_v, x0_m, *, max_step_s: float | None = 
         frac = (np.arange(base, ends[k1 - 1]) - first) / n_sub[interval]
         h_sub = dt[interval] / n_sub[interval]
         last = ends[k0:k1] - 1 - base     # the last sub-step of every interval in the block
+        if params.window != "none":       # the step depends on the state: one step at a time
+            v_sub = v_flat[interval] + frac[:, None] * (v_flat[interval + 1] - v_flat[interval])
+            steps = state_derivative_m_per_s(params, v_sub) * h_sub[:, None]
+            x_flat[k0 + 1:k1 + 1] = _windowed_euler(params, x_flat[k0], steps)[last]
+            k0 = k1
+            continue
         for j in range(v_flat.shape[1]):
             vj = v_flat[:, j]
             v_sub = vj[interval] + frac * (vj[interval + 1] - vj[interval])
