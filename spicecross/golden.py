@@ -31,7 +31,8 @@ from .circuit.netlist import ngspice_netlist
 from .circuit.tile import TileSpec
 from .golden_manifest import (MANIFEST, GoldenRoot, package_root, read_manifest, verify_manifest,
                               writable_package_root, write_manifest)
-from .store import atomic_h5
+from .errors import unreadable
+from .store import atomic_h5, write_text_atomic
 
 __all__ = ["GoldenCase", "CaseResult", "cases", "check_case", "update_case", "normalise_netlist",
            "package_root", "writable_package_root", "read_manifest", "verify_manifest", "MANIFEST"]
@@ -220,8 +221,13 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _read_h5(path: GoldenRoot) -> dict:
-    with h5py.File(io.BytesIO(path.read_bytes()), "r") as f:
-        return {k: f[k][()] for k in f.keys()}
+    try:
+        with h5py.File(io.BytesIO(path.read_bytes()), "r") as f:
+            return {k: f[k][()] for k in f.keys()}
+    except FileNotFoundError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:   # corrupt or truncated HDF5
+        raise unreadable(path, "golden results file", exc) from None
 
 
 def check_case(case: GoldenCase, root: GoldenRoot | None = None, run_spice: bool = True) -> CaseResult:
@@ -291,7 +297,7 @@ def update_case(case: GoldenCase, root: Path | None = None) -> list[str]:
             n = sum(1 for d in difflib.ndiff(normalise_netlist(path.read_text()), normalise_netlist(text))
                     if d[:1] in "+-")
             changes.append(f"{path.relative_to(root)}: {n} lines changed")
-        path.write_text(text)
+        write_text_atomic(path, text)
     fresh = case.spice(built)
     rpath = case.result_path(root)
     if rpath.exists():

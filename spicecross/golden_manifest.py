@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Union
 
+from .store import write_text_atomic
+
 try:
     from importlib.resources.abc import Traversable
 except ImportError:  # Python 3.10
@@ -89,7 +91,4 @@ def write_manifest(root: Path, name: str, description: str, files: list[str]) ->
         cases = {}
     cases[name] = {"description": description, "files": {f: sha256_of(root / f) for f in files}}
     text = json.dumps({"format": MANIFEST_FORMAT, "cases": dict(sorted(cases.items()))}, indent=1)
-    tmp = mpath.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, mpath)
-    return mpath
+    return write_text_atomic(mpath, text + "\n")

@@ -24,6 +24,7 @@ from scipy.optimize import minimize_scalar
 from ..circuit.tile import TileSpec
 from ..spice.simulators import SimulationError
 from ..spice.solve import solve_many
+from ..errors import unreadable
 from ..store import atomic_h5, provenance, read_attrs, write_group
 from ..surrogate.mapping import (conductances_for_units, double_column_units,
                                  effective_cell_conductance)
@@ -183,8 +184,10 @@ def load_calibration(path: str | Path) -> Calibration:
                                json.loads(f.attrs["errors"]), str(f.attrs["best_mode"]),
                                read_attrs(f["provenance"]),
                                None if layers is None else tuple(float(g) for g in layers))
-    except OSError as exc:
-        raise ValueError(f"{p} is not a readable HDF5 calibration file") from exc
+    except (OSError, KeyError, TypeError, ValueError) as exc:   # corrupt file, missing keys
+        if isinstance(exc, ValueError) and str(exc).startswith(str(p)):
+            raise
+        raise unreadable(p, "calibration file", exc) from None
 
 
 def calibration_mismatches(cal: Calibration, config) -> list[str]:

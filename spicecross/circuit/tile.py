@@ -14,7 +14,9 @@ Topology (badcrossbar's convention):
 """
 from __future__ import annotations
 
+import functools
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -29,6 +31,38 @@ DEFAULT_R_WIRE_OHM = 0.1
 
 #: What an ideal (0 Ω) wire segment becomes in a netlist, which needs a finite resistance (Ω).
 SPICE_IDEAL_WIRE_OHM = 1e-6
+
+#: Most cells a tile may have, whatever the memory: 2048×2048. Every tool holds per-cell
+#: state (a netlist of ~3 elements per cell, SPICE's matrix, the surrogate's wire network).
+MAX_TILE_CELLS_CAP = 1 << 22
+#: Memory one cell needs at least while a tile is solved (B): the limit
+#: :func:`max_tile_cells` derives from the machine's memory.
+BYTES_PER_CELL = 4096
+
+
+@functools.lru_cache(maxsize=None)
+def max_tile_cells() -> int:
+    """The most cells (rows × cols) a tile may have here: :data:`MAX_TILE_CELLS_CAP`, or fewer
+    when physical memory / :data:`BYTES_PER_CELL` is smaller."""
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return MAX_TILE_CELLS_CAP
+    return int(max(1024, min(MAX_TILE_CELLS_CAP, mem // BYTES_PER_CELL)))
+
+
+def check_tile_size(rows: Any, cols: Any, what: str = "tile") -> tuple[int, int]:
+    """(rows, cols) as ints if both are positive integers with rows × cols ≤
+    :func:`max_tile_cells`; ValueError naming the size otherwise."""
+    for name, value in (("rows", rows), ("cols", cols)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{what} {name} must be a positive integer, got {value!r}")
+    if int(rows) * int(cols) > max_tile_cells():
+        raise ValueError(f"{what} {rows}x{cols} has {int(rows) * int(cols)} cells; the limit "
+                         f"here is {max_tile_cells()} cells (2048x2048 at most, and "
+                         f"{BYTES_PER_CELL} B of memory per cell)")
+    return int(rows), int(cols)
+
 
 #: The bulk node of the 1T1R selectors when SelectorSpec.v_bulk_v is not 0 V.
 BULK_NODE = "bulk"
@@ -75,6 +109,13 @@ class SelectorSpec:
     v_bulk_v: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("vto_v", "kp_a_per_v2", "w_m", "l_m", "lambda_per_v", "v_gate_v"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, complex, np.complexfloating)) or not np.isfinite(value):
+                raise ValueError(f"SelectorSpec.{name} must be a finite real number, got {value!r}")
+        for name in ("kp_a_per_v2", "w_m", "l_m"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"SelectorSpec.{name} must be > 0, got {getattr(self, name)!r}")
         if not (np.isfinite(self.is_a) and self.is_a >= 0):
             raise ValueError(f"SelectorSpec.is_a must be a saturation current ≥ 0 A, got {self.is_a!r}")
         if not (np.isfinite(self.temp_k) and self.temp_k > 0):
@@ -129,18 +170,13 @@ class TileSpec:
     device_set: str = "pt_hf_ti"
 
     def __post_init__(self) -> None:
-        for name in ("rows", "cols"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"TileSpec.{name} must be a positive integer, got {value!r}")
+        check_tile_size(self.rows, self.cols, "TileSpec")
         if self.cell not in CELL_TYPES:
             raise ValueError(f"TileSpec.cell must be one of {CELL_TYPES}, got {self.cell!r}")
         for name in ("r_wire_wl_ohm", "r_wire_bl_ohm", "r_driver_ohm", "r_sense_ohm"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
                 raise ValueError(f"TileSpec.{name} must be a resistance in Ω, got {value!r}")
-            if not np.isfinite(value) or value < 0:
-                raise ValueError(f"TileSpec.{name} must be a finite resistance ≥ 0 Ω, got {value!r}")
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"TileSpec.{name} must be a finite resistance ≥ 0 Ω, got {value!r}")
 
@@ -189,6 +225,8 @@ class TileSpec:
     # ---- checks on the per-read arrays -------------------------------------------------
     def check_conductances(self, g_s: np.ndarray, name: str = "conductances") -> np.ndarray:
         """Validate a (rows, cols) conductance map in S and return it as float64."""
+        if np.iscomplexobj(g_s):
+            raise ValueError(f"{name} must be real conductances in S, got a complex array")
         g = np.asarray(g_s, dtype=np.float64)
         if g.shape != (self.rows, self.cols):
             raise ValueError(f"{name} must have shape (rows, cols) = ({self.rows}, {self.cols}), "
@@ -200,6 +238,8 @@ class TileSpec:
 
     def check_inputs(self, v_in_v: np.ndarray, name: str = "inputs") -> np.ndarray:
         """Validate input voltages (rows,) or (batch, rows) in V and return float64."""
+        if np.iscomplexobj(v_in_v):
+            raise ValueError(f"{name} must be real voltages in V, got a complex array")
         v = np.asarray(v_in_v, dtype=np.float64)
         if v.ndim not in (1, 2) or v.shape[-1] != self.rows:
             raise ValueError(f"{name} must have shape (rows,) or (batch, rows) with rows = "

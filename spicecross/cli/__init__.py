@@ -6,8 +6,12 @@ The command table :data:`COMMAND_MODULES` lists one small module per command gro
 code it calls when it runs. Option values are converted and range-checked by the ``type=``
 helpers in :mod:`spicecross.cli.args`; everything else is left to the library's own validation.
 
-Errors the user can fix (bad option values, missing files, a missing simulator, no
-convergence) become one line ``spicecross <command>: error: ...`` and exit status 2.
+Exit status (every command): 0 success; 1 the command ran but recorded failures (``solve``:
+netlists the simulator could not solve, ``golden check``: cases that differ; the count is
+printed); 2 a usage error: a bad option value, a missing, unreadable or corrupt input file, an
+output path that cannot be written, an untrusted netlist, a missing simulator, no convergence.
+A usage error is one line ``spicecross <command>: error: ...`` (:class:`spicecross.errors.
+UserError`, OSError, ValueError, MemoryError), never a traceback; 130 after Ctrl-C.
 
 To add a command: write ``spicecross/cli/<group>.py`` with ``register(sub)`` calling
 ``sub.add_parser(...)`` and ``p.set_defaults(func=handler)`` (library imports inside the
@@ -19,6 +23,7 @@ import argparse
 import importlib
 import sys
 
+from ..errors import UserError
 from .args import ArgumentParser, UsageError
 
 # Command groups (modules of this package) in the order ``spicecross --help`` lists them.
@@ -36,10 +41,6 @@ COMMAND_MODULES = (
 )
 
 __all__ = ["COMMAND_MODULES", "UserError", "build_parser", "main"]
-
-
-class UserError(Exception):
-    """An error caused by the user's input or environment: printed as one line, exit 2."""
 
 
 # Failures of the outside world (simulator missing or failing, no convergence): one line too.
@@ -67,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or exc.__class__.__name__
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -76,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError, *_expected_runtime_errors()) as exc:
-        print(f"spicecross {args.command}: error: {exc}", file=sys.stderr)
+    except (UserError, ValueError, OSError, *_expected_runtime_errors()) as exc:
+        print(f"spicecross {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"spicecross {args.command}: error: out of memory; use smaller sizes",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"spicecross {args.command}: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from pathlib import Path
 from typing import Callable, Sequence
@@ -81,21 +82,28 @@ positive_int = integer(1)
 
 
 def existing_file(text: str) -> str:
-    """The path of an existing file (kept as the text given)."""
+    """The path of an existing, readable file (kept as the text given)."""
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"{text!r}: file not found")
+    if not os.access(text, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: file not readable")
     return text
 
 
 def tile_size(text: str) -> tuple[int, int]:
-    """``ROWSxCOLS`` → (rows, cols)."""
+    """``ROWSxCOLS`` → (rows, cols), at most :func:`~spicecross.circuit.tile.max_tile_cells`."""
+    from ..circuit.tile import check_tile_size
     from ..nn.tiles import parse_tile
 
     try:
-        return parse_tile(text)
+        rows, cols = parse_tile(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected ROWSxCOLS with positive integers, "
                                          "e.g. 64x64") from None
+    try:
+        return check_tile_size(rows, cols)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def comma_list(choices: Sequence[str], what: str = "item") -> Callable[[str], list[str]]:

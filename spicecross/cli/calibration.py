@@ -18,6 +18,7 @@ def _cmd_calibrate_from_model(args: argparse.Namespace) -> int:
     from ..calibration.from_model import calibrate_from_model
     from ..surrogate.config import AnalogConfig
 
+    _check_outputs(args)
     rows, cols = args.tile
     spec = tile_spec_from_args(args, rows=rows, cols=cols)
     config = AnalogConfig.build(tile=spec, v_read_v=args.v_read, read_scheme=args.read_scheme,
@@ -52,6 +53,15 @@ def _cmd_calibrate_from_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unwritable --out / --plots before any SPICE run."""
+    from ..store import check_output_dir, check_output_path
+
+    check_output_path(args.out, "--out")
+    if args.from_model is None:
+        check_output_dir(args.plots, "--plots")
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from ..calibration.calibrate import calibrate
     from ..calibration.plots import ir_drop_map, parity_plot
@@ -59,6 +69,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.from_model is not None:
         return _cmd_calibrate_from_model(args)
+    _check_outputs(args)
+    if args.g_min is not None and args.g_max is not None and args.g_min > args.g_max:
+        raise ValueError(f"--g-min {args.g_min!r} is above --g-max {args.g_max!r}")
     if args.v_read is None:
         args.v_read = 0.2
     spec = tile_spec_from_args(args)
@@ -119,13 +132,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--v-read", type=finite_float(0.0, lo_open=True), default=None, metavar="V",
                    help="highest read voltage (V); default 0.2, with --from-model the network's "
                         "full-scale read voltage (0.4 × the switching threshold)")
-    p.add_argument("--g-min", type=finite_float(), default=None, metavar="S",
+    p.add_argument("--g-min", type=finite_float(0.0, lo_open=True), default=None, metavar="S",
                    help="lowest conductance (S), default 1/R_off of the device set (pt_hf_ti: 1/2500)")
-    p.add_argument("--g-max", type=finite_float(), default=None, metavar="S",
+    p.add_argument("--g-max", type=finite_float(0.0, lo_open=True), default=None, metavar="S",
                    help="highest conductance (S), default 1/R_on of the device set (pt_hf_ti: 1/100)")
     p.add_argument("--seed", type=integer(), default=0)
     p.add_argument("--simulator", choices=BACKENDS, default="auto")
-    p.add_argument("--jobs", type=integer(), default=None, help="parallel workers (default: cores)")
+    p.add_argument("--jobs", type=integer(1, 1024), default=None, help="parallel workers (default: cores)")
     p.add_argument("--backend", choices=PARALLEL_BACKENDS, default="loky", help="joblib backend")
     p.add_argument("--scheduler", metavar="ADDRESS", help="running dask scheduler (or ray address)")
     p.add_argument("--out", default="calibration.h5", metavar="FILE")

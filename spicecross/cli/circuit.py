@@ -56,7 +56,17 @@ def load_array(path: str, what: str):
         arr = np.load(p, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
         raise ValueError(f"{what} file {p} is not a .npy array ({exc.__class__.__name__})") from exc
-    return np.asarray(arr, dtype=np.float64)
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{what} file {p} holds several arrays (.npz); give one .npy array")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{what} file {p} holds complex numbers; give real values")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{what} file {p} holds {arr.dtype} values, not numbers")
+    arr = np.asarray(arr, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{what} file {p} holds non-finite values "
+                         f"({arr[~np.isfinite(arr)].ravel()[0]!r})")
+    return arr
 
 
 def random_tile(rows: int, cols: int, g_min_s: float, g_max_s: float, v_max_v: float, seed: int):
@@ -64,14 +74,19 @@ def random_tile(rows: int, cols: int, g_min_s: float, g_max_s: float, v_max_v: f
     import numpy as np
 
     if not 0 <= g_min_s <= g_max_s:
-        raise ValueError(f"need 0 ≤ g_min ≤ g_max, got g_min={g_min_s!r} g_max={g_max_s!r}")
+        raise ValueError(f"need 0 ≤ --g-min ≤ --g-max, got --g-min {g_min_s!r} --g-max {g_max_s!r}")
+    if not 0 <= v_max_v:
+        raise ValueError(f"--v-max must be ≥ 0 V, got {v_max_v!r}")
     rng = np.random.default_rng(seed)
     return rng.uniform(g_min_s, g_max_s, (rows, cols)), rng.uniform(0.0, v_max_v, rows)
 
 
 def _cmd_netlist(args: argparse.Namespace) -> int:
-    from ..circuit.netlist import write_netlist
+    from ..spice.simulators import get_simulator
+    from ..store import check_output_path, write_text_atomic
 
+    if args.out:
+        check_output_path(args.out, "--out")
     g = load_array(args.conductances, "--conductances") if args.conductances else None
     v = load_array(args.inputs, "--inputs") if args.inputs else None
     rows = args.rows if args.rows is not None else (g.shape[0] if g is not None and g.ndim == 2 else None)
@@ -83,7 +98,8 @@ def _cmd_netlist(args: argparse.Namespace) -> int:
         v = v_r if v is None else v
     out = Path(args.out) if args.out else Path(f"tile_{spec.rows}x{spec.cols}_{spec.cell}"
                                                   f"{'.sim' if args.simulator == 'vacask' else '.cir'}")
-    write_netlist(out, spec, g, v, args.simulator)
+    check_output_path(out, "--out")
+    write_text_atomic(out, get_simulator(args.simulator).emit(spec, g, v))
     print(out)
     return 0
 
@@ -96,11 +112,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conductances", type=existing_file, metavar="G.npy",
                    help="conductance map in S, shape (rows, cols)")
     p.add_argument("--inputs", type=existing_file, metavar="V.npy", help="input voltages in V, shape (rows,)")
-    p.add_argument("--g-min", type=finite_float(), default=1 / 2500, metavar="S",
+    p.add_argument("--g-min", type=finite_float(0.0), default=1 / 2500, metavar="S",
                    help="random tiles: lowest G (S)")
-    p.add_argument("--g-max", type=finite_float(), default=1 / 100, metavar="S",
+    p.add_argument("--g-max", type=finite_float(0.0), default=1 / 100, metavar="S",
                    help="random tiles: highest G (S)")
-    p.add_argument("--v-max", type=finite_float(), default=0.2, metavar="V",
+    p.add_argument("--v-max", type=finite_float(0.0), default=0.2, metavar="V",
                    help="random tiles: highest input (V)")
     p.add_argument("--seed", type=integer(), default=0)
     p.add_argument("--simulator", choices=SIMULATORS, default="ngspice")

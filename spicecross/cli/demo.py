@@ -9,7 +9,9 @@ from .args import positive_int
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from ..store import check_output_dir
 
+    check_output_dir(args.out, "--out")
     run_demo(Path(args.out), args.data, args.limit)
     return 0
 

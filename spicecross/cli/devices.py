@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
 from ..devices.iv import FORMS
 from ..devices.vteam import PARAMETER_SETS
 from .args import comma_list, finite_float, integer
@@ -31,9 +29,12 @@ def _parse_x0(text: str, params) -> float:
 def _cmd_iv(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..devices.iv import plot_iv, rms_difference_pct, run_forms
+    from ..devices.iv import check_iv_size, plot_iv, rms_difference_pct, run_forms
     from ..devices.vteam import SineDrive, full_switching_frequency_hz, get_parameter_set
+    from ..store import check_output_path
 
+    out = check_output_path(args.out, "--out")
+    check_iv_size(args.cycles, args.points_per_cycle, args.forms)
     params = get_parameter_set(args.set)
     forms = args.forms
     frequency = (full_switching_frequency_hz(params, args.amplitude) if args.frequency is None
@@ -44,7 +45,6 @@ def _cmd_iv(args: argparse.Namespace) -> int:
     results = run_forms(params, drive, t_stop, x0, forms, args.points_per_cycle)
     t_ref, _, i_ref, x_ref = results["reference"]
     shown = {f: results[f] for f in FORMS if f in results and (f in forms or f == "reference")}
-    out = Path(args.out)
     plot_iv(shown, params, args.set, drive, out)
     summary = {
         "set": args.set, "amplitude_v": drive.amplitude_v, "frequency_hz": drive.frequency_hz,
@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "a value in metres")
     iv.add_argument("--forms", type=comma_list(FORMS, "form"), default=",".join(FORMS),
                     help=f"comma-separated subset of {','.join(FORMS)} (default all)")
-    iv.add_argument("--points-per-cycle", type=integer(50), default=4000,
+    iv.add_argument("--points-per-cycle", type=integer(50, 1_000_000), default=4000,
                     help="reference output grid points per period (default 4000)")
     iv.add_argument("--out", default="iv.png", help="PNG to write (default iv.png)")
     iv.set_defaults(func=_cmd_iv)

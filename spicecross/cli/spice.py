@@ -13,10 +13,12 @@ def _cmd_solve(args: argparse.Namespace) -> int:
 
     from ..spice.simulators import SimulatorMissing
     from ..spice.solve import default_cache_dir, solve_files
-    from ..store import atomic_h5, provenance, write_group
+    from ..store import atomic_h5, check_output_path, provenance, write_group
 
+    if args.out:
+        check_output_path(args.out, "--out")
     try:
-        results = solve_files(args.paths, n_jobs=args.jobs,
+        results = solve_files(args.paths, n_jobs=args.jobs, trust=args.trust_netlist,
                               cache_dir=None if args.no_cache else default_cache_dir())
     except SimulatorMissing as exc:
         raise ValueError(str(exc)) from exc
@@ -43,16 +45,26 @@ def _cmd_solve(args: argparse.Namespace) -> int:
                 print("  sense currents (A): " + " ".join(f"{x:.6e}" for x in r.sense_currents_a))
     for r in failures:
         print(f"spicecross solve: {r.label}: {r.error}", file=sys.stderr)
-    return min(len(failures), 100)
+    if failures:
+        print(f"spicecross solve: {len(failures)} of {len(results)} netlist(s) failed",
+              file=sys.stderr)
+    return 1 if failures else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("solve", help="solve netlists (.cir with ngspice, .sim with VACASK)",
                        description="Solve netlist files in parallel with a content-hash cache. "
-                                   "Exit status: the number of files that failed.")
+                                   "Netlists that run commands (.control, shell, postprocess, "
+                                   ".include) are refused unless --trust-netlist is given.",
+                       epilog="Exit status: 0 all solved; 1 some failed (their count is "
+                              "printed); 2 usage error (bad option, unreadable or untrusted "
+                              "netlist, unwritable --out).")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--out", metavar="results.h5", help="write currents, node voltages and provenance")
     p.add_argument("--json", action="store_true", help='print {"sense_currents": [...]} (A) per file')
-    p.add_argument("--jobs", type=integer(), default=None, help="parallel workers (default: cores)")
+    p.add_argument("--jobs", type=integer(1, 1024), default=None, help="parallel workers (default: cores)")
     p.add_argument("--no-cache", action="store_true", help="always run the simulator")
+    p.add_argument("--trust-netlist", action="store_true",
+                   help="run netlists with control/postprocess blocks, shell commands or "
+                        "includes (only for files you trust: they can run any command)")
     p.set_defaults(func=_cmd_solve)

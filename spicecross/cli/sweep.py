@@ -11,7 +11,12 @@ from .infer import add_config_options
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from ..experiments.sweeps import PRESETS, run_sweep
+    from ..store import check_output_path
     from .infer import config_from_args
+
+    check_output_path(args.out, "--out")
+    if args.plot:
+        check_output_path(args.plot, "--plot")
 
     if args.preset not in PRESETS:
         raise ValueError(f"bad sweep {args.preset!r}: expected one of {', '.join(PRESETS)}")

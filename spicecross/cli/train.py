@@ -14,6 +14,9 @@ from .args import finite_float, integer, positive_int
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..nn.datasets import default_data_root
     from ..nn.train import train_model
+    from ..store import check_output_path
+
+    check_output_path(args.out, "--out")
 
     data = args.data if args.data is not None else default_data_root()
     if data is None:
@@ -52,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=2, help="training epochs (default 2)")
     p.add_argument("--seed", type=integer(), default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="batch size (default 128)")
-    p.add_argument("--lr", type=finite_float(), default=None, help="Adam learning rate (default 2e-3)")
+    p.add_argument("--lr", type=finite_float(0.0, 10.0, lo_open=True), default=None,
+                   help="Adam learning rate (default 2e-3)")
     p.add_argument("--out", required=True, metavar="FILE", help="checkpoint file to write (.pt)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="use only the first N train and N test samples (quick runs)")

@@ -8,10 +8,33 @@ import numpy as np
 
 from .vteam import SineDrive, VTEAMParams, simulate_sine
 
-__all__ = ["FORMS", "rms_difference_pct", "run_forms", "plot_iv"]
+__all__ = ["FORMS", "MAX_IV_POINTS", "check_iv_size", "rms_difference_pct", "run_forms",
+           "plot_iv"]
 
 #: The three forms of a device model, in the order they are shown.
 FORMS = ("reference", "ngspice", "vacask")
+
+#: Most time points of one I–V run (the reference grid, and the SPICE forms' steps at 4000 per
+#: period): each point holds t, v, i, x in float64 in every form plus the simulators' raw
+#: files, so 2e6 points need about half a GB; more is minutes of work for an unreadable plot.
+MAX_IV_POINTS = 2_000_000
+_SPICE_STEPS_PER_PERIOD = 4000      # transient.default_max_step_s
+
+
+def check_iv_size(cycles: float, points_per_cycle: int, forms: list[str]) -> int:
+    """The reference grid's number of points; ValueError naming the sizes when the run would
+    exceed :data:`MAX_IV_POINTS` (in the reference or the SPICE forms)."""
+    if not (np.isfinite(cycles) and cycles > 0):
+        raise ValueError(f"cycles must be a finite number > 0, got {cycles!r}")
+    if not (isinstance(points_per_cycle, (int, np.integer)) and points_per_cycle >= 1):
+        raise ValueError(f"points_per_cycle must be a positive integer, got {points_per_cycle!r}")
+    spice = bool(set(forms) - {"reference"})
+    per_cycle = max(points_per_cycle, _SPICE_STEPS_PER_PERIOD if spice else 0)
+    if cycles * per_cycle > MAX_IV_POINTS:
+        raise ValueError(f"{cycles:g} cycles × {per_cycle} points per cycle is more than "
+                         f"{MAX_IV_POINTS:g} time points; use fewer --cycles (or "
+                         "--points-per-cycle)")
+    return int(round(cycles * points_per_cycle)) + 1
 
 
 def rms_difference_pct(t_ref: np.ndarray, i_ref: np.ndarray, t: np.ndarray, i: np.ndarray) -> float:
@@ -28,7 +51,7 @@ def run_forms(params: VTEAMParams, drive: SineDrive, t_stop_s: float, x0_m: floa
     from .behavioural import run_ngspice_transient
     from .verilog_a import run_vacask_transient
 
-    n_points = int(round(t_stop_s * drive.frequency_hz * points_per_cycle)) + 1
+    n_points = check_iv_size(t_stop_s * drive.frequency_hz, points_per_cycle, forms)
     out = {"reference": simulate_sine(params, drive, t_stop_s, x0_m, n_points=max(n_points, 201))}
     if "ngspice" in forms:
         out["ngspice"] = run_ngspice_transient(params, t_stop_s, drive, x0_m)
@@ -48,7 +71,7 @@ def _si(value: float) -> str:
 def plot_iv(results: dict[str, tuple], params: VTEAMParams, set_name: str, drive: SineDrive,
             out: Path) -> None:
     """I–V loops and the state over time of each form in ``results`` (from :func:`run_forms`),
-    written as a PNG to ``out``."""
+    written as a PNG to ``out`` exactly (atomically, whatever its suffix)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -77,5 +100,7 @@ def plot_iv(results: dict[str, tuple], params: VTEAMParams, set_name: str, drive
     for ax in (ax_iv, ax_x):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    from ..store import atomic_path
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")

@@ -41,6 +41,7 @@ import numpy as np
 from ..spice.simulators import DEFAULT_CHECK_BACKEND
 from ..surrogate.config import AnalogConfig
 from ..surrogate.nonidealities import ENDURANCE_MODELS
+from ..errors import unreadable
 from ..store import atomic_h5, provenance, read_attrs
 from .presets import PRESET_NAMES
 
@@ -107,14 +108,20 @@ def preset_points(preset: str) -> list[SweepPoint]:
 
 
 def read_sweep(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """Root attributes and ``{key: point attributes}`` of a sweep file."""
-    with h5py.File(path, "r") as f:
-        root = read_attrs(f)
-        pts = {}
-        if "points" in f:
-            for name in f["points"]:
-                a = read_attrs(f["points"][name])
-                pts[a["key"]] = a
+    """Root attributes and ``{key: point attributes}`` of a sweep file (UserError naming the
+    file when it is corrupt or not a sweep file)."""
+    try:
+        with h5py.File(path, "r") as f:
+            root = read_attrs(f)
+            pts = {}
+            if "points" in f:
+                for name in f["points"]:
+                    a = read_attrs(f["points"][name])
+                    pts[a["key"]] = a
+    except FileNotFoundError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise unreadable(path, "sweep file", exc) from None
     return root, pts
 
 

@@ -15,7 +15,9 @@ reads, so a data directory prepared for torchvision works here unchanged::
 Images come back as float32 tensors ``(N, C, H, W)`` scaled to [0, 1] and normalised with the
 per-channel mean/std in :data:`NORMALIZE` (the values training uses); labels as int64.
 
-Note: the CIFAR files are Python pickles, as torchvision's are; only load data you trust.
+The CIFAR files are Python pickles, as torchvision's are. They are read with a restricted
+unpickler (:func:`load_cifar_pickle`) that builds only dicts, lists, strings, numbers and numpy
+arrays, the CIFAR layout, so a crafted file cannot run code: anything else is refused.
 
 A small bundled sample (the first 1000 MNIST test images, ``spicecross/data/mnist_sample.npz``)
 is available through :func:`load_mnist_sample` for demos and tests on machines without data.
@@ -47,6 +49,7 @@ __all__ = [
     "read_idx",
     "read_mnist_raw",
     "read_cifar_raw",
+    "load_cifar_pickle",
     "load_dataset",
     "load_mnist_sample",
     "sample_path",
@@ -216,12 +219,43 @@ def read_mnist_raw(root: str | Path, train: bool) -> tuple[np.ndarray, np.ndarra
     return images, labels
 
 
-def _load_pickle(path: Path) -> dict[Any, Any]:
-    with open(path, "rb") as f:
-        obj = pickle.load(f, encoding="bytes")
+# The only globals a CIFAR pickle needs: numpy's array reconstruction (numpy 1 and 2 module
+# names) and the bytes codec of protocol-2 pickles written by Python 3. None of them runs code
+# the file chooses.
+_CIFAR_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only the CIFAR layout; any other class or function is an UnpicklingError."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused {module}.{name}: a CIFAR file holds only "
+                                     "dicts, lists and numpy arrays")
+
+
+def load_cifar_pickle(path: str | Path) -> dict[Any, Any]:
+    """One CIFAR batch file through the restricted unpickler: a dict; ValueError naming the
+    file when it holds anything else (or is corrupt)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            obj = _CifarUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, MemoryError) as exc:
+        raise ValueError(f"{path}: not a CIFAR batch file ({exc.__class__.__name__}: "
+                         f"{exc})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
     return obj
+
+
+_load_pickle = load_cifar_pickle
 
 
 def read_cifar_raw(name: str, root: str | Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -250,10 +284,16 @@ def read_cifar_raw(name: str, root: str | Path, train: bool) -> tuple[np.ndarray
         entry = _load_pickle(path)
         if b"data" not in entry or label_key not in entry:
             raise ValueError(f"{path}: pickle lacks the keys b'data' and {label_key!r}")
-        data = np.asarray(entry[b"data"], dtype=np.uint8)
+        data = entry[b"data"]
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8):
+            raise ValueError(f"{path}: b'data' must be an N×3072 uint8 array, got "
+                             f"{type(data).__name__} {getattr(data, 'dtype', '')}".rstrip())
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise ValueError(f"{path}: b'data' must be N×3072 uint8, got shape {data.shape}")
-        labels = np.asarray(entry[label_key], dtype=np.int64).reshape(-1)
+        try:
+            labels = np.asarray(entry[label_key], dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{path}: {label_key!r} must be a list of integer labels") from None
         if labels.shape[0] != data.shape[0]:
             raise ValueError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels")
         xs.append(data.reshape(-1, 3, 32, 32))

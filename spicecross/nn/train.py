@@ -13,6 +13,7 @@ The shipped ``spicecross/data/mnist_cnn.pt`` was produced with
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from importlib import resources
@@ -25,8 +26,10 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
+from spicecross.errors import UserError, unreadable
 from spicecross.nn.datasets import load_dataset
 from spicecross.nn.models import build_model
+from spicecross.store import atomic_path, check_output_path
 from spicecross.threads import limited_threads, threads_for
 
 __all__ = [
@@ -122,8 +125,10 @@ def train_model(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise UserError(f"lr must be a finite learning rate > 0, got {lr!r}")
+    if out_path is not None:
+        check_output_path(out_path, "checkpoint path")
     threads = threads_for() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
@@ -181,14 +186,18 @@ def train_model(
         "seconds": float(seconds),
         "out": None,
     }
+    bad = [k for k, v in model.state_dict().items() if not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"training diverged: non-finite weights in {bad[0]} (lr {lr:g} too "
+                        "large?); no checkpoint written")
     if out_path is not None:
         out = Path(out_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
         checkpoint = {k: v for k, v in summary.items() if k not in ("out",)}
         checkpoint.update(format=CHECKPOINT_FORMAT, torch_version=str(torch.__version__),
                           augment=bool(augment), limit=limit,
                           state_dict={k: v.detach().clone() for k, v in model.state_dict().items()})
-        torch.save(checkpoint, out)
+        with atomic_path(out) as tmp:
+            torch.save(checkpoint, tmp)
         summary["out"] = str(out)
     return summary
 
@@ -202,11 +211,17 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:   # weights_only: tensors and plain containers only, never code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError (zip), EOFError, …
+        raise unreadable(path, "checkpoint", exc) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path}: not a spicecross checkpoint (needs keys 'model', 'state_dict')")
+        raise UserError(f"{path}: not a spicecross checkpoint (needs keys 'model', 'state_dict')")
     model = build_model(ckpt["model"])
-    model.load_state_dict(ckpt["state_dict"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise unreadable(path, f"{ckpt['model']} checkpoint", exc) from None
     model.eval()
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return model, meta

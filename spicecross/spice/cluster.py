@@ -4,13 +4,44 @@
 ``dask.distributed`` scheduler's workers (each needs spicecross and ngspice installed); without
 it a ``LocalCluster`` of ``n_jobs`` worker processes is started for the call. ``ray``: joblib's
 ray backend, connecting to ``scheduler`` (a ray address) or starting ray locally.
+
+Local worker processes end with their parent: every job calls :func:`exit_with_parent` with
+the submitting process's id, which (in a direct child only) starts a watchdog thread that ends
+the worker within a second of the parent's death, even after ``kill -9`` (loky would otherwise
+keep idle workers for minutes).
 """
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
+import time
 from typing import Iterator
 
 PARALLEL_BACKENDS = ("loky", "threading", "dask", "ray")
+
+_watched: set[int] = set()
+_watch_lock = threading.Lock()
+
+
+def _watch(parent: int, interval_s: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os._exit(1)   # the parent is gone (reparented): nobody will collect this worker's results
+
+
+def exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> bool:
+    """In a worker process whose parent is ``parent_pid``, start (once) a daemon thread that
+    ends this process when the parent dies. Does nothing in the parent itself (threads) or in
+    processes that are not its direct children (dask nannies, ray). True if watching."""
+    if os.getpid() == parent_pid or os.getppid() != parent_pid:
+        return False
+    with _watch_lock:
+        if parent_pid not in _watched:
+            _watched.add(parent_pid)
+            threading.Thread(target=_watch, args=(parent_pid, interval_s), daemon=True,
+                             name="spicecross-parent-watch").start()
+    return True
 
 
 @contextlib.contextmanager

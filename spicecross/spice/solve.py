@@ -12,6 +12,7 @@ point per vector, :meth:`Simulator.emit_reads`), equal to one ``.op`` per vector
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,8 +23,12 @@ import numpy as np
 
 from ..circuit.netlist import netlist_hash
 from ..circuit.tile import TileSpec
+from ..errors import UserError
+from ..store import atomic_path
 from .simulators import (NGSPICE, SIMULATOR_NAMES, VACASK, SimulationError, Simulator,
                          get_simulator, simulator_for_path)
+from .cluster import exit_with_parent
+from .untrusted import check_currents, check_trusted
 
 BACKENDS = ("auto", *SIMULATOR_NAMES)
 AUTO_NGSPICE_MAX_CELLS = 12 * 12
@@ -81,27 +86,34 @@ def choose_backend(spec: TileSpec, backend: str | Simulator = "auto") -> str:
 
 
 def _cache_path(cache_dir: Path, key: str) -> Path:
-    return cache_dir / key[:2] / f"{key}.npz"
+    """``<cache>/<first two hex digits of the hash>/<key>.npz`` (keys are
+    ``<simulator>[-reads]-<sha256>``: sharding by the hash spreads them over 256 folders)."""
+    return cache_dir / key.rsplit("-", 1)[-1][:2] / f"{key}.npz"
 
 
 def _load_cached(path: Path) -> tuple[np.ndarray, dict[str, float], dict[str, str]] | None:
+    """A cache entry, or None when there is none. An entry that cannot be read (truncated,
+    corrupt, wrong keys, non-physical values) is deleted, so the netlist is solved again."""
+    if not path.is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as z:
             names = [str(n) for n in z["node_names"]]
-            return (z["sense_currents_a"].copy(), dict(zip(names, z["node_voltages_v"].tolist())),
+            cur = check_currents(z["sense_currents_a"].copy(), "cache")
+            return (cur, dict(zip(names, z["node_voltages_v"].tolist())),
                     {"simulator": str(z["simulator"]), "version": str(z["version"])})
-    except (OSError, KeyError, ValueError):
+    except Exception:  # noqa: BLE001 - any unreadable entry (BadZipFile, EOFError, …) is dropped
+        with contextlib.suppress(OSError):
+            path.unlink()
         return None
 
 
 def _store_cached(path: Path, currents: np.ndarray, nodes: dict[str, float], simulator: str,
                   version: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, sense_currents_a=currents, node_names=np.array(list(nodes), dtype=str),
-             node_voltages_v=np.array(list(nodes.values()), dtype=np.float64),
-             simulator=simulator, version=version)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, sense_currents_a=currents, node_names=np.array(list(nodes), dtype=str),
+                 node_voltages_v=np.array(list(nodes.values()), dtype=np.float64),
+                 simulator=simulator, version=version)
 
 
 def solve_text(text: str, simulator: str | Simulator, cache_dir: Path | None = None,
@@ -153,7 +165,8 @@ def _resolve_cache_dir(cache_dir: Path | None | str) -> Path | None:
 
 
 def _solve_job(job: tuple) -> SolveResult:
-    spec, g, v, sim, cdir = job
+    spec, g, v, sim, cdir, parent = job
+    exit_with_parent(parent)
     return solve_tile(spec, g, v, sim, cdir)
 
 
@@ -176,7 +189,8 @@ def solve_many(spec: TileSpec | Sequence[TileSpec], conductances: Iterable[np.nd
     if len(specs) != len(gs):
         raise ValueError(f"got {len(specs)} TileSpecs for {len(gs)} reads")
     cdir = _resolve_cache_dir(cache_dir)
-    jobs = [(s, g, v, choose_backend(s, backend), cdir) for s, g, v in zip(specs, gs, vs)]
+    jobs = [(s, g, v, choose_backend(s, backend), cdir, os.getpid())
+            for s, g, v in zip(specs, gs, vs)]
     return _run_parallel(_solve_job, jobs, n_jobs, parallel_backend, scheduler, progress, desc)
 
 
@@ -198,22 +212,49 @@ def _run_parallel(fn, jobs: list, n_jobs: int | None, parallel_backend: str,
         return list(tqdm(gen, total=len(jobs), desc=desc, disable=not progress))
 
 
+def read_netlist(path: str | Path) -> str:
+    """A netlist file's text: UTF-8, or Latin-1 when it is not valid UTF-8 (comments with µ or
+    Ω written by older tools; ngspice reads such files as bytes). UserError naming the file
+    when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"netlist not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"netlist {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if b"\0" in data:
+        raise UserError(f"netlist {str(path)!r} is a binary file, not a netlist")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def solve_files(paths: Sequence[str | Path], n_jobs: int | None = None,
-                cache_dir: Path | None | str = "default", progress: bool = True) -> list[SolveResult]:
-    """Solve netlist files as written (``.cir`` → ngspice, ``.sim`` → VACASK)."""
+                cache_dir: Path | None | str = "default", progress: bool = True,
+                trust: bool = False) -> list[SolveResult]:
+    """Solve netlist files as written (``.cir`` → ngspice, ``.sim`` → VACASK), in threads (the
+    work is in the simulator processes, which end with this one).
+
+    Every file is read and, unless ``trust``, checked to be inert
+    (:func:`~spicecross.spice.untrusted.unsafe_line`) before any simulator runs: a netlist with
+    ``.control`` blocks, ``shell`` or ``postprocess`` lines raises UserError naming the line.
+    """
     from joblib import Parallel, delayed
 
     cdir = _resolve_cache_dir(cache_dir)
     jobs = []
     for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise FileNotFoundError(f"netlist not found: {path}")
-        jobs.append((path.read_text(), simulator_for_path(path).name, cdir, str(path)))
+        text = read_netlist(p)
+        sim = simulator_for_path(p).name
+        if not trust:
+            check_trusted(text, sim, str(p))
+        jobs.append((text, sim, cdir, str(p)))
     n_jobs = min(n_jobs or os.cpu_count() or 1, max(len(jobs), 1))
     if n_jobs == 1:
         return [solve_text(*j) for j in jobs]
-    return Parallel(n_jobs=n_jobs)(delayed(solve_text)(*j) for j in jobs)
+    return Parallel(n_jobs=n_jobs, backend="threading")(delayed(solve_text)(*j) for j in jobs)
 
 
 # -- many reads of one programmed tile per simulator run ---------------------------------------
@@ -267,7 +308,8 @@ def solve_reads_text(text: str, n: int, simulator: str | Simulator,
 
 
 def _reads_chunk_job(job: tuple) -> ReadsResult:
-    spec, g, v, sim_name, cdir = job
+    spec, g, v, sim_name, cdir, parent = job
+    exit_with_parent(parent)
     sim = get_simulator(sim_name)
     res = solve_reads_text(sim.emit_reads(spec, g, v), len(v), sim, cdir)
     if res.ok and res.currents_a.shape != (len(v), spec.cols):
@@ -291,7 +333,7 @@ def _reads_jobs(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray, sim: Sim
                 cdir: Path | None, chunk: int) -> list[tuple]:
     g = spec.check_conductances(g_s)
     v = np.atleast_2d(spec.check_inputs(v_batch_v, "input batch"))
-    return [(spec, g, v[a:b], sim.name, cdir) for a, b in _chunk_bounds(len(v), chunk)]
+    return [(spec, g, v[a:b], sim.name, cdir, os.getpid()) for a, b in _chunk_bounds(len(v), chunk)]
 
 
 def _merge_reads(spec: TileSpec, jobs: list[tuple], parts: list[ReadsResult],
@@ -299,7 +341,7 @@ def _merge_reads(spec: TileSpec, jobs: list[tuple], parts: list[ReadsResult],
     if not parts:
         return ReadsResult(np.empty((0, spec.cols)), True, "", sim.name, sim.version())
     rows, errors, start = [], [], 0
-    for (_, _, v, _, _), res in zip(jobs, parts):
+    for (_, _, v, *_), res in zip(jobs, parts):
         rows.append(res.currents_a if res.ok else np.full((len(v), spec.cols), np.nan))
         if not res.ok:
             errors.append(f"vectors {start}–{start + len(v) - 1}: {res.error}")

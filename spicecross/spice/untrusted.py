@@ -1,0 +1,82 @@
+"""Untrusted netlists: what makes a netlist more than a circuit to solve.
+
+A SPICE netlist is a program. ngspice's ``.control`` blocks run ``shell`` commands and write
+files, ``.include`` pulls in other files that may hold such blocks, OSDI and code models load
+shared libraries; VACASK's ``postprocess`` runs a Python script. ``spicecross solve`` checks
+every file with :func:`unsafe_line` before any simulator starts and refuses it (naming the
+line) unless the user passes ``--trust-netlist``. The emitters in ``circuit/`` never write such
+lines (VACASK's own ``control`` block of options, saves and analyses is allowed).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as _np
+
+__all__ = ["MAX_PHYSICAL_CURRENT_A", "check_currents", "check_trusted", "unsafe_line"]
+
+#: Largest sense current (A) a result may report; beyond it (or NaN/inf) the run is a failure.
+#: A tile read cannot approach it (10⁴ rows at 10 V through 1 S cells is 10⁵ A), while the
+#: answers of a simulator that lost the circuit (ngspice's −1e12 A after a singular matrix)
+#: lie far above it.
+MAX_PHYSICAL_CURRENT_A = 1e6
+
+
+def _simulation_error(message: str) -> Exception:
+    from .simulators import SimulationError
+
+    return SimulationError(message)
+
+
+def check_currents(currents: _np.ndarray, label: str) -> _np.ndarray:
+    """``currents`` if every value is finite and at most :data:`MAX_PHYSICAL_CURRENT_A` in
+    size, else :class:`~spicecross.spice.simulators.SimulationError` naming the worst value."""
+    arr = _np.asarray(currents, dtype=_np.float64)
+    bad = ~_np.isfinite(arr) | (_np.abs(_np.nan_to_num(arr, nan=_np.inf)) > MAX_PHYSICAL_CURRENT_A)
+    if _np.any(bad):
+        raise _simulation_error(f"{label}: non-physical sense current {arr[bad].ravel()[0]:g} A "
+                                f"(limit {MAX_PHYSICAL_CURRENT_A:g} A): no valid operating point")
+    return arr
+
+
+# Netlist lines that make a simulator do more than solve the circuit: run shell commands or
+# scripts, load code, or pull in other files that could. ``solve`` refuses them unless trusted.
+_NGSPICE_UNSAFE = re.compile(
+    r"^\s*(\.control|\.exec|\.include|\.inc|\.lib|shell|exec)\b", re.I)
+_VACASK_UNSAFE = re.compile(r"^\s*(postprocess|embed|include|exec|shell|system)\b", re.I)
+_VACASK_LOAD = re.compile(r"""^\s*load\s+["']?([^"'\s]+)""", re.I)
+
+
+def unsafe_line(text: str, simulator: str) -> tuple[int, str] | None:
+    """The first line (1-based number, text) of a netlist that would make ``simulator`` run
+    commands, scripts or code, or read other files, instead of only solving the circuit
+    (``simulator`` 'ngspice' or 'vacask'): ngspice ``.control``/``.exec`` blocks (the only
+    place its commands run: ``shell``, ``pre_osdi``, ``write``…), ``shell``/``exec`` lines,
+    ``.include``/``.lib``; VACASK ``postprocess``, ``embed``, ``include`` and ``load`` of a
+    module outside its own library (an absolute path or one with ``..``). None when the
+    netlist is inert."""
+    if simulator not in ("ngspice", "vacask"):
+        raise ValueError(f"unknown simulator {simulator!r}")
+    for k, line in enumerate(text.splitlines(), 1):
+        if simulator == "ngspice":
+            bad = _NGSPICE_UNSAFE.match(line)
+        else:
+            bad = _VACASK_UNSAFE.match(line)
+            load = _VACASK_LOAD.match(line)
+            if load and (load.group(1).startswith(("/", "~", "\\")) or ".." in load.group(1)):
+                bad = load
+        if bad:
+            return k, line.strip()
+    return None
+
+
+def check_trusted(text: str, simulator: str, label: str) -> None:
+    """:class:`~spicecross.errors.UserError` naming the file, line number and line when
+    :func:`unsafe_line` finds one."""
+    from ..errors import UserError
+
+    bad = unsafe_line(text, simulator)
+    if bad is not None:
+        raise UserError(f"{label}:{bad[0]}: refusing to run {bad[1]!r} from an untrusted "
+                        f"netlist (it makes {simulator} run commands or read other files); "
+                        "pass --trust-netlist if you trust this file")
