@@ -33,6 +33,7 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
     """Run the five steps into ``out_dir``; ``data`` is a dataset root (see the module doc),
     ``limit`` caps the MNIST test images. Returns the summary also written to summary.json."""
     from .calibration import calibrate
+    from .store import write_text_atomic
     from .calibration.plots import ir_drop_map, parity_plot
     from .circuit.netlist import write_netlist
     from .circuit.tile import TileSpec
@@ -124,7 +125,7 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
     w = max(len(r[0]) for r in rows)
     print("\n".join(f"    {a:<{w}}  {b}" for a, b in rows))
     print("    plots: " + ", ".join(str(p) for p in summary["outputs"].values() if p))
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary
 
 

@@ -93,6 +93,13 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def save_figure_atomic(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    return Path(path)
+
+
 def provenance(**extra: Any) -> dict[str, Any]:
     """Standard provenance attributes plus ``extra`` (values JSON-encoded when not scalar)."""
     base: dict[str, Any] = {

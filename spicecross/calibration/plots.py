@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..store import save_figure_atomic
+
 if TYPE_CHECKING:
     from .calibrate import Calibration
 
@@ -40,7 +42,7 @@ def parity_plot(cal: Calibration, arrays: dict[str, np.ndarray], path: str | Pat
            title=f"{s.rows}×{s.cols} {s.cell}, wires {s.r_wire_wl_ohm:g}/{s.r_wire_bl_ohm:g} Ω (held-out tiles)")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path)
     return Path(path)
 
 
@@ -55,5 +57,5 @@ def ir_drop_map(cal: Calibration, arrays: dict[str, np.ndarray], path: str | Pat
     ax.set(xlabel="column (bit line)", ylabel="row (word line)",
            title=f"IR drop across a {cal.spec.rows}×{cal.spec.cols} {cal.spec.cell} tile (SPICE)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure_atomic(fig, path)
     return Path(path)

@@ -298,12 +298,9 @@ def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.
     """Write the tile read to ``path`` for ``simulator`` ('ngspice' → .cir, 'vacask' → .sim;
     see :func:`spicecross.spice.simulators.get_simulator`)."""
     from ..spice.simulators import get_simulator
+    from ..store import write_text_atomic
 
-    text = get_simulator(simulator).emit(spec, g_s, v_in_v)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(text)
-    return p
+    return write_text_atomic(path, get_simulator(simulator).emit(spec, g_s, v_in_v))
 
 
 __all__ = ["ngspice_netlist", "vacask_netlist", "ngspice_netlist_from_elements",

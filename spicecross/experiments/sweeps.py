@@ -38,11 +38,11 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
+from ..errors import unreadable
 from ..spice.simulators import DEFAULT_CHECK_BACKEND
+from ..store import atomic_h5, provenance, read_attrs, save_figure_atomic
 from ..surrogate.config import AnalogConfig
 from ..surrogate.nonidealities import ENDURANCE_MODELS
-from ..errors import unreadable
-from ..store import atomic_h5, provenance, read_attrs
 from .presets import PRESET_NAMES
 
 __all__ = ["PRESETS", "SweepPoint", "preset_points", "read_sweep", "run_sweep", "plot_sweep"]
@@ -290,7 +290,7 @@ def plot_sweep(path: str | Path, png: str | Path) -> Path:
         fig.colorbar(im, ax=ax, label="accuracy (%)")
         ax.set_title(f"{title}\ndigital {digital:.2f} %", fontsize=9)
         fig.tight_layout()
-        fig.savefig(png, dpi=120)
+        save_figure_atomic(fig, png)
         return Path(png)
     elif preset == "endurance-retention":
         for model in sorted({o["endurance_model"] for o, _ in rows if "endurance_model" in o}):
@@ -309,5 +309,5 @@ def plot_sweep(path: str | Path, png: str | Path) -> Path:
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    save_figure_atomic(fig, png)
     return Path(png)

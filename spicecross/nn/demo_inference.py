@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..store import save_figure_atomic
 from ..surrogate.config import AnalogConfig
 from .inference import infer
 
@@ -45,6 +46,6 @@ def infer_demo(data_root: Path | None, calibration=None, limit: int | None = Non
         ax.set_ylabel("MNIST accuracy (%)")
         ax.set_title(f"{lin['images']} images, 64×64 1T1R tiles, 8-bit ADC, MIV 9 V")
         fig.tight_layout()
-        fig.savefig(plot, dpi=120)
+        save_figure_atomic(fig, plot)
         out["plot"] = str(plot)
     return out
