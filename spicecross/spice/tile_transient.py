@@ -225,10 +225,8 @@ def write_pulse_netlist(path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarra
     function behind ``spicecross netlist --devices vteam --pulse-v V --pulse-ns T --pulses N``
     (``width_s = T·1e-9``). VACASK decks load ``vteam.osdi`` from their directory (compile it
     with :func:`spicecross.devices.verilog_a.compile_vteam_osdi`). Returns the path."""
-    from pathlib import Path
+    from ..store import write_text_atomic
 
     train = pulse_train_from_read(v_in_v, pulse_v, width_s, n_pulses)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(emit_tile_transient(simulator, spec, g_s, train, device_params=device_params))
-    return out
+    return write_text_atomic(path, emit_tile_transient(simulator, spec, g_s, train,
+                                                       device_params=device_params))
