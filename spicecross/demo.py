@@ -38,7 +38,8 @@ def run_demo(out_dir: Path, data: str | None = None, limit: int | None = None) -
     from .circuit.netlist import write_netlist
     from .circuit.tile import TileSpec
     from .devices.iv import plot_iv, rms_difference_pct, run_forms
-    from .devices.vteam import SineDrive, get_parameter_set
+    from .devices.vteam import get_parameter_set
+    from .devices.vteam_reference import SineDrive
     from .spice.solve import solve_tile
     from .surrogate.tile_model import TileSurrogate
 

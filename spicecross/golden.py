@@ -147,7 +147,8 @@ def _mnist_layer_read(spec: TileSpec) -> tuple[np.ndarray, np.ndarray]:
 
 def _vteam_case() -> GoldenCase:
     def params():
-        from .devices.vteam import SineDrive, get_parameter_set
+        from .devices.vteam import get_parameter_set
+        from .devices.vteam_reference import SineDrive
 
         p = get_parameter_set("pt_hf_ti")
         return p, SineDrive(1.0, 0.5), 2.0, p.x_on_m
@@ -167,7 +168,7 @@ def _vteam_case() -> GoldenCase:
 
     def surrogate(built: dict, stored: dict) -> dict:
         from .devices.iv import rms_difference_pct
-        from .devices.vteam import simulate_sine
+        from .devices.vteam_reference import simulate_sine
 
         p, drive, t_stop, x0 = params()
         t, v, i, x = simulate_sine(p, drive, t_stop, x0, n_points=4001)

@@ -15,10 +15,12 @@ from spicecross.devices.iv import rms_difference_pct
 from spicecross.devices.behavioural import ngspice_transient_deck, run_ngspice_transient, vteam_subckt
 from spicecross.devices.verilog_a import (compile_vteam_osdi, run_vacask_transient, va_source_path,
                                           vacask_transient_netlist)
-from spicecross.devices.vteam import (PARAMETER_SETS, SineDrive, VTEAMParams, _clipped_cumsum,
-                                      conductance_s, full_switching_frequency_hz,
-                                      get_parameter_set, resistance_ohm, simulate, simulate_sine,
+from spicecross.devices.vteam import (PARAMETER_SETS, VTEAMParams, conductance_s,
+                                      get_parameter_set, resistance_ohm,
                                       state_derivative_m_per_s, state_for_conductance, window)
+from spicecross.devices.vteam_reference import (SineDrive, _clipped_cumsum,
+                                                full_switching_frequency_hz, simulate,
+                                                simulate_sine)
 
 REPO = Path(__file__).resolve().parents[1]
 FORMS = {"ngspice": run_ngspice_transient, "vacask": run_vacask_transient}

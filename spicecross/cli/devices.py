@@ -30,7 +30,8 @@ def _cmd_iv(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..devices.iv import check_iv_size, plot_iv, rms_difference_pct, run_forms
-    from ..devices.vteam import SineDrive, full_switching_frequency_hz, get_parameter_set
+    from ..devices.vteam import get_parameter_set
+    from ..devices.vteam_reference import SineDrive, full_switching_frequency_hz
     from ..store import check_output_path
 
     out = check_output_path(args.out, "--out")

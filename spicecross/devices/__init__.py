@@ -9,9 +9,10 @@ VTEAM (Kvatinsky et al., IEEE TCAS-II 62(8), 2015):
   compiled with OpenVAF and run in VACASK;
 * :mod:`.transient` — what the two SPICE forms share: run checks, names, reading results back.
 """
-from .vteam import (PARAMETER_SETS, WINDOWS, SineDrive, VTEAMParams, conductance_s, current_a,
-                    full_switching_frequency_hz, get_parameter_set, resistance_ohm, simulate,
-                    simulate_sine, state_derivative_m_per_s, state_for_conductance, window)
+from .vteam import (PARAMETER_SETS, WINDOWS, VTEAMParams, conductance_s, current_a,
+                    get_parameter_set, resistance_ohm, state_derivative_m_per_s,
+                    state_for_conductance, window)
+from .vteam_reference import SineDrive, full_switching_frequency_hz, simulate, simulate_sine
 from .behavioural import ngspice_transient_deck, run_ngspice_transient, vteam_subckt
 from .verilog_a import (compile_vteam_osdi, run_vacask_transient, va_source_path,
                         vacask_transient_netlist)

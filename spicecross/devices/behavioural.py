@@ -19,7 +19,8 @@ import numpy as np
 from ..spice.simulators import NGSPICE
 from .transient import (W_EDGE, check_sine_run, default_max_step_s, run_sine_transient,
                         spice_number as _g)
-from .vteam import SineDrive, VTEAMParams
+from .vteam import VTEAMParams
+from .vteam_reference import SineDrive
 
 __all__ = ["W_EDGE", "default_max_step_s", "ngspice_transient_deck", "run_ngspice_transient",
            "vteam_subckt", "window_expressions"]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .vteam import SineDrive, VTEAMParams, simulate_sine
+from .vteam import VTEAMParams
+from .vteam_reference import SineDrive, simulate_sine
 
 __all__ = ["FORMS", "MAX_IV_POINTS", "check_iv_size", "rms_difference_pct", "run_forms",
            "plot_iv"]

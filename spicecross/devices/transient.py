@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..spice.simulators import SimulationError, Simulator
-from .vteam import SineDrive, VTEAMParams
+from .vteam import VTEAMParams
+from .vteam_reference import SineDrive
 
 # Width (in normalised state) of the boundary layer over which the SPICE forms stop the state at
 # x_on/x_off. A hard stop (motion on until the bound, then none) has no solution for an implicit

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..spice.simulators import VACASK, SimulationError, openvaf_executable
 from .transient import W_EDGE, check_sine_run, run_sine_transient, spice_number as _g
-from .vteam import SineDrive, VTEAMParams
+from .vteam import VTEAMParams
+from .vteam_reference import SineDrive
 
 VA_FILE = "vteam.va"
 OSDI_FILE = "vteam.osdi"
