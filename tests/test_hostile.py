@@ -212,6 +212,11 @@ def _bad_outputs(tmp_path, unwritable_dir):
 def test_output_paths_checked_before_work(capsys, tmp_path, unwritable_dir):
     (tmp_path / "t.cir").write_text(OK_CIR)
     cache = Path(os.environ["SPICECROSS_CACHE"])
+
+    def entries() -> set:
+        return set(cache.rglob("*.npz")) if cache.exists() else set()
+
+    before = entries()          # the cache is shared by the session's tests
     for out, why in _bad_outputs(tmp_path, unwritable_dir):
         refused(capsys, ["--out", why], "netlist", "--rows", "2", "--cols", "2", "--out", out)
         refused(capsys, ["--out", why], "solve", tmp_path / "t.cir", "--out", out)
@@ -225,7 +230,7 @@ def test_output_paths_checked_before_work(capsys, tmp_path, unwritable_dir):
     refused(capsys, ["--plots", "file"], "calibrate", "--rows", "2", "--cols", "2",
             "--out", tmp_path / "c.h5", "--plots", tmp_path / "file")
     refused(capsys, ["--out", "file"], "demo", "--out", tmp_path / "file")
-    assert not any(cache.rglob("*.npz")) if cache.exists() else True
+    assert entries() == before, "work was done before the output path was refused"
 
 
 def test_device_iv_writes_and_reports_the_path_given(capsys, tmp_path):
