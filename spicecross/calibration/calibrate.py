@@ -23,7 +23,7 @@ from scipy.optimize import minimize_scalar
 
 from ..circuit.tile import TileSpec
 from ..spice.simulators import SimulationError
-from ..spice.solve import solve_many
+from ..spice.solve import solve_many, solve_many_reads
 from ..errors import unreadable
 from ..store import atomic_h5, provenance, read_attrs, write_group
 from ..surrogate.mapping import (conductances_for_units, double_column_units,
@@ -89,16 +89,16 @@ def calibrate(spec: TileSpec, n_tiles: int = 12, reads_per_tile: int = 8, v_read
     """Run a calibration; returns the Calibration and the raw arrays (for plots and storage)."""
     g, v = draw_tiles(spec, n_tiles, reads_per_tile, v_read_max_v, g_off_s, g_on_s, seed)
     t0 = time.perf_counter()
-    flat_g = [g[t] for t in range(n_tiles) for _ in range(reads_per_tile)]
-    flat_v = [v[t, k] for t in range(n_tiles) for k in range(reads_per_tile)]
-    results = solve_many(spec, flat_g, flat_v, backend=backend, n_jobs=n_jobs,
-                         parallel_backend=parallel_backend, scheduler=scheduler, progress=progress,
-                         desc=f"SPICE {spec.rows}x{spec.cols} {spec.cell}")
+    # every tile's reads in one simulator run (one swept analysis per programmed tile)
+    results = solve_many_reads([(spec, g[t], v[t]) for t in range(n_tiles)], backend=backend,
+                               n_jobs=n_jobs, parallel_backend=parallel_backend,
+                               scheduler=scheduler, progress=progress,
+                               desc=f"SPICE {spec.rows}x{spec.cols} {spec.cell}")
     failed = [r for r in results if not r.ok]
     if failed:
-        raise SimulationError(f"{len(failed)} of {len(results)} SPICE solves failed; first: {failed[0].error}")
+        raise SimulationError(f"{len(failed)} of {len(results)} SPICE tiles failed; first: {failed[0].error}")
     spice_s = time.perf_counter() - t0
-    ref = np.array([r.sense_currents_a for r in results]).reshape(n_tiles, reads_per_tile, spec.cols)
+    ref = np.stack([r.currents_a for r in results])                # (tiles, reads, cols)
     n_hold = max(1, int(round(holdout * n_tiles)))
     train, held = np.arange(n_tiles - n_hold), np.arange(n_tiles - n_hold, n_tiles)
 
@@ -126,7 +126,7 @@ def calibrate(spec: TileSpec, n_tiles: int = 12, reads_per_tile: int = 8, v_read
     best = min((m for m in errors if m in ("ideal", "linear", "nonlinear")),
                key=lambda m: errors[m]["rel_rms"])
     prov = provenance(simulator=results[0].simulator, simulator_version=results[0].simulator_version,
-                      netlist_hashes=[r.netlist_hash for r in results], seed=seed,
+                      netlist_hashes=[h for r in results for h in r.netlist_hashes], seed=seed,
                       n_tiles=n_tiles, reads_per_tile=reads_per_tile, v_read_max_v=v_read_max_v,
                       g_off_s=g_off_s, g_on_s=g_on_s, held_out_tiles=held.tolist(),
                       spice_seconds=spice_s, tile_spec=spec.to_json())
