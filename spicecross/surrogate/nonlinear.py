@@ -1,0 +1,254 @@
+"""Fast exact nonlinear reads of 1T1R tiles: modified Newton on the word- and bit-line node
+voltages, a block-tridiagonal dense solve in torch as its linear part, batched over vectors and
+over tiles.
+
+Unknowns per cell: the word-line node ``a``, the bit-line node ``b`` and the series node ``m``
+between device and selector (V). The equations are the ones of
+:func:`~spicecross.surrogate.cells.cell_currents_1t1r` (SPICE's level-1 NMOS with its bulk
+junctions) and Kirchhoff's current law on every wire node. One iteration:
+
+1. one Newton step of each cell's series node ``m`` (elementwise, warm-started from the last
+   iteration; a step that leaves the bracket where the node's current balance changes sign is
+   replaced by the safeguarded solve of :func:`~spicecross.surrogate.cells.series_node_1t1r`);
+2. the KCL residual ``r`` (A) of every word- and bit-line node in float64, with the cells'
+   currents linearized around the new ``m`` (exact at convergence);
+3. the update ``δ = A_lin⁻¹·r`` with ``A_lin`` the nodal matrix of the tile whose cells are the
+   linear conductances ``g_lin`` (S): the device in series with the selector's on-conductance,
+   as the ``linear`` mode. Rows are eliminated block by block: each word line with its cells is
+   a dense ``cols × cols`` solve (``H_i = (L_w + G_i)⁻¹``), which leaves a block-tridiagonal
+   system on the bit-line nodes (``cols × cols`` blocks ``Σ_i``, coupled by ``g_bl``). All
+   blocks are inverted once per tile (Cholesky, float64); applying ``A_lin⁻¹`` to a batch is
+   ``4·rows`` batched matmuls, ``4·rows·cols²`` multiply-adds per vector, done in ``dtype``
+   (float32 by default: ``δ`` is a correction, the residual that drives it is float64, so the
+   fixed point is the float64 one).
+
+The iteration stops when no node voltage moves by more than ``tol_v`` relative to the largest
+input or bulk voltage, as the sparse-LU fixed point of ``tile_model`` does. Sense currents are
+the sums of the currents entering each bit line, ``I_j = Σ_i j_bl[i, j]`` (A).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..circuit.tile import TileSpec
+from .cells import SPICE_GMIN_S, _EXP_ARG_MAX, nmos_level1_id, series_node_1t1r
+
+#: Newton steps of the series nodes per outer iteration at most.
+MAX_CELL_STEPS = 50
+#: Series-node steps continue until their Newton remainder is below this fraction of the last
+#: outer update (looser lets strongly forward-biased junctions diverge).
+CELL_TOL = 1e-4
+
+
+@dataclass
+class BlockNetwork:
+    """``A_lin⁻¹`` of tiles (T of them) as dense blocks, for applying to batches of residuals."""
+
+    h: torch.Tensor          # (T, R, C, C) word-line blocks (L_w + G_i)⁻¹ in Ω
+    s_inv: torch.Tensor      # (T, R, C, C) bit-line pivots Σ_i⁻¹ in Ω
+    g_lin_s: torch.Tensor    # (T, R, 1, C) cell conductances of A_lin in S
+    g_bl_s: float            # bit-line segment conductance in S
+
+    def solve(self, r_wl: torch.Tensor, r_bl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node voltages (V) ``A_lin⁻¹·r`` for currents (A) into word- and bit-line nodes, each
+        (T, R, B, C); computed in the blocks' dtype, returned in that dtype."""
+        dt = self.h.dtype
+        r_wl, r_bl = r_wl.to(dt), r_bl.to(dt)
+        g = self.g_lin_s
+        rw_h = torch.matmul(r_wl, self.h)                  # H_i r_w,i   (T, R, B, C)
+        rhs = r_bl + g * rw_h
+        R = rhs.shape[1]
+        z = torch.empty_like(rhs)
+        y = rhs[:, 0]
+        for i in range(R):
+            z[:, i] = torch.matmul(y, self.s_inv[:, i])
+            if i + 1 < R:
+                y = torch.add(rhs[:, i + 1], z[:, i], alpha=self.g_bl_s)
+        b = z
+        for i in range(R - 2, -1, -1):
+            b[:, i] += self.g_bl_s * torch.matmul(b[:, i + 1], self.s_inv[:, i])
+        return rw_h + torch.matmul(g * b, self.h), b
+
+
+def wire_conductances(spec: TileSpec) -> tuple[float, float, float, float]:
+    """(g_in, g_wl, g_bl, g_out) in S: driver plus first word-line segment, word-line segment,
+    bit-line segment, last bit-line segment plus sense resistance (``spec`` as the solvers see
+    it, 0 Ω segments replaced)."""
+    spec = spec.for_solvers()
+    return (1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm), 1.0 / spec.r_wire_wl_ohm,
+            1.0 / spec.r_wire_bl_ohm, 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm))
+
+
+def block_network(spec: TileSpec, g_lin_s: np.ndarray | torch.Tensor,
+                  dtype: torch.dtype = torch.float32) -> BlockNetwork:
+    """Factor ``A_lin`` of tiles with linear cell conductances ``g_lin_s`` (T, R, C) in S."""
+    g_in, g_w, g_b, g_out = wire_conductances(spec)
+    g = torch.as_tensor(g_lin_s, dtype=torch.float64)
+    T, R, C = g.shape
+    lw = torch.zeros(C, C, dtype=torch.float64)
+    idx = torch.arange(C)
+    lw[idx[:-1], idx[1:]] = lw[idx[1:], idx[:-1]] = -g_w
+    deg = torch.full((C,), 2 * g_w, dtype=torch.float64)
+    deg[-1] = g_w
+    deg[0] = g_in + (g_w if C > 1 else 0.0)
+    lw += torch.diag(deg)
+    h = torch.cholesky_inverse(torch.linalg.cholesky(lw + torch.diag_embed(g)))   # (T, R, C, C)
+    d_bl = torch.full((R,), 2 * g_b, dtype=torch.float64)
+    d_bl[0] = g_b
+    d_bl[-1] = (g_b if R > 1 else 0.0) + g_out
+    s = torch.diag_embed(g + d_bl[:, None]) - g[..., :, None] * h * g[..., None, :]
+    s_inv = torch.empty_like(s)
+    for i in range(R):
+        piv = s[:, i] if i == 0 else s[:, i] - g_b * g_b * s_inv[:, i - 1]
+        s_inv[:, i] = torch.cholesky_inverse(torch.linalg.cholesky(piv))
+    return BlockNetwork(h.to(dtype), s_inv.to(dtype), g[:, :, None, :].to(dtype), g_b)
+
+
+def _channel(sel, m: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Selector channel current (A, from the series node ``m`` to the bit line ``b``) and its
+    derivative dI/dm (S): the level-1 equations of :func:`~.cells.nmos_level1_id` in one
+    branch-free form (``vde = min(V_DS, max(V_ov, 0))`` covers triode, saturation and off)."""
+    beta, lam = sel.beta_a_per_v2, sel.lambda_per_v
+    swap = m < b
+    vds = (m - b).abs_()
+    vovp = torch.minimum(m, b).neg_().add_(sel.v_gate_v - sel.vto_v).clamp_min_(0.0)
+    vde = torch.minimum(vds, vovp)
+    i0 = vde * (vovp - 0.5 * vde)
+    i0 *= beta
+    gm = vde.mul_(beta)                      # dI/dvgs without channel-length modulation
+    gd = vovp.sub_(gm, alpha=1.0 / beta).mul_(beta)
+    if lam != 0.0:
+        clm = vds.mul_(lam).add_(1.0)
+        gd = gd.mul_(clm).add_(i0, alpha=lam)
+        gm = gm.mul_(clm)
+        i0 = i0.mul_(clm)
+    # swapped (m < b): I = −i, dI/dm = gm + gd; otherwise I = i, dI/dm = gd
+    return torch.where(swap, i0.neg(), i0), gd.add_(gm.mul_(swap))
+
+
+def _junction(sel, v_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bulk-junction current (A, bulk into the terminal) at bulk-to-terminal voltage ``v_v``
+    and its derivative (S), as :func:`~.cells.junction_current`."""
+    vt = sel.vt_v
+    fwd = v_v > -3.0 * vt
+    e = (v_v / vt).clamp_max_(_EXP_ARG_MAX).exp_().mul_(fwd)
+    i = torch.add(v_v * SPICE_GMIN_S, e, alpha=sel.is_a).sub_(sel.is_a)
+    return i, e.mul_(sel.is_a / vt).add_(SPICE_GMIN_S)
+
+
+@dataclass
+class SolveStats:
+    iterations: int = 0
+    residual_v: float = 0.0          # last largest node-voltage change, V
+    fallback_cells: int = 0          # series-node steps redone by the safeguarded solver
+    cell_steps: int = 0              # Newton steps of the series nodes (whole batch)
+
+
+class NotConverged(RuntimeError):
+    """The block iteration did not converge within its iteration limit."""
+
+
+class BlockSolver:
+    """Exact nonlinear reads of T tiles of one ``spec`` with device conductances ``g_dev_s``
+    (T, R, C) in S: :meth:`read` maps inputs (T, B, R) in V to sense currents (T, B, C) in A.
+    ``A_lin`` is factored once here (``dtype`` the precision its corrections are applied in)."""
+
+    def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray,
+                 dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200):
+        self.spec = spec.for_solvers()
+        self.g_dev = torch.as_tensor(np.asarray(g_dev_s, dtype=np.float64))[:, :, None, :]
+        self.on = self.g_dev > 0
+        self.all_on = bool(self.on.all())
+        self.net = block_network(self.spec, g_lin_s, dtype)
+        self.g_in, self.g_w, self.g_b, self.g_out = wire_conductances(self.spec)
+        self.tol_v, self.max_iter = tol_v, max_iter
+        self.stats = SolveStats()
+
+    def _cells(self, a, b, m, tol_m_v: float):
+        """Newton steps of the series nodes at fixed ``a``, ``b`` until one moves them by at most
+        ``tol_m_v`` (V); returns (j_wl, j_bl, m_new) in A, A, V, the currents linearized around
+        ``m_new`` by the last step (exact where it is converged)."""
+        sel = self.spec.selector
+        g = self.g_dev
+        lo = torch.minimum(a, b).clamp_max_(sel.v_bulk_v)
+        hi = torch.maximum(a, b).clamp_min_(sel.v_bulk_v)
+        for _ in range(MAX_CELL_STEPS):
+            i_ch, di_ch = _channel(sel, m, b)
+            i_bd, g_bd = _junction(sel, sel.v_bulk_v - m)
+            f = (a - m).mul_(g).add_(i_bd).sub_(i_ch)
+            df = g_bd.add_(g).add_(di_ch)                   # −df/dm
+            m_new = torch.addcdiv(m, f, df)
+            bad = ~((m_new >= lo) & (m_new <= hi))          # leaves the bracket, or NaN
+            if not self.all_on:
+                bad &= self.on
+                m_new = torch.where(self.on, m_new, b)
+            j_bl = torch.addcmul(i_ch, di_ch, m_new - m)
+            n_bad = int(bad.sum())
+            if n_bad:   # the safeguarded scalar solve for those cells, exact currents there
+                self.stats.fallback_cells += n_bad
+                gb = torch.broadcast_to(g, a.shape)[bad].numpy()
+                ab, bb = a[bad].numpy(), b[bad].numpy()
+                mb = series_node_1t1r(self.spec, gb, ab, bb)
+                m_new[bad] = torch.from_numpy(mb)
+                j_bl[bad] = torch.from_numpy(nmos_level1_id(sel, sel.v_gate_v, mb, bb)[0])
+            step = float((m_new - m).abs_().max()) if m.numel() else 0.0
+            m = m_new
+            self.stats.cell_steps += 1
+            # Newton's remainder after a step s is about s²·|f''/2f'| ≤ s²/(2·V_T) (the
+            # junction's exponential is the strongest curvature)
+            if step * step / (2.0 * sel.vt_v) <= tol_m_v:
+                break
+        j_bl += _junction(sel, sel.v_bulk_v - b)[0]
+        j_wl = (a - m).mul_(g)
+        if not self.all_on:
+            j_wl *= self.on
+            j_bl *= self.on
+        return j_wl, j_bl, m
+
+    def _residual(self, v, a, b, j_wl, j_bl):
+        """KCL residuals (A, into each node) of word- and bit-line nodes, (T, R, B, C) each."""
+        s = torch.empty(a.shape[:-1] + (a.shape[-1] + 1,), dtype=a.dtype)
+        torch.sub(v, a[..., 0], out=s[..., 0]).mul_(self.g_in)
+        torch.sub(a[..., :-1], a[..., 1:], out=s[..., 1:-1]).mul_(self.g_w)
+        s[..., -1] = 0.0
+        r_w = torch.sub(s[..., :-1], s[..., 1:]).sub_(j_wl)
+        d = torch.empty(b.shape[:1] + (b.shape[1] + 1,) + b.shape[2:], dtype=b.dtype)
+        d[:, 0] = 0.0
+        torch.sub(b[:, :-1], b[:, 1:], out=d[:, 1:-1]).mul_(self.g_b)
+        torch.mul(b[:, -1], self.g_out, out=d[:, -1])
+        r_b = torch.sub(d[:, :-1], d[:, 1:]).add_(j_bl)
+        return r_w, r_b
+
+    def read(self, v_in_v: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Sense currents (T, B, C) in A for inputs (T, B, R) in V (float64)."""
+        v = torch.as_tensor(v_in_v, dtype=torch.float64).transpose(1, 2)       # (T, R, B)
+        sel = self.spec.selector
+        scale = max(float(v.abs().max()) if v.numel() else 0.0, abs(sel.v_bulk_v), 1e-30)
+        T, R, B = v.shape
+        C = self.g_dev.shape[-1]
+        r_w = torch.zeros(T, R, B, C, dtype=torch.float64)
+        r_w[..., 0] = self.g_in * v
+        a, b = (x.to(torch.float64) for x in self.net.solve(r_w, torch.zeros_like(r_w)))
+        g_on = max(sel.g_on_s, 1e-30)
+        m = (self.g_dev * a + g_on * b) / (self.g_dev + g_on)
+        self.stats = SolveStats()
+        delta = scale
+        for it in range(1, self.max_iter + 1):
+            j_wl, j_bl, m_new = self._cells(a, b, m, max(CELL_TOL * delta, self.tol_v * scale))
+            r_w, r_b = self._residual(v, a, b, j_wl, j_bl)
+            da, db = self.net.solve(r_w, r_b)
+            delta = max(float(da.abs().max()), float(db.abs().max()), float((m_new - m).abs().max()))
+            if not np.isfinite(delta):
+                break
+            a += da
+            b += db
+            m = m_new
+            if delta <= self.tol_v * scale:
+                self.stats.iterations, self.stats.residual_v = it, delta
+                self.last_state = (a, b, m)
+                return self.g_out * b[:, -1]
+        raise NotConverged(f"nonlinear tile solve did not converge in {self.max_iter} iterations "
+                           f"(last node-voltage change {delta:.3e} V)")
