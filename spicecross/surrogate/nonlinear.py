@@ -252,3 +252,20 @@ class BlockSolver:
                 return self.g_out * b[:, -1]
         raise NotConverged(f"nonlinear tile solve did not converge in {self.max_iter} iterations "
                            f"(last node-voltage change {delta:.3e} V)")
+
+
+def read_many(spec: TileSpec, g_dev_s: np.ndarray, v_in_v: np.ndarray, **kw) -> np.ndarray:
+    """Exact nonlinear sense currents (tiles, n, cols) in A of several 1T1R tiles of ``spec``
+    read together: device conductances ``g_dev_s`` (tiles, rows, cols) in S, inputs
+    ``v_in_v`` (tiles, n, rows) in V. ``A_lin`` uses the linear mode's cells (the device in
+    series with the level-1 on-conductance); ``kw`` goes to :class:`BlockSolver`."""
+    from .mapping import effective_cell_conductance
+
+    g = np.stack([spec.check_conductances(x) for x in np.asarray(g_dev_s, dtype=np.float64)])
+    v = np.asarray(v_in_v, dtype=np.float64)
+    if v.ndim != 3 or v.shape[0] != g.shape[0]:
+        raise ValueError(f"inputs must have shape (tiles, n, rows) with {g.shape[0]} tiles, got {v.shape}")
+    for x in v:
+        spec.check_inputs(x)
+    solver = BlockSolver(spec, g, effective_cell_conductance(spec, g), **kw)
+    return solver.read(v).numpy()
