@@ -157,14 +157,15 @@ class BlockSolver:
     ``A_lin`` is factored once here (``dtype`` the precision its corrections are applied in)."""
 
     def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray,
-                 dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200):
+                 dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200,
+                 chunk: int = 128):
         self.spec = spec.for_solvers()
         self.g_dev = torch.as_tensor(np.asarray(g_dev_s, dtype=np.float64))[:, :, None, :]
         self.on = self.g_dev > 0
         self.all_on = bool(self.on.all())
         self.net = block_network(self.spec, g_lin_s, dtype)
         self.g_in, self.g_w, self.g_b, self.g_out = wire_conductances(self.spec)
-        self.tol_v, self.max_iter = tol_v, max_iter
+        self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
         self.stats = SolveStats()
 
     def _cells(self, a, b, m, tol_m_v: float):
@@ -223,10 +224,18 @@ class BlockSolver:
         return r_w, r_b
 
     def read(self, v_in_v: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Sense currents (T, B, C) in A for inputs (T, B, R) in V (float64)."""
-        v = torch.as_tensor(v_in_v, dtype=torch.float64).transpose(1, 2)       # (T, R, B)
+        """Sense currents (T, B, C) in A for inputs (T, B, R) in V (float64), solved in chunks
+        of ``chunk`` vectors (their working arrays stay in cache)."""
+        v = torch.as_tensor(v_in_v, dtype=torch.float64)
+        self.stats = SolveStats()
+        outs = [self._read_chunk(v[:, s:s + self.chunk]) for s in range(0, v.shape[1], self.chunk)]
+        return torch.cat(outs, dim=1) if outs else v.new_zeros(v.shape[:2] + (self.g_dev.shape[-1],))
+
+    def _read_chunk(self, v_in: torch.Tensor) -> torch.Tensor:
+        v = v_in.transpose(1, 2)                                               # (T, R, B)
         sel = self.spec.selector
         scale = max(float(v.abs().max()) if v.numel() else 0.0, abs(sel.v_bulk_v), 1e-30)
+        tol = self.tol_v * scale
         T, R, B = v.shape
         C = self.g_dev.shape[-1]
         r_w = torch.zeros(T, R, B, C, dtype=torch.float64)
@@ -234,10 +243,9 @@ class BlockSolver:
         a, b = (x.to(torch.float64) for x in self.net.solve(r_w, torch.zeros_like(r_w)))
         g_on = max(sel.g_on_s, 1e-30)
         m = (self.g_dev * a + g_on * b) / (self.g_dev + g_on)
-        self.stats = SolveStats()
-        delta = scale
+        delta = prev = scale
         for it in range(1, self.max_iter + 1):
-            j_wl, j_bl, m_new = self._cells(a, b, m, max(CELL_TOL * delta, self.tol_v * scale))
+            j_wl, j_bl, m_new = self._cells(a, b, m, max(CELL_TOL * delta, tol))
             r_w, r_b = self._residual(v, a, b, j_wl, j_bl)
             da, db = self.net.solve(r_w, r_b)
             delta = max(float(da.abs().max()), float(db.abs().max()), float((m_new - m).abs().max()))
@@ -246,8 +254,12 @@ class BlockSolver:
             a += da
             b += db
             m = m_new
-            if delta <= self.tol_v * scale:
-                self.stats.iterations, self.stats.residual_v = it, delta
+            # linear convergence at rate rho = delta/prev leaves about delta·rho/(1 − rho)
+            rho = delta / prev if prev > 0 else 1.0
+            prev = delta
+            if delta <= tol or (it > 2 and rho < 0.5 and delta * rho / (1.0 - rho) <= tol):
+                self.stats.iterations = max(self.stats.iterations, it)
+                self.stats.residual_v = max(self.stats.residual_v, delta)
                 self.last_state = (a, b, m)
                 return self.g_out * b[:, -1]
         raise NotConverged(f"nonlinear tile solve did not converge in {self.max_iter} iterations "
