@@ -38,6 +38,9 @@ from .cells import SPICE_GMIN_S, _EXP_ARG_MAX, nmos_level1_id, series_node_1t1r
 
 #: Newton steps of the series nodes per outer iteration at most.
 MAX_CELL_STEPS = 50
+#: Largest drain–bulk forward bias (V) at which the closed-form series node takes the junction's
+#: current from the last iteration (its conductance there, < 1e-7 S, is far below any cell's).
+LAG_JUNCTION_MAX_V = 0.3
 #: Series-node steps continue until their Newton remainder is below this fraction of the last
 #: outer update (looser lets strongly forward-biased junctions diverge).
 CELL_TOL = 1e-4
@@ -168,6 +171,40 @@ class BlockSolver:
         self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
         self.stats = SolveStats()
 
+    def _cells_triode(self, a, b, m):
+        """The series nodes in closed form where every selector is in triode and lambda = 0:
+        with the drain–bulk junction current ``J`` (A) taken at the last ``m``, the node's
+        balance ``g(w − u) + J = β(V_ov·u − u²/2)`` (``u = m − b``, ``w = a − b``,
+        ``V_ov = V_G − V_T − b``, either direction of current) is a quadratic whose root is
+        ``u = 2q/(p + √(p² − 2βq))``, ``p = βV_ov + g``, ``q = gw + J``; exact once ``m`` stops
+        moving. Returns (j_wl, j_bl, m_new) in A, A, V, or None if some on-cell is not in that
+        regime (the caller takes Newton steps instead)."""
+        sel = self.spec.selector
+        beta, g = sel.beta_a_per_v2, self.g_dev
+        x_bd = sel.v_bulk_v - m
+        if float(x_bd.max()) > LAG_JUNCTION_MAX_V:   # a conducting junction: no lag
+            return None
+        j_bd = _junction(sel, x_bd)[0]
+        w = a - b
+        vov = b.neg().add_(sel.v_gate_v - sel.vto_v)
+        p = torch.add(g, vov, alpha=beta)
+        q = torch.addcmul(j_bd, g, w)
+        root = (p * p).sub_(q, alpha=2.0 * beta).sqrt_().add_(p)
+        u = q.mul_(2.0).div_(root)
+        ok = torch.minimum(vov, vov - u) > 0            # on, in triode (NaN fails too)
+        if not self.all_on:
+            ok |= ~self.on
+        if not bool(ok.all()):
+            return None
+        j_wl = w.sub_(u).mul_(g)
+        j_bl = (j_wl + j_bd).add_(_junction(sel, sel.v_bulk_v - b)[0])
+        m_new = u.add_(b)
+        if not self.all_on:
+            j_wl *= self.on
+            j_bl *= self.on
+            m_new = torch.where(self.on, m_new, b)
+        return j_wl, j_bl, m_new
+
     def _cells(self, a, b, m, tol_m_v: float):
         """Newton steps of the series nodes at fixed ``a``, ``b`` until one moves them by at most
         ``tol_m_v`` (V); returns (j_wl, j_bl, m_new) in A, A, V, the currents linearized around
@@ -245,7 +282,10 @@ class BlockSolver:
         m = (self.g_dev * a + g_on * b) / (self.g_dev + g_on)
         delta = prev = scale
         for it in range(1, self.max_iter + 1):
-            j_wl, j_bl, m_new = self._cells(a, b, m, max(CELL_TOL * delta, tol))
+            cells = self._cells_triode(a, b, m) if self.spec.selector.lambda_per_v == 0 else None
+            if cells is None:
+                cells = self._cells(a, b, m, max(CELL_TOL * delta, tol))
+            j_wl, j_bl, m_new = cells
             r_w, r_b = self._residual(v, a, b, j_wl, j_bl)
             da, db = self.net.solve(r_w, r_b)
             delta = max(float(da.abs().max()), float(db.abs().max()), float((m_new - m).abs().max()))
