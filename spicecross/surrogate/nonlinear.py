@@ -41,6 +41,9 @@ MAX_CELL_STEPS = 50
 #: Largest drain–bulk forward bias (V) at which the closed-form series node takes the junction's
 #: current from the last iteration (its conductance there, < 1e-7 S, is far below any cell's).
 LAG_JUNCTION_MAX_V = 0.3
+#: Junction currents are kept once they would change by less than this fraction of the
+#: tolerance's voltage times the weakest cell's conductance.
+JUNCTION_FREEZE = 1e-3
 #: Series-node steps continue until their Newton remainder is below this fraction of the last
 #: outer update (looser lets strongly forward-biased junctions diverge).
 CELL_TOL = 1e-4
@@ -171,20 +174,26 @@ class BlockSolver:
         self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
         self.stats = SolveStats()
 
-    def _cells_triode(self, a, b, m):
+    def _cells_triode(self, a, b, m, frozen=None):
         """The series nodes in closed form where every selector is in triode and lambda = 0:
         with the drain–bulk junction current ``J`` (A) taken at the last ``m``, the node's
         balance ``g(w − u) + J = β(V_ov·u − u²/2)`` (``u = m − b``, ``w = a − b``,
         ``V_ov = V_G − V_T − b``, either direction of current) is a quadratic whose root is
         ``u = 2q/(p + √(p² − 2βq))``, ``p = βV_ov + g``, ``q = gw + J``; exact once ``m`` stops
-        moving. Returns (j_wl, j_bl, m_new) in A, A, V, or None if some on-cell is not in that
-        regime (the caller takes Newton steps instead)."""
+        moving. ``frozen``: both junctions' currents (A) from an earlier iteration, used when
+        the nodes have since moved too little to change them (see ``_read_chunk``). Returns
+        (j_wl, j_bl, m_new, (j_bd, j_sb, g_j)), g_j the junctions' largest conductance (S), or
+        None if some on-cell is not in that regime (the caller takes Newton steps instead)."""
         sel = self.spec.selector
         beta, g = sel.beta_a_per_v2, self.g_dev
-        x_bd = sel.v_bulk_v - m
-        if float(x_bd.max()) > LAG_JUNCTION_MAX_V:   # a conducting junction: no lag
-            return None
-        j_bd = _junction(sel, x_bd)[0]
+        if frozen is None:
+            x_bd = sel.v_bulk_v - m
+            if float(x_bd.max()) > LAG_JUNCTION_MAX_V:   # a conducting junction: no lag
+                return None
+            j_bd, g_bd = _junction(sel, x_bd)
+            j_sb, g_sb = _junction(sel, sel.v_bulk_v - b)
+            frozen = (j_bd, j_sb, max(float(g_bd.max()), float(g_sb.max())))
+        j_bd, j_sb, _ = frozen
         w = a - b
         vov = b.neg().add_(sel.v_gate_v - sel.vto_v)
         p = torch.add(g, vov, alpha=beta)
@@ -197,13 +206,13 @@ class BlockSolver:
         if not bool(ok.all()):
             return None
         j_wl = w.sub_(u).mul_(g)
-        j_bl = (j_wl + j_bd).add_(_junction(sel, sel.v_bulk_v - b)[0])
+        j_bl = (j_wl + j_bd).add_(j_sb)
         m_new = u.add_(b)
         if not self.all_on:
             j_wl *= self.on
             j_bl *= self.on
             m_new = torch.where(self.on, m_new, b)
-        return j_wl, j_bl, m_new
+        return j_wl, j_bl, m_new, frozen
 
     def _cells(self, a, b, m, tol_m_v: float):
         """Newton steps of the series nodes at fixed ``a``, ``b`` until one moves them by at most
@@ -281,11 +290,17 @@ class BlockSolver:
         g_on = max(sel.g_on_s, 1e-30)
         m = (self.g_dev * a + g_on * b) / (self.g_dev + g_on)
         delta = prev = scale
+        frozen = None
+        g_on_cells = self.net.g_lin_s[self.net.g_lin_s > 0]
+        jtol = JUNCTION_FREEZE * tol * (float(g_on_cells.min()) if g_on_cells.numel() else 0.0)
         for it in range(1, self.max_iter + 1):
-            cells = self._cells_triode(a, b, m) if self.spec.selector.lambda_per_v == 0 else None
+            cells = (self._cells_triode(a, b, m, frozen) if self.spec.selector.lambda_per_v == 0
+                     else None)
             if cells is None:
-                cells = self._cells(a, b, m, max(CELL_TOL * delta, tol))
-            j_wl, j_bl, m_new = cells
+                frozen = None
+                j_wl, j_bl, m_new = self._cells(a, b, m, max(CELL_TOL * delta, tol))
+            else:
+                j_wl, j_bl, m_new, junctions = cells
             r_w, r_b = self._residual(v, a, b, j_wl, j_bl)
             da, db = self.net.solve(r_w, r_b)
             delta = max(float(da.abs().max()), float(db.abs().max()), float((m_new - m).abs().max()))
@@ -294,6 +309,11 @@ class BlockSolver:
             a += da
             b += db
             m = m_new
+            # junction currents change by at most g_j·(movement); once the nodes move (this step
+            # and, at a contraction ≤ 1/2, all later ones together) by less than what changes
+            # them by JUNCTION_FREEZE of the tolerance's current through the weakest cell, keep them
+            if cells is not None and frozen is None and 2.0 * delta * junctions[2] <= jtol:
+                frozen = junctions
             # linear convergence at rate rho = delta/prev leaves about delta·rho/(1 − rho)
             rho = delta / prev if prev > 0 else 1.0
             prev = delta
