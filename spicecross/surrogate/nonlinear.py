@@ -1,30 +1,36 @@
 """Fast exact nonlinear reads of 1T1R tiles: modified Newton on the word- and bit-line node
-voltages, a block-tridiagonal dense solve in torch as its linear part, batched over vectors and
-over tiles.
+voltages with a block-tridiagonal dense solve in torch as its linear part, batched over vectors
+and over tiles (:func:`read_many`).
 
 Unknowns per cell: the word-line node ``a``, the bit-line node ``b`` and the series node ``m``
 between device and selector (V). The equations are the ones of
 :func:`~spicecross.surrogate.cells.cell_currents_1t1r` (SPICE's level-1 NMOS with its bulk
 junctions) and Kirchhoff's current law on every wire node. One iteration:
 
-1. one Newton step of each cell's series node ``m`` (elementwise, warm-started from the last
-   iteration; a step that leaves the bracket where the node's current balance changes sign is
-   replaced by the safeguarded solve of :func:`~spicecross.surrogate.cells.series_node_1t1r`);
-2. the KCL residual ``r`` (A) of every word- and bit-line node in float64, with the cells'
-   currents linearized around the new ``m`` (exact at convergence);
-3. the update ``δ = A_lin⁻¹·r`` with ``A_lin`` the nodal matrix of the tile whose cells are the
-   linear conductances ``g_lin`` (S): the device in series with the selector's on-conductance,
-   as the ``linear`` mode. Rows are eliminated block by block: each word line with its cells is
-   a dense ``cols × cols`` solve (``H_i = (L_w + G_i)⁻¹``), which leaves a block-tridiagonal
-   system on the bit-line nodes (``cols × cols`` blocks ``Σ_i``, coupled by ``g_bl``). All
-   blocks are inverted once per tile (Cholesky, float64); applying ``A_lin⁻¹`` to a batch is
-   ``4·rows`` batched matmuls, ``4·rows·cols²`` multiply-adds per vector, done in ``dtype``
-   (float32 by default: ``δ`` is a correction, the residual that drives it is float64, so the
-   fixed point is the float64 one).
+1. the series nodes ``m`` for the present ``a``, ``b``: in closed form (the root of a quadratic)
+   when every selector is in triode, lambda is 0 and no drain–bulk junction conducts, its
+   junction current taken from the last iteration; otherwise elementwise Newton steps,
+   warm-started, a step that leaves the bracket where the node's current balance changes sign
+   replaced by the safeguarded solve of :func:`~spicecross.surrogate.cells.series_node_1t1r`,
+   the cell currents linearized around the new ``m``. Either is exact once ``m`` stops moving;
+2. the KCL residual ``r`` (A) of every word- and bit-line node, in float64;
+3. the update ``δ = A_lin⁻¹·r``, ``A_lin`` the nodal matrix of the tile with the ``linear``
+   mode's cells (the device in series with the selector's on-conductance). Rows are eliminated
+   block by block: each word line with its cells is a dense ``cols × cols`` solve
+   (``H_i = (L_w + G_i)⁻¹``), which leaves a block-tridiagonal system on the bit-line nodes
+   (``cols × cols`` pivots ``Σ_i``, coupled by ``g_bl``). All blocks are inverted once per tile
+   (Cholesky, float64); applying ``A_lin⁻¹`` to a batch is ``2·rows + 1`` batched matmuls,
+   ``4·rows·cols²`` multiply-adds per vector, in ``dtype`` (float32 by default: ``δ`` is a
+   correction driven by a float64 residual, so the fixed point is the float64 one).
 
-The iteration stops when no node voltage moves by more than ``tol_v`` relative to the largest
-input or bulk voltage, as the sparse-LU fixed point of ``tile_model`` does. Sense currents are
-the sums of the currents entering each bit line, ``I_j = Σ_i j_bl[i, j]`` (A).
+This is the sparse-LU fixed point of ``tile_model`` (``method="sparse_lu"``) with the same
+linear part, rewritten as a residual correction: same iterates up to rounding when the cells
+are solved exactly. It stops when no node moves by more than ``tol_v`` relative to the largest
+input or bulk voltage, or when the contraction rate seen in the last two updates says that the
+remaining movement is below that. Once the nodes move too little to change the junctions'
+currents (≤ 1e-12 S each in reverse bias) by ``JUNCTION_FREEZE`` of the tolerance, those
+currents are kept. Vectors are solved in chunks of ``chunk`` (working arrays stay in cache).
+Sense currents are ``g_out·V`` of the last bit-line nodes (A), as in the sparse-LU solver.
 """
 from __future__ import annotations
 

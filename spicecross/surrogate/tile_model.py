@@ -96,26 +96,25 @@ class TileSurrogate:
         elif self.method == "block":
             out = self._read_block(v2)
         else:
-            out = self._read_nonlinear(v2)
+            out = self._read_sparse_lu(v2)
         return out if v.ndim == 2 else out[0]
 
     def _read_block(self, v: np.ndarray) -> np.ndarray:
         if self._block is None:
-            # A_lin's cells are the linear mode's, with the level-1 on-conductance as selector
-            g_lin = effective_cell_conductance(self.spec, self.g_dev_s)
-            self._block = BlockSolver(self.spec, self.g_dev_s[None], g_lin[None],
+            # A_lin's cells are the linear mode's (the calibrated g_sel if given)
+            self._block = BlockSolver(self.spec, self.g_dev_s[None], self.g_cell_s[None],
                                       tol_v=self.tol_v, max_iter=self.max_iter)
         try:
             out = self._block.read(v[None])[0].numpy()
         except NotConverged:
             # strongly forward-biased junctions can defeat the block iteration's linearized
             # cells: the sparse-LU fixed point solves each cell exactly per iteration
-            return self._read_nonlinear(v)
+            return self._read_sparse_lu(v)
         st = self._block.stats
         self.stats = NonlinearStats(st.iterations, st.residual_v)
         return out
 
-    def _read_nonlinear(self, v: np.ndarray) -> np.ndarray:
+    def _read_sparse_lu(self, v: np.ndarray) -> np.ndarray:
         spec = self.spec.for_solvers()
         g_lin = self.g_cell_s
         net = build_network(spec, g_lin)
