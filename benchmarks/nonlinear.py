@@ -11,7 +11,8 @@ uniform wire segments (``--r-wire``, Ω), inputs U(0, 0.2 V). Each time is the m
 of ``--repeats`` calls after one untimed warm-up call on the same surrogate (A_lin factored in
 the warm-up; its factorization time is printed separately). The sparse-LU solver is timed at
 batches up to ``--old-max-batch`` only (it needs minutes beyond); its vectors/s at larger
-batches is not extrapolated. Agreement: max |ΔI| / max |I| over the batch.
+batches is not extrapolated. Agreement: max |ΔI| / max |I| over the batch. A last table reads
+``--tiles`` tiles of 20 vectors each with ``nonlinear.read_many`` against one by one.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from _common import (PT_HF_TI_G_RANGE_S, fmt_rate, fmt_s, header, load_str,  # n
                      max_rel_diff, median, table, timed)
 
 from spicecross.circuit.tile import TileSpec  # noqa: E402
+from spicecross.surrogate.nonlinear import read_many  # noqa: E402
 from spicecross.surrogate.tile_model import TileSurrogate  # noqa: E402
 
 
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--old-max-batch", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="one repeat, batches 20 and 200")
+    p.add_argument("--tiles", type=int, default=8,
+                   help="tiles read together by read_many (batch 20 each) against one by one")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.quick:
@@ -76,6 +80,26 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["tile", "r_wire (Ω)", "batch", "block vectors/s", "block iterations",
                  "sparse-LU vectors/s", "sparse-LU iterations", "speed-up",
                  "max |ΔI|/max |I|", "first call (A_lin factored)"], rows))
+    many_rows = []
+    for n in args.sizes:
+        spec = TileSpec.uniform_wires(n, n, args.r_wire[-1], cell="1t1r")
+        rng = np.random.default_rng(args.seed + 7 * n)
+        g = rng.uniform(*PT_HF_TI_G_RANGE_S, (args.tiles, n, n))
+        v = rng.uniform(0.0, 0.2, (args.tiles, 20, n))
+        sur = [TileSurrogate(spec, g[k], "nonlinear") for k in range(args.tiles)]
+        for s_, vv in zip(sur, v):
+            s_.read(vv)
+        t_one = median([timed(lambda: [s_.read(vv) for s_, vv in zip(sur, v)])[0]
+                        for _ in range(args.repeats)])
+        ref = np.stack([s_.read(vv) for s_, vv in zip(sur, v)])
+        read_many(spec, g, v)
+        t_many = median([timed(lambda: read_many(spec, g, v))[0] for _ in range(args.repeats)])
+        many_rows.append([f"{n}×{n}", f"{args.r_wire[-1]:g}", args.tiles, 20,
+                          fmt_rate(args.tiles * 20 / t_one), fmt_rate(args.tiles * 20 / t_many),
+                          f"{max_rel_diff(read_many(spec, g, v), ref):.1e}"])
+    print(f"\n## Several tiles: read_many (A_lin factored in the call) vs TileSurrogate per tile\n")
+    print(table(["tile", "r_wire (Ω)", "tiles", "vectors per tile", "per tile vectors/s",
+                 "read_many vectors/s", "max |ΔI|/max |I|"], many_rows))
     print(f"\nthreads: torch {torch.get_num_threads()}; at end: {load_str()}")
     return 0
 
