@@ -221,9 +221,10 @@ class BlockSolver:
         return j_wl, j_bl, m_new, frozen
 
     def _cells(self, a, b, m, tol_m_v: float):
-        """Newton steps of the series nodes at fixed ``a``, ``b`` until one moves them by at most
-        ``tol_m_v`` (V); returns (j_wl, j_bl, m_new) in A, A, V, the currents linearized around
-        ``m_new`` by the last step (exact where it is converged)."""
+        """Newton steps of the series nodes at fixed ``a``, ``b`` until the last step's
+        remainder (≈ step²/(2·V_T)) is at most ``tol_m_v`` (V); returns (j_wl, j_bl, m_new) in
+        A, A, V, the currents linearized around ``m_new`` by the last step (exact where it is
+        converged)."""
         sel = self.spec.selector
         g = self.g_dev
         lo = torch.minimum(a, b).clamp_max_(sel.v_bulk_v)
