@@ -64,15 +64,13 @@ def junction_current(sel: SelectorSpec, v_v: np.ndarray) -> tuple[np.ndarray, np
     return i, g
 
 
-def cell_currents_1t1r(spec: TileSpec, g_dev_s: np.ndarray, v_wl: np.ndarray, v_bl: np.ndarray,
-                       v_gate_v: float | None = None, iters: int = 200, tol_a: float = 1e-18
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Currents of 1T1R cells: ``(j_wl, j_bl)`` in A, the current leaving the word-line node
-    into the device and the current entering the bit-line node (channel plus source–bulk
-    junction). They differ by the junction currents to the bulk: the drain–bulk junction at the
-    series node and the source–bulk junction at the bit-line node. Cells with G = 0 are not in
-    the netlist (no selector either) and carry nothing. The series node is solved by safeguarded
-    Newton (bisection fallback), elementwise over any broadcast shape."""
+def series_node_1t1r(spec: TileSpec, g_dev_s: np.ndarray, v_wl: np.ndarray, v_bl: np.ndarray,
+                     v_gate_v: float | None = None, iters: int = 200, tol_a: float = 1e-18,
+                     m_start_v: np.ndarray | None = None) -> np.ndarray:
+    """Voltage (V) of the node between device and selector of 1T1R cells at word-line and
+    bit-line voltages ``v_wl``/``v_bl`` (V), elementwise over any broadcast shape: safeguarded
+    Newton (bisection fallback) on the node's current balance, started from ``m_start_v`` or
+    from the divider of the device and the selector's on-conductance."""
     sel = spec.selector
     vg = sel.v_gate_v if v_gate_v is None else v_gate_v
     vbk = sel.v_bulk_v
@@ -84,7 +82,10 @@ def cell_currents_1t1r(spec: TileSpec, g_dev_s: np.ndarray, v_wl: np.ndarray, v_
     lo = np.minimum(np.minimum(a, b), vbk)
     hi = np.maximum(np.maximum(a, b), vbk)
     g_sel = max(sel.g_on_s, 1e-30)
-    m = (g * a + g_sel * b) / np.maximum(g + g_sel, 1e-300)
+    if m_start_v is None:
+        m = (g * a + g_sel * b) / np.maximum(g + g_sel, 1e-300)
+    else:
+        m = np.clip(np.broadcast_to(m_start_v, g.shape), lo, hi)
     width = np.maximum(hi - lo, 1e-300)
     for _ in range(iters):
         i_t, di_dm, _ = nmos_level1_id(sel, vg, m, b)
@@ -93,14 +94,32 @@ def cell_currents_1t1r(spec: TileSpec, g_dev_s: np.ndarray, v_wl: np.ndarray, v_
         df = -g - g_j - di_dm
         lo = np.where(f > 0, m, lo)
         hi = np.where(f < 0, m, hi)
-        if np.max(np.abs(f)) < tol_a or np.max((hi - lo) / width) < 1e-15:
+        if np.max(np.abs(f), initial=0.0) < tol_a or np.max((hi - lo) / width, initial=0.0) < 1e-15:
             break
         m_new = m - f / np.where(df != 0, df, -1e-30)
         # a step leaving the bracket falls back to bisection; a converged step (which lands on
         # the bracket end just set to m) is kept
         bad = (m_new < lo) | (m_new > hi) | ~np.isfinite(m_new)
         m = np.where(bad, 0.5 * (lo + hi), m_new)
+    return m
+
+
+def cell_currents_1t1r(spec: TileSpec, g_dev_s: np.ndarray, v_wl: np.ndarray, v_bl: np.ndarray,
+                       v_gate_v: float | None = None, iters: int = 200, tol_a: float = 1e-18
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Currents of 1T1R cells: ``(j_wl, j_bl)`` in A, the current leaving the word-line node
+    into the device and the current entering the bit-line node (channel plus source–bulk
+    junction). They differ by the junction currents to the bulk: the drain–bulk junction at the
+    series node and the source–bulk junction at the bit-line node. Cells with G = 0 are not in
+    the netlist (no selector either) and carry nothing. The series node is solved by
+    :func:`series_node_1t1r`, elementwise over any broadcast shape."""
+    sel = spec.selector
+    vg = sel.v_gate_v if v_gate_v is None else v_gate_v
+    g = np.broadcast_to(g_dev_s, np.broadcast(g_dev_s, v_wl, v_bl).shape)
+    a = np.broadcast_to(v_wl, g.shape)
+    b = np.broadcast_to(v_bl, g.shape)
+    m = series_node_1t1r(spec, g, a, b, vg, iters, tol_a)
     i_t, _, _ = nmos_level1_id(sel, vg, m, b)
-    i_s, _ = junction_current(sel, vbk - b)
+    i_s, _ = junction_current(sel, sel.v_bulk_v - b)
     on = g > 0
     return np.where(on, g * (a - m), 0.0), np.where(on, i_t + i_s, 0.0)

@@ -10,9 +10,12 @@ Modes:
   level-1 ``beta·(V_G − V_T)``). One transfer matrix per tile, then one matmul per batch.
 * ``nonlinear``: the selector's level-1 I–V and its bulk junctions (identical equations to the
   SPICE model, see :func:`~spicecross.surrogate.cells.cell_currents_1t1r`) solved with
-  the wire network for the whole batch at once: a fixed-point (modified Newton) iteration whose
-  linear part is the ``linear`` network factorized once. For 0T1R tiles it equals ``linear``
-  (VTEAM's read I–V is ohmic).
+  the wire network for the whole batch at once: a modified Newton iteration whose linear part
+  is the ``linear`` network factorized once. ``method="block"`` (default,
+  :mod:`~spicecross.surrogate.nonlinear`): the network as dense row blocks in torch, residuals
+  in float64, corrections in float32; ``method="sparse_lu"``: the former fixed point around a
+  scipy SuperLU factorization with per-cell current injections (the reference the tests hold
+  the block solver to). For 0T1R tiles it equals ``linear`` (VTEAM's read I–V is ohmic).
 """
 from __future__ import annotations
 
@@ -26,11 +29,16 @@ from .cells import cell_currents_1t1r
 from .mapping import effective_cell_conductance
 from .modes import MODES
 from .network import build_network
+from .nonlinear import BlockSolver, NotConverged
 from .transfer import transfer_matrices
 
 
 class ConvergenceError(RuntimeError):
     """The nonlinear solve did not converge within its iteration limit."""
+
+
+#: Solvers of the nonlinear mode (see the module docstring).
+NONLINEAR_METHODS = ("block", "sparse_lu")
 
 
 def check_mode(mode: str) -> str:
@@ -56,10 +64,14 @@ class TileSurrogate:
     tol_v: float = 1e-10                  # nonlinear: node-voltage change (relative to max |v|) that ends the iteration
     max_iter: int = 200
     stats: NonlinearStats = field(default_factory=NonlinearStats)
+    method: str = "block"                 # nonlinear solver, one of NONLINEAR_METHODS
     _T: torch.Tensor | None = field(default=None, repr=False)
+    _block: BlockSolver | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
+        if self.method not in NONLINEAR_METHODS:
+            raise ValueError(f"method must be one of {NONLINEAR_METHODS}, got {self.method!r}")
         self.g_dev_s = self.spec.check_conductances(self.g_dev_s)
 
     @property
@@ -81,11 +93,28 @@ class TileSurrogate:
             out = v2 @ self.g_cell_s
         elif self.mode == "linear" or self.spec.cell == "0t1r":
             out = (torch.as_tensor(v2) @ self.transfer.T).numpy()
+        elif self.method == "block":
+            out = self._read_block(v2)
         else:
-            out = self._read_nonlinear(v2)
+            out = self._read_sparse_lu(v2)
         return out if v.ndim == 2 else out[0]
 
-    def _read_nonlinear(self, v: np.ndarray) -> np.ndarray:
+    def _read_block(self, v: np.ndarray) -> np.ndarray:
+        if self._block is None:
+            # A_lin's cells are the linear mode's (the calibrated g_sel if given)
+            self._block = BlockSolver(self.spec, self.g_dev_s[None], self.g_cell_s[None],
+                                      tol_v=self.tol_v, max_iter=self.max_iter)
+        try:
+            out = self._block.read(v[None])[0].numpy()
+        except NotConverged:
+            # strongly forward-biased junctions can defeat the block iteration's linearized
+            # cells: the sparse-LU fixed point solves each cell exactly per iteration
+            return self._read_sparse_lu(v)
+        st = self._block.stats
+        self.stats = NonlinearStats(st.iterations, st.residual_v)
+        return out
+
+    def _read_sparse_lu(self, v: np.ndarray) -> np.ndarray:
         spec = self.spec.for_solvers()
         g_lin = self.g_cell_s
         net = build_network(spec, g_lin)

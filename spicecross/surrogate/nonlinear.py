@@ -1,0 +1,350 @@
+"""Fast exact nonlinear reads of 1T1R tiles: modified Newton on the word- and bit-line node
+voltages with a block-tridiagonal dense solve in torch as its linear part, batched over vectors
+and over tiles (:func:`read_many`).
+
+Unknowns per cell: the word-line node ``a``, the bit-line node ``b`` and the series node ``m``
+between device and selector (V). The equations are the ones of
+:func:`~spicecross.surrogate.cells.cell_currents_1t1r` (SPICE's level-1 NMOS with its bulk
+junctions) and Kirchhoff's current law on every wire node. One iteration:
+
+1. the series nodes ``m`` for the present ``a``, ``b``: in closed form (the root of a quadratic)
+   when every selector is in triode, lambda is 0 and no drain–bulk junction conducts, its
+   junction current taken from the last iteration; otherwise elementwise Newton steps,
+   warm-started, a step that leaves the bracket where the node's current balance changes sign
+   replaced by the safeguarded solve of :func:`~spicecross.surrogate.cells.series_node_1t1r`,
+   the cell currents linearized around the new ``m``. Either is exact once ``m`` stops moving;
+2. the KCL residual ``r`` (A) of every word- and bit-line node, in float64;
+3. the update ``δ = A_lin⁻¹·r``, ``A_lin`` the nodal matrix of the tile with the ``linear``
+   mode's cells (the device in series with the selector's on-conductance). Rows are eliminated
+   block by block: each word line with its cells is a dense ``cols × cols`` solve
+   (``H_i = (L_w + G_i)⁻¹``), which leaves a block-tridiagonal system on the bit-line nodes
+   (``cols × cols`` pivots ``Σ_i``, coupled by ``g_bl``). All blocks are inverted once per tile
+   (Cholesky, float64); applying ``A_lin⁻¹`` to a batch is ``2·rows + 1`` batched matmuls,
+   ``4·rows·cols²`` multiply-adds per vector, in ``dtype`` (float32 by default: ``δ`` is a
+   correction driven by a float64 residual, so the fixed point is the float64 one).
+
+This is the sparse-LU fixed point of ``tile_model`` (``method="sparse_lu"``) with the same
+linear part, rewritten as a residual correction: same iterates up to rounding when the cells
+are solved exactly. It stops when no node moves by more than ``tol_v`` relative to the largest
+input or bulk voltage, or when the contraction rate seen in the last two updates says that the
+remaining movement is below that. Once the nodes move too little to change the junctions'
+currents (≤ 1e-12 S each in reverse bias) by ``JUNCTION_FREEZE`` of the tolerance, those
+currents are kept. Vectors are solved in chunks of ``chunk`` (working arrays stay in cache).
+Sense currents are ``g_out·V`` of the last bit-line nodes (A), as in the sparse-LU solver.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..circuit.tile import TileSpec
+from .cells import SPICE_GMIN_S, _EXP_ARG_MAX, nmos_level1_id, series_node_1t1r
+
+#: Newton steps of the series nodes per outer iteration at most.
+MAX_CELL_STEPS = 50
+#: Largest drain–bulk forward bias (V) at which the closed-form series node takes the junction's
+#: current from the last iteration (its conductance there, < 1e-7 S, is far below any cell's).
+LAG_JUNCTION_MAX_V = 0.3
+#: Junction currents are kept once they would change by less than this fraction of the
+#: tolerance's voltage times the weakest cell's conductance.
+JUNCTION_FREEZE = 1e-3
+#: Series-node steps continue until their Newton remainder is below this fraction of the last
+#: outer update (looser lets strongly forward-biased junctions diverge).
+CELL_TOL = 1e-4
+
+
+@dataclass
+class BlockNetwork:
+    """``A_lin⁻¹`` of tiles (T of them) as dense blocks, for applying to batches of residuals."""
+
+    h: torch.Tensor          # (T, R, C, C) word-line blocks (L_w + G_i)⁻¹ in Ω
+    s_inv: torch.Tensor      # (T, R, C, C) bit-line pivots Σ_i⁻¹ in Ω
+    g_lin_s: torch.Tensor    # (T, R, 1, C) cell conductances of A_lin in S
+    g_bl_s: float            # bit-line segment conductance in S
+
+    def solve(self, r_wl: torch.Tensor, r_bl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node voltages (V) ``A_lin⁻¹·r`` for currents (A) into word- and bit-line nodes, each
+        (T, R, B, C); computed in the blocks' dtype, returned in that dtype."""
+        dt = self.h.dtype
+        r_wl, r_bl = r_wl.to(dt), r_bl.to(dt)
+        g = self.g_lin_s
+        rw_h = torch.matmul(r_wl, self.h)                  # H_i r_w,i   (T, R, B, C)
+        rhs = r_bl + g * rw_h
+        R = rhs.shape[1]
+        z = torch.empty_like(rhs)
+        y = rhs[:, 0]
+        for i in range(R):
+            z[:, i] = torch.matmul(y, self.s_inv[:, i])
+            if i + 1 < R:
+                y = torch.add(rhs[:, i + 1], z[:, i], alpha=self.g_bl_s)
+        b = z
+        for i in range(R - 2, -1, -1):
+            b[:, i] += self.g_bl_s * torch.matmul(b[:, i + 1], self.s_inv[:, i])
+        return rw_h + torch.matmul(g * b, self.h), b
+
+
+def wire_conductances(spec: TileSpec) -> tuple[float, float, float, float]:
+    """(g_in, g_wl, g_bl, g_out) in S: driver plus first word-line segment, word-line segment,
+    bit-line segment, last bit-line segment plus sense resistance (``spec`` as the solvers see
+    it, 0 Ω segments replaced)."""
+    spec = spec.for_solvers()
+    return (1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm), 1.0 / spec.r_wire_wl_ohm,
+            1.0 / spec.r_wire_bl_ohm, 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm))
+
+
+def block_network(spec: TileSpec, g_lin_s: np.ndarray | torch.Tensor,
+                  dtype: torch.dtype = torch.float32) -> BlockNetwork:
+    """Factor ``A_lin`` of tiles with linear cell conductances ``g_lin_s`` (T, R, C) in S."""
+    g_in, g_w, g_b, g_out = wire_conductances(spec)
+    g = torch.as_tensor(g_lin_s, dtype=torch.float64)
+    T, R, C = g.shape
+    lw = torch.zeros(C, C, dtype=torch.float64)
+    idx = torch.arange(C)
+    lw[idx[:-1], idx[1:]] = lw[idx[1:], idx[:-1]] = -g_w
+    deg = torch.full((C,), 2 * g_w, dtype=torch.float64)
+    deg[-1] = g_w
+    deg[0] = g_in + (g_w if C > 1 else 0.0)
+    lw += torch.diag(deg)
+    h = torch.cholesky_inverse(torch.linalg.cholesky(lw + torch.diag_embed(g)))   # (T, R, C, C)
+    d_bl = torch.full((R,), 2 * g_b, dtype=torch.float64)
+    d_bl[0] = g_b
+    d_bl[-1] = (g_b if R > 1 else 0.0) + g_out
+    s = torch.diag_embed(g + d_bl[:, None]) - g[..., :, None] * h * g[..., None, :]
+    s_inv = torch.empty_like(s)
+    for i in range(R):
+        piv = s[:, i] if i == 0 else s[:, i] - g_b * g_b * s_inv[:, i - 1]
+        s_inv[:, i] = torch.cholesky_inverse(torch.linalg.cholesky(piv))
+    return BlockNetwork(h.to(dtype), s_inv.to(dtype), g[:, :, None, :].to(dtype), g_b)
+
+
+def _channel(sel, m: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Selector channel current (A, from the series node ``m`` to the bit line ``b``) and its
+    derivative dI/dm (S): the level-1 equations of :func:`~.cells.nmos_level1_id` in one
+    branch-free form (``vde = min(V_DS, max(V_ov, 0))`` covers triode, saturation and off)."""
+    beta, lam = sel.beta_a_per_v2, sel.lambda_per_v
+    swap = m < b
+    vds = (m - b).abs_()
+    vovp = torch.minimum(m, b).neg_().add_(sel.v_gate_v - sel.vto_v).clamp_min_(0.0)
+    vde = torch.minimum(vds, vovp)
+    i0 = vde * (vovp - 0.5 * vde)
+    i0 *= beta
+    gm = vde.mul_(beta)                      # dI/dvgs without channel-length modulation
+    gd = vovp.sub_(gm, alpha=1.0 / beta).mul_(beta)
+    if lam != 0.0:
+        clm = vds.mul_(lam).add_(1.0)
+        gd = gd.mul_(clm).add_(i0, alpha=lam)
+        gm = gm.mul_(clm)
+        i0 = i0.mul_(clm)
+    # swapped (m < b): I = −i, dI/dm = gm + gd; otherwise I = i, dI/dm = gd
+    return torch.where(swap, i0.neg(), i0), gd.add_(gm.mul_(swap))
+
+
+def _junction(sel, v_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bulk-junction current (A, bulk into the terminal) at bulk-to-terminal voltage ``v_v``
+    and its derivative (S), as :func:`~.cells.junction_current`."""
+    vt = sel.vt_v
+    fwd = v_v > -3.0 * vt
+    e = (v_v / vt).clamp_max_(_EXP_ARG_MAX).exp_().mul_(fwd)
+    i = torch.add(v_v * SPICE_GMIN_S, e, alpha=sel.is_a).sub_(sel.is_a)
+    return i, e.mul_(sel.is_a / vt).add_(SPICE_GMIN_S)
+
+
+@dataclass
+class SolveStats:
+    iterations: int = 0
+    residual_v: float = 0.0          # last largest node-voltage change, V
+    fallback_cells: int = 0          # series-node steps redone by the safeguarded solver
+    cell_steps: int = 0              # Newton steps of the series nodes (whole batch)
+
+
+class NotConverged(RuntimeError):
+    """The block iteration did not converge within its iteration limit."""
+
+
+class BlockSolver:
+    """Exact nonlinear reads of T tiles of one ``spec`` with device conductances ``g_dev_s``
+    (T, R, C) in S: :meth:`read` maps inputs (T, B, R) in V to sense currents (T, B, C) in A.
+    ``A_lin`` is factored once here (``dtype`` the precision its corrections are applied in)."""
+
+    def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray,
+                 dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200,
+                 chunk: int = 128):
+        self.spec = spec.for_solvers()
+        self.g_dev = torch.as_tensor(np.asarray(g_dev_s, dtype=np.float64))[:, :, None, :]
+        self.on = self.g_dev > 0
+        self.all_on = bool(self.on.all())
+        self.net = block_network(self.spec, g_lin_s, dtype)
+        self.g_in, self.g_w, self.g_b, self.g_out = wire_conductances(self.spec)
+        self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
+        self.stats = SolveStats()
+
+    def _cells_triode(self, a, b, m, frozen=None):
+        """The series nodes in closed form where every selector is in triode and lambda = 0:
+        with the drain–bulk junction current ``J`` (A) taken at the last ``m``, the node's
+        balance ``g(w − u) + J = β(V_ov·u − u²/2)`` (``u = m − b``, ``w = a − b``,
+        ``V_ov = V_G − V_T − b``, either direction of current) is a quadratic whose root is
+        ``u = 2q/(p + √(p² − 2βq))``, ``p = βV_ov + g``, ``q = gw + J``; exact once ``m`` stops
+        moving. ``frozen``: both junctions' currents (A) from an earlier iteration, used when
+        the nodes have since moved too little to change them (see ``_read_chunk``). Returns
+        (j_wl, j_bl, m_new, (j_bd, j_sb, g_j)), g_j the junctions' largest conductance (S), or
+        None if some on-cell is not in that regime (the caller takes Newton steps instead)."""
+        sel = self.spec.selector
+        beta, g = sel.beta_a_per_v2, self.g_dev
+        if frozen is None:
+            x_bd = sel.v_bulk_v - m
+            if float(x_bd.max()) > LAG_JUNCTION_MAX_V:   # a conducting junction: no lag
+                return None
+            j_bd, g_bd = _junction(sel, x_bd)
+            j_sb, g_sb = _junction(sel, sel.v_bulk_v - b)
+            frozen = (j_bd, j_sb, max(float(g_bd.max()), float(g_sb.max())))
+        j_bd, j_sb, _ = frozen
+        w = a - b
+        vov = b.neg().add_(sel.v_gate_v - sel.vto_v)
+        p = torch.add(g, vov, alpha=beta)
+        q = torch.addcmul(j_bd, g, w)
+        root = (p * p).sub_(q, alpha=2.0 * beta).sqrt_().add_(p)
+        u = q.mul_(2.0).div_(root)
+        ok = torch.minimum(vov, vov - u) > 0            # on, in triode (NaN fails too)
+        if not self.all_on:
+            ok |= ~self.on
+        if not bool(ok.all()):
+            return None
+        j_wl = w.sub_(u).mul_(g)
+        j_bl = (j_wl + j_bd).add_(j_sb)
+        m_new = u.add_(b)
+        if not self.all_on:
+            j_wl *= self.on
+            j_bl *= self.on
+            m_new = torch.where(self.on, m_new, b)
+        return j_wl, j_bl, m_new, frozen
+
+    def _cells(self, a, b, m, tol_m_v: float):
+        """Newton steps of the series nodes at fixed ``a``, ``b`` until the last step's
+        remainder (≈ step²/(2·V_T)) is at most ``tol_m_v`` (V); returns (j_wl, j_bl, m_new) in
+        A, A, V, the currents linearized around ``m_new`` by the last step (exact where it is
+        converged)."""
+        sel = self.spec.selector
+        g = self.g_dev
+        lo = torch.minimum(a, b).clamp_max_(sel.v_bulk_v)
+        hi = torch.maximum(a, b).clamp_min_(sel.v_bulk_v)
+        for _ in range(MAX_CELL_STEPS):
+            i_ch, di_ch = _channel(sel, m, b)
+            i_bd, g_bd = _junction(sel, sel.v_bulk_v - m)
+            f = (a - m).mul_(g).add_(i_bd).sub_(i_ch)
+            df = g_bd.add_(g).add_(di_ch)                   # −df/dm
+            m_new = torch.addcdiv(m, f, df)
+            bad = ~((m_new >= lo) & (m_new <= hi))          # leaves the bracket, or NaN
+            if not self.all_on:
+                bad &= self.on
+                m_new = torch.where(self.on, m_new, b)
+            j_bl = torch.addcmul(i_ch, di_ch, m_new - m)
+            n_bad = int(bad.sum())
+            if n_bad:   # the safeguarded scalar solve for those cells, exact currents there
+                self.stats.fallback_cells += n_bad
+                gb = torch.broadcast_to(g, a.shape)[bad].numpy()
+                ab, bb = a[bad].numpy(), b[bad].numpy()
+                mb = series_node_1t1r(self.spec, gb, ab, bb)
+                m_new[bad] = torch.from_numpy(mb)
+                j_bl[bad] = torch.from_numpy(nmos_level1_id(sel, sel.v_gate_v, mb, bb)[0])
+            step = float((m_new - m).abs_().max()) if m.numel() else 0.0
+            m = m_new
+            self.stats.cell_steps += 1
+            # Newton's remainder after a step s is about s²·|f''/2f'| ≤ s²/(2·V_T) (the
+            # junction's exponential is the strongest curvature)
+            if step * step / (2.0 * sel.vt_v) <= tol_m_v:
+                break
+        j_bl += _junction(sel, sel.v_bulk_v - b)[0]
+        j_wl = (a - m).mul_(g)
+        if not self.all_on:
+            j_wl *= self.on
+            j_bl *= self.on
+        return j_wl, j_bl, m
+
+    def _residual(self, v, a, b, j_wl, j_bl):
+        """KCL residuals (A, into each node) of word- and bit-line nodes, (T, R, B, C) each."""
+        s = torch.empty(a.shape[:-1] + (a.shape[-1] + 1,), dtype=a.dtype)
+        torch.sub(v, a[..., 0], out=s[..., 0]).mul_(self.g_in)
+        torch.sub(a[..., :-1], a[..., 1:], out=s[..., 1:-1]).mul_(self.g_w)
+        s[..., -1] = 0.0
+        r_w = torch.sub(s[..., :-1], s[..., 1:]).sub_(j_wl)
+        d = torch.empty(b.shape[:1] + (b.shape[1] + 1,) + b.shape[2:], dtype=b.dtype)
+        d[:, 0] = 0.0
+        torch.sub(b[:, :-1], b[:, 1:], out=d[:, 1:-1]).mul_(self.g_b)
+        torch.mul(b[:, -1], self.g_out, out=d[:, -1])
+        r_b = torch.sub(d[:, :-1], d[:, 1:]).add_(j_bl)
+        return r_w, r_b
+
+    def read(self, v_in_v: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Sense currents (T, B, C) in A for inputs (T, B, R) in V (float64), solved in chunks
+        of ``chunk`` vectors (their working arrays stay in cache)."""
+        v = torch.as_tensor(v_in_v, dtype=torch.float64)
+        self.stats = SolveStats()
+        outs = [self._read_chunk(v[:, s:s + self.chunk]) for s in range(0, v.shape[1], self.chunk)]
+        return torch.cat(outs, dim=1) if outs else v.new_zeros(v.shape[:2] + (self.g_dev.shape[-1],))
+
+    def _read_chunk(self, v_in: torch.Tensor) -> torch.Tensor:
+        v = v_in.transpose(1, 2)                                               # (T, R, B)
+        sel = self.spec.selector
+        scale = max(float(v.abs().max()) if v.numel() else 0.0, abs(sel.v_bulk_v), 1e-30)
+        tol = self.tol_v * scale
+        T, R, B = v.shape
+        C = self.g_dev.shape[-1]
+        r_w = torch.zeros(T, R, B, C, dtype=torch.float64)
+        r_w[..., 0] = self.g_in * v
+        a, b = (x.to(torch.float64) for x in self.net.solve(r_w, torch.zeros_like(r_w)))
+        g_on = max(sel.g_on_s, 1e-30)
+        m = (self.g_dev * a + g_on * b) / (self.g_dev + g_on)
+        delta = prev = scale
+        frozen = None
+        g_on_cells = self.net.g_lin_s[self.net.g_lin_s > 0]
+        jtol = JUNCTION_FREEZE * tol * (float(g_on_cells.min()) if g_on_cells.numel() else 0.0)
+        for it in range(1, self.max_iter + 1):
+            cells = (self._cells_triode(a, b, m, frozen) if self.spec.selector.lambda_per_v == 0
+                     else None)
+            if cells is None:
+                frozen = None
+                j_wl, j_bl, m_new = self._cells(a, b, m, max(CELL_TOL * delta, tol))
+            else:
+                j_wl, j_bl, m_new, junctions = cells
+            r_w, r_b = self._residual(v, a, b, j_wl, j_bl)
+            da, db = self.net.solve(r_w, r_b)
+            delta = max(float(da.abs().max()), float(db.abs().max()), float((m_new - m).abs().max()))
+            if not np.isfinite(delta):
+                break
+            a += da
+            b += db
+            m = m_new
+            # junction currents change by at most g_j·(movement); once the nodes move (this step
+            # and, at a contraction ≤ 1/2, all later ones together) by less than what changes
+            # them by JUNCTION_FREEZE of the tolerance's current through the weakest cell, keep them
+            if cells is not None and frozen is None and 2.0 * delta * junctions[2] <= jtol:
+                frozen = junctions
+            # linear convergence at rate rho = delta/prev leaves about delta·rho/(1 − rho)
+            rho = delta / prev if prev > 0 else 1.0
+            prev = delta
+            if delta <= tol or (it > 2 and rho < 0.5 and delta * rho / (1.0 - rho) <= tol):
+                self.stats.iterations = max(self.stats.iterations, it)
+                self.stats.residual_v = max(self.stats.residual_v, delta)
+                self.last_state = (a, b, m)
+                return self.g_out * b[:, -1]
+        raise NotConverged(f"nonlinear tile solve did not converge in {self.max_iter} iterations "
+                           f"(last node-voltage change {delta:.3e} V)")
+
+
+def read_many(spec: TileSpec, g_dev_s: np.ndarray, v_in_v: np.ndarray, **kw) -> np.ndarray:
+    """Exact nonlinear sense currents (tiles, n, cols) in A of several 1T1R tiles of ``spec``
+    read together: device conductances ``g_dev_s`` (tiles, rows, cols) in S, inputs
+    ``v_in_v`` (tiles, n, rows) in V. ``A_lin`` uses the linear mode's cells (the device in
+    series with the level-1 on-conductance); ``kw`` goes to :class:`BlockSolver`."""
+    from .mapping import effective_cell_conductance
+
+    g = np.stack([spec.check_conductances(x) for x in np.asarray(g_dev_s, dtype=np.float64)])
+    v = np.asarray(v_in_v, dtype=np.float64)
+    if v.ndim != 3 or v.shape[0] != g.shape[0]:
+        raise ValueError(f"inputs must have shape (tiles, n, rows) with {g.shape[0]} tiles, got {v.shape}")
+    for x in v:
+        spec.check_inputs(x)
+    solver = BlockSolver(spec, g, effective_cell_conductance(spec, g), **kw)
+    return solver.read(v).numpy()

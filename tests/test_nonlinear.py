@@ -1,0 +1,111 @@
+"""The block solver of the nonlinear mode against the sparse-LU fixed point it replaced and
+against ngspice."""
+import numpy as np
+import pytest
+import torch
+
+from spicecross.circuit.tile import SelectorSpec, TileSpec
+from spicecross.spice.solve import solve_many
+from spicecross.surrogate.mapping import effective_cell_conductance
+from spicecross.surrogate.network import build_network
+from spicecross.surrogate.nonlinear import BlockSolver, block_network, read_many
+from spicecross.surrogate.tile_model import TileSurrogate
+
+
+def rel_max(a, b):
+    return float(np.max(np.abs(np.asarray(a) - b)) / np.max(np.abs(b)))
+
+
+def random_tile(rows, cols, seed, open_cells=3):
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(1 / 2500, 1 / 100, (rows, cols))
+    g.flat[rng.choice(rows * cols, open_cells, replace=False)] = 0.0     # cells left open
+    return rng, g
+
+
+@pytest.mark.parametrize("rows,cols,r_wl,r_bl,r_drv,r_sense", [
+    (8, 8, 1.0, 1.0, 0.0, 0.0), (12, 20, 2.5, 1.5, 3.0, 2.0), (24, 10, 0.1, 0.1, 0.0, 1.0)])
+def test_block_network_solves_the_nodal_system(rows, cols, r_wl, r_bl, r_drv, r_sense):
+    spec = TileSpec(rows=rows, cols=cols, cell="1t1r", r_wire_wl_ohm=r_wl, r_wire_bl_ohm=r_bl,
+                    r_driver_ohm=r_drv, r_sense_ohm=r_sense)
+    rng, g = random_tile(rows, cols, rows + cols)
+    r = rng.normal(size=(4, 2, rows, cols)) * 1e-3
+    ref = build_network(spec, g).factorize().solve(r.reshape(4, -1).T).T.reshape(4, 2, rows, cols)
+    a, b = block_network(spec, g[None], torch.float64).solve(
+        *(torch.as_tensor(r[:, k]).permute(1, 0, 2)[None] for k in (0, 1)))
+    assert rel_max(a[0].permute(1, 0, 2).numpy(), ref[:, 0]) < 1e-11
+    assert rel_max(b[0].permute(1, 0, 2).numpy(), ref[:, 1]) < 1e-11
+
+
+CASES = {   # name: (rows, cols, r_wire (Ω), selector, input range (V))
+    "read_0.2V": (16, 16, 2.5, SelectorSpec(), (0.0, 0.2)),
+    "bipolar_0.2V": (32, 24, 0.1, SelectorSpec(), (-0.2, 0.2)),
+    "plus_3V": (16, 16, 1.0, SelectorSpec(), (0.0, 3.0)),
+    "saturating_9V": (8, 12, 1.0, SelectorSpec(lambda_per_v=0.02), (4.0, 9.0)),
+    "minus_3V_bulk_biased": (16, 16, 1.0, SelectorSpec(v_bulk_v=-1.35), (-3.0, 3.0)),
+    "forward_junctions": (8, 8, 1.0, SelectorSpec(), (-1.35, 0.2)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_block_equals_sparse_lu(case):
+    rows, cols, r_wire, sel, (lo, hi) = CASES[case]
+    spec = TileSpec.uniform_wires(rows, cols, r_wire, cell="1t1r", selector=sel)
+    rng, g = random_tile(rows, cols, len(case))
+    v = rng.uniform(lo, hi, (7, rows))
+    new = TileSurrogate(spec, g, "nonlinear")
+    out = new.read(v)
+    ref = TileSurrogate(spec, g, "nonlinear", method="sparse_lu").read(v)
+    assert rel_max(out, ref) <= 1e-9
+    assert new._block.stats.iterations > 0       # the block solver answered, not its fallback
+    assert rel_max(new.read(v[3]), ref[3]) <= 1e-9          # one vector (rows,) → (cols,)
+
+
+def test_strongly_forward_biased_junctions_fall_back_to_sparse_lu():
+    """Word lines at −3 V with the bulk at ground: tens of mA through the drain junctions; the
+    linearized cells of the block iteration diverge there and the reference answers."""
+    spec = TileSpec.uniform_wires(16, 16, 1.0, cell="1t1r")
+    rng, g = random_tile(16, 16, 3, open_cells=0)
+    v = -3.0 * rng.uniform(0.5, 1.0, (2, 16))
+    out = TileSurrogate(spec, g, "nonlinear").read(v)
+    assert rel_max(out, TileSurrogate(spec, g, "nonlinear", method="sparse_lu").read(v)) <= 1e-9
+
+
+def test_read_many_equals_tile_by_tile():
+    spec = TileSpec(rows=10, cols=6, cell="1t1r", r_wire_wl_ohm=1.0, r_wire_bl_ohm=2.0,
+                    r_driver_ohm=5.0, r_sense_ohm=1.0)
+    rng = np.random.default_rng(9)
+    g = rng.uniform(1 / 2500, 1 / 100, (3, 10, 6))
+    g[1, 4, :] = 0.0
+    v = rng.uniform(-0.2, 0.2, (3, 5, 10))
+    out = read_many(spec, g, v)
+    for k in range(3):
+        ref = TileSurrogate(spec, g[k], "nonlinear", method="sparse_lu").read(v[k])
+        assert rel_max(out[k], ref) <= 1e-9
+    with pytest.raises(ValueError, match="tiles"):
+        read_many(spec, g, v[:2])
+
+
+def test_float64_corrections_give_the_same_fixed_point():
+    spec = TileSpec.uniform_wires(12, 12, 2.5, cell="1t1r")
+    rng, g = random_tile(12, 12, 4)
+    v = rng.uniform(0, 0.2, (1, 6, 12))
+    outs = [BlockSolver(spec, g[None], effective_cell_conductance(spec, g)[None], dtype=dt).read(v)
+            for dt in (torch.float32, torch.float64)]
+    assert rel_max(outs[0].numpy(), outs[1].numpy()) <= 1e-11
+
+
+def test_block_equals_ngspice_16x16():
+    spec = TileSpec.uniform_wires(16, 16, 1.0, cell="1t1r")
+    rng, g = random_tile(16, 16, 16)
+    vs = rng.uniform(0, 0.2, (3, 16))
+    vs[2] = rng.uniform(-0.2, 0.2, 16)
+    ref = np.array([r.sense_currents_a for r in
+                    solve_many(spec, list(np.repeat(g[None], 3, 0)), list(vs), backend="ngspice",
+                               cache_dir=None, progress=False)])
+    assert rel_max(TileSurrogate(spec, g, "nonlinear").read(vs), ref) <= 1e-6
+
+
+def test_bad_method():
+    with pytest.raises(ValueError, match="method"):
+        TileSurrogate(TileSpec(rows=2, cols=2), np.full((2, 2), 1e-3), "nonlinear", method="lu")
