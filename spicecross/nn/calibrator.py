@@ -142,7 +142,13 @@ def calibrate_model(model: nn.Module, images: Tensor) -> nn.Module:
         for _, m in layers:
             m.array.age()
     share = max(c.read_disturb_fraction for c in fitted.values())
-    if share > 0:
+    if share > 0 and cfg.compat == "memtorch":
+        warnings.warn(f"MemTorch's word-line voltages (inputs naive-scaled to at most "
+                      f"{cfg.max_input_voltage_v:g} V) exceed the {cfg.device_set} switching "
+                      f"threshold ({cfg.switching_threshold_v:g} V) in up to {100 * share:.3g} % "
+                      f"of cell reads; the emulation reads the tiles at "
+                      f"{cfg.read_voltage_v:g} V", RuntimeWarning, stacklevel=2)
+    elif share > 0:
         warnings.warn(f"reads at up to {cfg.read_voltage_v:g} V exceed the {cfg.device_set} "
                       f"switching threshold ({cfg.switching_threshold_v:g} V): up to "
                       f"{100 * share:.3g} % of cell reads would switch devices, which the "

@@ -35,7 +35,7 @@ from ..surrogate.config import AnalogConfig
 from .analog import AnalogConv2d, AnalogLinear
 from .calibrator import fit_calibrations
 
-__all__ = ["HardwareAwareLayer", "train_hardware_aware", "unwrap", "wrap"]
+__all__ = ["HardwareAwareLayer", "train_analog", "train_hardware_aware", "unwrap", "wrap"]
 
 
 class HardwareAwareLayer(nn.Module):
@@ -149,3 +149,40 @@ def train_hardware_aware(model: nn.Module, config: AnalogConfig, train_set: Tens
     return trained, {"steps": step, "programmings": programmings, "loss": running,
                      "seconds": time.perf_counter() - t0, "reprogram_every": reprogram_every,
                      "config": config.to_dict()}
+
+
+def train_analog(name: str, data_root, config: AnalogConfig, out_path=None, init=None,
+                 epochs: int = 1, batch_size: int = 128, lr: float = 5e-4,
+                 reprogram_every: int = 20, max_steps: int | None = None, seed: int = 0,
+                 limit: int | None = None, eval_limit: int | None = None,
+                 calibration_images: int = 64, progress: bool = False) -> dict[str, Any]:
+    """``spicecross train NAME --analog``: fine-tune the network ``init`` (a checkpoint; MNIST
+    defaults to the shipped weights) through ``config``'s analog path, report its analog
+    accuracy on the test split before and after (at ``config.seed``, devices never drawn in
+    training), and write the trained network's checkpoint to ``out_path``."""
+    from ..threads import limited_threads, threads_for
+    from .datasets import load_dataset
+    from .inference import EvalData, load_network, run_analog
+    from .train import save_checkpoint
+
+    model = load_network(name, init)
+    train_set = load_dataset(name, data_root, train=True, limit=limit)
+    test_set = load_dataset(name, data_root, train=False, limit=eval_limit)
+    cal = train_set.tensors[0][:calibration_images]
+    evaluation = EvalData(test_set, train_set.tensors[0][:config.calibration_images],
+                          f"{name} test split")
+    with limited_threads(threads_for()):
+        before = run_analog(model, config, evaluation)["accuracy"]
+        trained, info = train_hardware_aware(model, config, train_set, cal, epochs, batch_size,
+                                             lr, reprogram_every, seed, max_steps, progress)
+        after = run_analog(trained, config, evaluation)["accuracy"]
+    summary = {"model": name, "seed": int(seed), "epochs": int(epochs), "analog": True,
+               "analog_accuracy_before": before, "analog_accuracy_after": after,
+               "test_samples": len(test_set), "train_steps": info["steps"],
+               "programmings": info["programmings"], "seconds": info["seconds"],
+               "reprogram_every": reprogram_every, "out": None}
+    if out_path is not None:
+        save_checkpoint(trained, {**summary, "test_accuracy": after}, out_path,
+                        analog_config=config.to_json(), init=str(init) if init else "shipped")
+        summary["out"] = str(out_path)
+    return summary

@@ -87,27 +87,33 @@ def adc_quantize(i: Tensor, bits: int | None, overflow_rate: float = 0.0,
     C = i.shape[ax]
     g = C if tile_cols is None else int(tile_cols)
     n_groups = -(-C // g)
-    pad = n_groups * g - C       # a tile's unused columns: zero conductance, zero current
-    if pad:
+    # a tile's unused columns carry zero current (zero conductance) and count in the tile
+    # result; with one column tile they are accounted for below instead of materialized
+    pad = n_groups * g - C
+    if pad and n_groups > 1:
         widths = [0, 0] * (i.dim() - 1 - ax) + [0, pad]
-        i_p = torch.nn.functional.pad(i, widths)
+        i_p, n_zero = torch.nn.functional.pad(i, widths), 0
     else:
-        i_p = i
-    xg = i_p.unflatten(ax, (n_groups, g))          # reduce over axis ax + 1 (one tile result)
+        i_p, n_zero = i, pad
+    xg = i_p.unflatten(ax, (n_groups, i_p.shape[ax] // n_groups))   # one tile result: axis red
     red = ax + 1
-    mag = xg.abs()
+    hi, lo = xg.amax(red, keepdim=True), xg.amin(red, keepdim=True)
+    if n_zero:
+        hi, lo = hi.clamp(min=0), lo.clamp(max=0)
     if overflow_rate > 0:
         k = min(int(round(overflow_rate * g)), g - 1)
-        top = mag.sort(dim=red, descending=True).values.narrow(red, k, 1)
+        ranked = xg.abs().sort(dim=red, descending=True).values
+        top = (ranked.narrow(red, k, 1) if k < ranked.shape[red]
+               else torch.zeros_like(hi))
     else:
-        top = mag.amax(red, keepdim=True)
+        top = torch.maximum(hi, -lo)
     if bits == 1:
-        q = xg.mean(red, keepdim=True).expand_as(xg)
+        q = (xg.sum(red, keepdim=True) / g).expand_as(xg)
     else:
         delta = torch.exp2(1 - bits + torch.ceil(torch.log2(top + 1e-12)))
         bound = 2.0 ** (bits - 1)
-        q = torch.clamp(torch.floor(xg / delta + 0.5), -bound, bound - 1) * delta
-    constant = xg.amax(red, keepdim=True) == xg.amin(red, keepdim=True)
+        q = xg.div(delta).add_(0.5).floor_().clamp_(-bound, bound - 1).mul_(delta)
+    constant = hi == lo
     if bool(constant.any()):
         q = torch.where(constant, xg, q)
     return q.flatten(ax, red).narrow(ax, 0, C)
