@@ -25,8 +25,9 @@ _PROBABILITY = finite_float(0.0, 1.0)
 _BITS = integer(1, 32, none_ok=True)
 
 
-def add_config_options(p: argparse.ArgumentParser) -> None:
-    """The options that build an AnalogConfig (defaults: the AnalogConfig defaults)."""
+def add_config_options(p: argparse.ArgumentParser, compat_both: bool = False) -> None:
+    """The options that build an AnalogConfig (defaults: the AnalogConfig defaults);
+    ``compat_both`` lets ``--compat`` take ``both`` (sweeps run every point in each setting)."""
     p.add_argument("--model", default="mnist", choices=MODEL_NAMES, metavar="NAME",
                    help=f"network: {', '.join(MODEL_NAMES)} (default mnist)")
     p.add_argument("--data", default=None, metavar="DIR",
@@ -54,6 +55,15 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--miv", type=_POSITIVE, default="9", metavar="VOLTS",
                    help="the seed paper's max input voltage: MemTorch's input mapping scale, not "
                         "used by the physical read path (reads are at --v-read) (default 9)")
+    compat = ("physical", "memtorch") + (("both",) if compat_both else ())
+    p.add_argument("--compat", default="physical", choices=compat, metavar="|".join(compat),
+                   help="physical: the read path a chip would use (default); memtorch: what "
+                        "MemTorch 1.1.6 did (naive input scaling at --miv, tune_() fit, "
+                        "per-vector ADC range, clip-only programming, its endurance split)"
+                        + ("; both: every point in each setting" if compat_both else ""))
+    p.add_argument("--recalibrate-after", type=_POSITIVE, default=None, metavar="S",
+                   help="re-calibrate every layer's ADC range and gain every S seconds of "
+                        "drift (physical path; default never)")
     p.add_argument("--adc-overflow", type=finite_float(0.0, 99.999), default=None, metavar="PCT",
                    help="percentage of calibration currents allowed to overflow the ADC (default 0)")
     p.add_argument("--states", type=integer(2, 1 << 20), default=None, metavar="N",
@@ -113,7 +123,9 @@ def config_from_args(args: argparse.Namespace):
                               device_set=args.device_set, adc_bits=args.adc_bits,
                               dac_bits=args.dac_bits, max_input_voltage_v=args.miv,
                               v_read_v=args.v_read, read_scheme=args.read_scheme,
-                              conductance_states=args.states, seed=args.seed)
+                              conductance_states=args.states, seed=args.seed,
+                              compat="physical" if args.compat == "both" else args.compat,
+                              recalibrate_after_s=args.recalibrate_after)
     optional = {"r_wire_ohm": args.r_wire, "adc_overflow_pct": args.adc_overflow,
                 "calibration_images": args.calibration_images}
     kw.update({k: v for k, v in optional.items() if v is not None})
@@ -166,7 +178,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                           "seconds": round(res["seconds"], 3), "images": res["images"],
                           "program_seconds": round(res["program_seconds"], 3),
                           "read_voltage_v": res["read_voltage_v"],
-                          "read_scheme": res["read_scheme"],
+                          "read_scheme": res["read_scheme"], "compat": config.compat,
+                          "recalibrate_after_s": config.recalibrate_after_s,
                           **({"spice_check": check} if check is not None else {})}))
     else:
         print(f"{args.model}: {res['images']} images ({res['data']})")
@@ -176,6 +189,13 @@ def _cmd_infer(args: argparse.Namespace) -> int:
               f"{config.tile_rows}x{config.tile_cols} {config.cell}, {config.mode} mode, "
               f"wires {config.r_wire_ohm:g} Ω, reads at {res['read_voltage_v']:g} V "
               f"{res['read_scheme']})")
+        if config.compat != "physical" or config.recalibrate_after_s is not None:
+            from ..nn.calibrator import last_recalibration_s
+            t_last = last_recalibration_s(config)
+            print(f"  compat {config.compat}" + (
+                "" if config.recalibrate_after_s is None else
+                f", drift re-calibration every {config.recalibrate_after_s:g} s (last at "
+                + ("never" if t_last is None else f"{t_last:g} s") + ")"))
         if check is not None:
             print(f"  SPICE check {check['reads']} reads ({check['simulator']}): max error "
                   f"{check['max_err_lsb']:.3g} ADC steps, max relative {check['max_rel_err']:.3g}, "

@@ -24,7 +24,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     res = run_sweep(args.preset, args.model, args.data, base, args.out, limit=args.limit,
                     batch_size=args.batch_size, weights=args.weights, plot=args.plot,
                     progress=not args.quiet, spice_check_reads=args.spice_check,
-                    spice_backend=args.spice_backend)
+                    spice_backend=args.spice_backend,
+                    compat_modes=("physical", "memtorch") if args.compat == "both" else None)
     print(json.dumps({"preset": args.preset, "out": str(args.out), "plot": args.plot,
                       "computed": len(res["computed"]), "skipped": len(res["skipped"]),
                       "results": {k: round(v, 4) for k, v in res["results"].items()}}))
@@ -40,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "without redoing finished points. Other options set the base configuration "
                     "the sweep varies.")
     p.add_argument("preset", metavar="PRESET", help=f"one of: {', '.join(PRESET_NAMES)}")
-    add_config_options(p)
+    add_config_options(p, compat_both=True)
     p.add_argument("--out", required=True, metavar="FILE", help="HDF5 results file (created or resumed)")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a plot like the paper's figure")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

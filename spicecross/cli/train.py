@@ -8,7 +8,7 @@ from typing import Any
 
 from ..nn.datasets import DATA_ENV_VAR
 from ..nn.model_names import MODEL_NAMES
-from .args import finite_float, integer, positive_int
+from .args import existing_file, finite_float, integer, positive_int, tile_size
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -24,6 +24,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if args.lr is not None:
         kwargs["lr"] = args.lr
+    if args.analog or args.analog_config is not None:
+        return _cmd_train_analog(args, data, kwargs)
     summary = train_model(args.model, data, epochs=args.epochs, seed=args.seed,
                           batch_size=args.batch_size, out_path=args.out, limit=args.limit,
                           progress=not args.quiet, **kwargs)
@@ -41,6 +43,47 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analog_config(args: argparse.Namespace):
+    """The AnalogConfig of ``--analog-config FILE`` (JSON of ``AnalogConfig.to_dict``) with the
+    flags given beside it applied on top."""
+    from ..errors import unreadable
+    from ..surrogate.config import AnalogConfig
+
+    config = AnalogConfig()
+    if args.analog_config is not None:
+        try:
+            with open(args.analog_config, encoding="utf-8") as f:
+                config = AnalogConfig.from_dict(json.load(f))
+        except (OSError, ValueError, TypeError) as exc:
+            raise unreadable(args.analog_config, "analog configuration", exc) from None
+    changes: dict[str, Any] = {}
+    if args.tile is not None:
+        changes.update(tile_rows=args.tile[0], tile_cols=args.tile[1])
+    if args.r_wire is not None:
+        changes["r_wire_ohm"] = args.r_wire
+    if args.sigma is not None:
+        changes.update(sigma_r_on_ohm=args.sigma, sigma_r_off_ohm=args.sigma)
+    if args.adc_bits is not None:
+        changes["adc_bits"] = args.adc_bits
+    if args.compat is not None:
+        changes["compat"] = args.compat
+    return config.with_(**changes) if changes else config
+
+
+def _cmd_train_analog(args: argparse.Namespace, data: str, kwargs: dict[str, Any]) -> int:
+    from ..nn.hw_train import train_analog
+
+    summary = train_analog(args.model, data, _analog_config(args), out_path=args.out,
+                           init=args.init, epochs=args.epochs, batch_size=args.batch_size,
+                           reprogram_every=args.reprogram_every, max_steps=args.max_steps,
+                           seed=args.seed, limit=args.limit, eval_limit=args.eval_limit,
+                           progress=not args.quiet, **kwargs)
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
+                      for k, v in summary.items()}))
+    sys.stdout.flush()
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -52,7 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, metavar="DIR",
                    help=f"data root holding MNIST/raw, cifar-10-batches-py or cifar-100-python "
                         f"(default: ${DATA_ENV_VAR})")
-    p.add_argument("--epochs", type=positive_int, default=2, help="training epochs (default 2)")
+    p.add_argument("--epochs", type=positive_int, default=2,
+                   help="training epochs (default 2; with --analog at most this many)")
     p.add_argument("--seed", type=integer(), default=0, help="random seed (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="batch size (default 128)")
     p.add_argument("--lr", type=finite_float(0.0, 10.0, lo_open=True), default=None,
@@ -61,4 +105,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=None, metavar="N",
                    help="use only the first N train and N test samples (quick runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    hw = p.add_argument_group("hardware-aware training (through the crossbar surrogate)")
+    hw.add_argument("--analog", action="store_true",
+                    help="fine-tune through the analog forward path (wires, ADC, variability "
+                         "re-drawn at every programming; straight-through gradients)")
+    hw.add_argument("--analog-config", type=existing_file, default=None, metavar="FILE",
+                    help="JSON AnalogConfig (implies --analog); the flags below override it")
+    hw.add_argument("--init", type=existing_file, default=None, metavar="FILE",
+                    help="checkpoint to start from (default: the shipped MNIST weights)")
+    hw.add_argument("--tile", type=tile_size, default=None, metavar="RxC", help="tile rows x cols")
+    hw.add_argument("--r-wire", type=finite_float(0.0), default=None, metavar="OHMS",
+                    help="wire segment resistance")
+    hw.add_argument("--sigma", type=finite_float(0.0), default=None, metavar="OHMS",
+                    help="device-to-device σ of R_on and R_off")
+    hw.add_argument("--adc-bits", type=integer(1, 32, none_ok=True), default=None, metavar="N",
+                    help="ADC bits, or 'none'")
+    hw.add_argument("--compat", default=None, choices=("physical", "memtorch"),
+                    help="read path to train through (default physical)")
+    hw.add_argument("--reprogram-every", type=positive_int, default=20, metavar="N",
+                    help="program the current weights (fresh device draw) every N batches "
+                         "(default 20)")
+    hw.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
+                    help="stop after N batches")
+    hw.add_argument("--eval-limit", type=positive_int, default=None, metavar="N",
+                    help="test images for the before/after analog accuracy (default all)")
     p.set_defaults(func=_cmd_train)

@@ -152,9 +152,14 @@ PARAMETER_SETS: dict[str, VTEAMParams] = {
         r_on_ohm=100.0, r_off_ohm=2.5e3, d_m=10e-9, k_on_m_per_s=-80.0, k_off_m_per_s=4.03e-8,
         alpha_on=3.0, alpha_off=1.0, v_on_v=-0.53, v_off_v=0.5, x_on_m=0.0, x_off_m=10e-9,
         r_model="linear", dt_s=1e-6,
-        source=("Pt/Hf/Ti VTEAM set of MemTorch's case study, "
-                "memtorch/examples/legacy/CaseStudy.ipynb, github.com/coreylammie/MemTorch "
-                "(VTEAM: Kvatinsky et al., IEEE TCAS-II 62(8), 2015)")),
+        source=("Pt/Hf/Ti VTEAM set of MemTorch's case study (github.com/coreylammie/MemTorch "
+                "v1.1.6, memtorch/examples/legacy/CaseStudy.ipynb, reference_memristor_params): "
+                "r_on 100 Ω, r_off 2.5 kΩ, d 10 nm, x_on 0, x_off 10 nm, k_on -80 m/s, "
+                "k_off 4.03e-8 m/s, alpha_on 3, alpha_off 1, v_on -0.53 V, v_off 0.5 V, "
+                "time_series_resolution 1e-6 s (dt_s); r_model linear: R = r_on + "
+                "(r_off - r_on)·x/d as memtorch/bh/memristor/VTEAM.py current() and "
+                "set_conductance() compute it (VTEAM: Kvatinsky et al., IEEE TCAS-II 62(8), "
+                "2015)")),
 }
 
 

@@ -4,10 +4,11 @@ stopped without redoing finished points.
 
 Presets (grids like the paper's):
 
-* ``max-input-voltage``: MIV 1, 2, …, 9 V. In the ``ideal`` and ``linear`` modes the read is a
-  linear network and the scaling back is the known inverse, so accuracy does not depend on MIV
-  (the seed paper's MIV dependence comes from MemTorch's per-batch input rescaling and its
-  output clamp at ``max(G)·MIV``); what MIV does change physically is recorded per point as
+* ``max-input-voltage``: MIV 1, 2, …, 9 V. In the physical ``ideal`` and ``linear`` modes the
+  read is a linear network and the scaling back is the known inverse, so accuracy does not
+  depend on MIV (the seed paper's MIV dependence comes from MemTorch's ``naive_scale``, which
+  rescales a layer's input to ±MIV whenever it exceeds MIV and never scales the output back:
+  ``compat="memtorch"`` reproduces it); what MIV does change physically is recorded per point as
   ``read_disturb_fraction`` — the share of word-line reads above the device's switching
   threshold (0.5 V for Pt/Hf/Ti), reads a real array would not survive unchanged — and, in the
   (slow) ``nonlinear`` 1T1R mode, the selector's saturation;
@@ -23,7 +24,10 @@ File layout: root attributes ``preset``, ``model``, ``base_config`` (JSON), ``di
 ``images``, ``data`` and the standard provenance; one group ``points/<key>`` per finished point
 with attributes ``key``, ``overrides`` (JSON), ``config`` (JSON of the full AnalogConfig),
 ``seed``, ``device_set``, ``device_source``, ``accuracy``, ``seconds``, ``program_seconds``,
-``endurance_source`` where relevant.
+``endurance_source`` where relevant, ``compat`` and, with drift re-calibration,
+``recalibrate_after_s`` and ``last_recalibration_s``. ``run_sweep(compat_modes=("physical",
+"memtorch"))`` (CLI ``--compat both``) runs every point in each setting (keys end in
+``,compat=…``).
 """
 from __future__ import annotations
 
@@ -101,10 +105,14 @@ PRESETS: dict[str, Callable[[], list[SweepPoint]]] = {
 assert tuple(PRESETS) == PRESET_NAMES, "spicecross/experiments/presets.py is out of date"
 
 
-def preset_points(preset: str) -> list[SweepPoint]:
+def preset_points(preset: str, compat_modes: tuple[str, ...] | None = None) -> list[SweepPoint]:
+    """The preset's points; with ``compat_modes`` every point once per setting."""
     if preset not in PRESETS:
         raise ValueError(f"unknown sweep {preset!r}: expected one of {', '.join(PRESETS)}")
-    return PRESETS[preset]()
+    points = PRESETS[preset]()
+    if not compat_modes:
+        return points
+    return _points([{**p.overrides, "compat": c} for c in compat_modes for p in points])
 
 
 def read_sweep(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -133,8 +141,8 @@ def run_sweep(preset: str, model_name: str, data_root: str | Path | None, base: 
               out: str | Path, limit: int | None = None, batch_size: int = 500,
               weights: str | Path | None = None, plot: str | Path | None = None,
               progress: bool = True, on_point: Callable[[int, SweepPoint, dict], None] | None = None,
-              spice_check_reads: int = 0, spice_backend: str = DEFAULT_CHECK_BACKEND
-              ) -> dict[str, Any]:
+              spice_check_reads: int = 0, spice_backend: str = DEFAULT_CHECK_BACKEND,
+              compat_modes: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Run (or resume) sweep ``preset`` and return ``{"computed": [keys], "skipped": [keys],
     "results": {key: accuracy}}``. ``on_point(index, point, result)`` is called after each point
     is safely written (an exception from it stops the sweep; the file keeps every point so far).
@@ -145,7 +153,7 @@ def run_sweep(preset: str, model_name: str, data_root: str | Path | None, base: 
 
     from ..nn.inference import _accuracy, load_eval_data, load_network, run_analog
 
-    points = preset_points(preset)
+    points = preset_points(preset, compat_modes)
     out = Path(out)
     done: dict[str, dict[str, Any]] = {}
     if out.exists():
@@ -219,6 +227,12 @@ def _point_attrs(pt: SweepPoint, cfg: AnalogConfig, res: dict[str, Any]) -> dict
         "compensation_residual": json.dumps(res["compensation_residual"]),
         "read_voltage_v": float(res["read_voltage_v"]), "read_scheme": res["read_scheme"],
     }
+    attrs["compat"] = cfg.compat
+    if cfg.recalibrate_after_s is not None:
+        from ..nn.calibrator import last_recalibration_s
+        t_last = last_recalibration_s(cfg)
+        attrs["recalibrate_after_s"] = float(cfg.recalibrate_after_s)
+        attrs["last_recalibration_s"] = -1.0 if t_last is None else t_last
     if "spice_check" in res:
         attrs["spice_check"] = json.dumps(res["spice_check"], sort_keys=True)
         attrs["spice_max_err_lsb"] = float(res["spice_check"]["max_err_lsb"])
@@ -242,36 +256,65 @@ def plot_sweep(path: str | Path, png: str | Path) -> Path:
     digital = float(root["digital_accuracy"])
     rows = [(json.loads(a["overrides"]) if isinstance(a["overrides"], str) else a["overrides"],
              float(a["accuracy"])) for a in pts.values()]
-    disturb = {json.dumps(json.loads(a["overrides"]) if isinstance(a["overrides"], str)
-                          else a["overrides"], sort_keys=True): float(a.get("read_disturb_fraction", 0.0))
-               for a in pts.values()}
+    disturb: dict[str, float] = {}
+    for a in pts.values():
+        o = json.loads(a["overrides"]) if isinstance(a["overrides"], str) else a["overrides"]
+        if o.get("compat", "physical") == "physical":      # reads at the physical voltage
+            o = {k: v for k, v in o.items() if k != "compat"}
+            disturb[json.dumps(o, sort_keys=True)] = float(a.get("read_disturb_fraction", 0.0))
     fig = Figure(figsize=(6.4, 4.4))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     title = f"{root['model']}: {preset} ({root['images']} images)"
-    if preset == "max-input-voltage":
-        xs = sorted((o["max_input_voltage_v"], acc) for o, acc in rows)
-        ax.plot([x for x, _ in xs], [a for _, a in xs], "o-", label="memristive")
-        ax.set_xlabel("max input voltage (V)")
-        ax2 = ax.twinx()
-        ds = sorted((o["max_input_voltage_v"], 100 * disturb[json.dumps(o, sort_keys=True)])
-                    for o, _ in rows)
-        ax2.plot([x for x, _ in ds], [d for _, d in ds], "r^--", label="reads above threshold")
-        ax2.set_ylabel("word-line reads above the switching threshold (%)", color="r", fontsize=8)
-        ax2.set_ylim(0, 100)
-        ax2.legend(fontsize=8, loc="lower right")
-    elif preset == "tile-adc":
-        for n in sorted({o["tile_rows"] for o, _ in rows}):
-            xs = sorted((o["adc_bits"], acc) for o, acc in rows if o["tile_rows"] == n)
-            ax.plot([x for x, _ in xs], [a for _, a in xs], "o-", label=f"{n}x{n}")
-        ax.set_xlabel("ADC bits")
-    elif preset == "variability-states":
-        for s in sorted({o["sigma_r_on_ohm"] for o, _ in rows}):
-            xs = sorted((o["conductance_states"], acc) for o, acc in rows if o["sigma_r_on_ohm"] == s)
-            ax.plot([x for x, _ in xs], [a for _, a in xs], "o-", label=f"σ = {s:g} Ω")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("conductance states")
-    elif preset == "stuck-at":
+    base_compat = json.loads(root["base_config"]).get("compat", "physical") \
+        if isinstance(root.get("base_config"), str) else "physical"
+    modes = sorted({o.get("compat", base_compat) for o, _ in rows})
+
+    def of_mode(c: str) -> list:
+        return [({k: v for k, v in o.items() if k != "compat"}, acc) for o, acc in rows
+                if o.get("compat", base_compat) == c]
+
+    def draw(rows: list, sfx: str, first: bool) -> None:
+        if preset == "max-input-voltage":
+            xs = sorted((o["max_input_voltage_v"], acc) for o, acc in rows)
+            ax.plot([x for x, _ in xs], [a for _, a in xs], "o-", label="memristive" + sfx)
+            ax.set_xlabel("max input voltage (V)")
+            if not first:
+                return
+            ax2 = ax.twinx()
+            ds = sorted((o["max_input_voltage_v"], 100 * disturb[json.dumps(o, sort_keys=True)])
+                        for o, _ in rows if json.dumps(o, sort_keys=True) in disturb)
+            ax2.plot([x for x, _ in ds], [d for _, d in ds], "r^--", label="reads above threshold")
+            ax2.set_ylabel("word-line reads above the switching threshold (%)", color="r", fontsize=8)
+            ax2.set_ylim(0, 100)
+            ax2.legend(fontsize=8, loc="lower right")
+        elif preset == "tile-adc":
+            for n in sorted({o["tile_rows"] for o, _ in rows}):
+                xs = sorted((o["adc_bits"], acc) for o, acc in rows if o["tile_rows"] == n)
+                ax.plot([x for x, _ in xs], [a for _, a in xs], "o-", label=f"{n}x{n}" + sfx)
+            ax.set_xlabel("ADC bits")
+        elif preset == "variability-states":
+            for s in sorted({o["sigma_r_on_ohm"] for o, _ in rows}):
+                xs = sorted((o["conductance_states"], acc) for o, acc in rows if o["sigma_r_on_ohm"] == s)
+                ax.plot([x for x, _ in xs], [a for _, a in xs], "o-", label=f"σ = {s:g} Ω" + sfx)
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("conductance states")
+        elif preset == "endurance-retention":
+            for model in sorted({o["endurance_model"] for o, _ in rows if "endurance_model" in o}):
+                xs = sorted((o["endurance_cycles"], acc) for o, acc in rows
+                            if o.get("endurance_model") == model)
+                ax.plot([x for x, _ in xs], [a for _, a in xs], "o-", label=f"endurance ({model}), cycles" + sfx)
+            xs = sorted((o["retention_s"], acc) for o, acc in rows if "retention_s" in o)
+            if xs:
+                ax.plot([x for x, _ in xs], [a for _, a in xs], "s--", label="retention (drift), seconds" + sfx)
+            ax.set_xscale("log")
+            ax.set_xlabel("SET/RESET cycles or time since programming (s)")
+
+    if preset != "stuck-at":
+        for i, c in enumerate(modes):
+            draw(of_mode(c), f" [{c}]" if len(modes) > 1 else "", i == 0 and c == "physical")
+    else:
+        rows = of_mode("physical" if "physical" in modes else modes[0])
         hs = sorted({o["stuck_hrs_p"] for o, _ in rows})
         ls = sorted({o["stuck_lrs_p"] for o, _ in rows})
         grid = np.full((len(hs), len(ls)), np.nan)
@@ -292,16 +335,6 @@ def plot_sweep(path: str | Path, png: str | Path) -> Path:
         fig.tight_layout()
         save_figure_atomic(fig, png)
         return Path(png)
-    elif preset == "endurance-retention":
-        for model in sorted({o["endurance_model"] for o, _ in rows if "endurance_model" in o}):
-            xs = sorted((o["endurance_cycles"], acc) for o, acc in rows
-                        if o.get("endurance_model") == model)
-            ax.plot([x for x, _ in xs], [a for _, a in xs], "o-", label=f"endurance ({model}), cycles")
-        xs = sorted((o["retention_s"], acc) for o, acc in rows if "retention_s" in o)
-        if xs:
-            ax.plot([x for x, _ in xs], [a for _, a in xs], "s--", label="retention (drift), seconds")
-        ax.set_xscale("log")
-        ax.set_xlabel("SET/RESET cycles or time since programming (s)")
     ax.axhline(digital, color="gray", ls=":", label=f"digital {digital:.2f} %")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)

@@ -19,7 +19,15 @@ first layer of a normalised-input network), or in one read with negative voltage
 ``I⁺ − I⁻``; the phases and the partial sums of the row tiles of one output are combined
 digitally after the ADCs. The result goes back to weight units by the known inverse of the
 mapping, ``y = ΣI·(x_fs/V_read)·(w_max/(g_hi − g_lo))`` — no fitted per-layer correction
-(MemTorch's ``tune_()``).
+(MemTorch's ``tune_()``), times the layer's digital ``gain`` (1 unless drift re-calibration,
+``AnalogConfig.recalibrate_after_s``, has re-fitted it: :meth:`_AnalogLayer.recalibrate`).
+
+MemTorch 1.1.6 (``AnalogConfig.compat="memtorch"``, :meth:`_AnalogLayer._read_memtorch`): the
+input is rescaled by ``naive_scale`` at the max input voltage and applied unquantized in one
+signed read; each tile result is digitized with a power-of-two range chosen per input vector;
+row tiles are summed and the layer's fitted ``tune_()`` map ``coef·y + intercept`` gives the
+output (:meth:`_AnalogLayer.tune_memtorch`). Steps and sources: :mod:`spicecross.surrogate.
+memtorch_compat`.
 
 Bias and BatchNorm stay digital: the layer's bias is added after the scaling above (a digital
 adder after the ADCs); BatchNorm modules are not patched and run as the digital per-channel
@@ -34,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
 from ..surrogate.converters import ADC, DAC
@@ -92,7 +101,9 @@ class _AnalogLayer(nn.Module):
 
     def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
         """DAC → tile reads → ADC of every row tile and phase, partial sums and phases
-        combined digitally, scaled back to weight units."""
+        combined digitally, scaled back to weight units (times the re-calibrated gain)."""
+        if self.config.compat == "memtorch":
+            return self._read_memtorch(x, cal)
         out = None
         for sign, v in self._dac(x, cal):
             for r, i in enumerate(self._tile_currents(v)):
@@ -100,34 +111,96 @@ class _AnalogLayer(nn.Module):
                 if sign < 0:
                     q = -q
                 out = q.clone() if out is None else out.add_(q)
-        return out * self.array.weight_units_per_a(cal.x_fs)
+        return out * (self.array.weight_units_per_a(cal.x_fs) * cal.gain)
+
+    # ---- MemTorch 1.1.6 (compat="memtorch") ----------------------------------------------------
+    def _read_memtorch(self, x: Tensor, cal: LayerCalibration) -> Tensor:
+        """MemTorch's forward (memtorch/mn/Linear.py, memtorch/mn/Conv2d.py): naive_scale,
+        the crossbar read, its per-vector ADC on every tile result (summed over row tiles), then
+        ``transform_output`` (the ``tune_()`` fit; identity before tuning)."""
+        cfg = self.config
+        miv, v_read = cfg.max_input_voltage_v, cfg.read_voltage_v
+        scaled = mc.naive_scale(x, miv, per_sample=isinstance(self, AnalogConv2d))
+        out = None                        # currents in MemTorch's units: voltages = scaled input
+        for i in self._tile_currents(scaled * (v_read / miv)):
+            q = mc.adc_quantize(i * (miv / v_read), cfg.adc_bits, cfg.adc_overflow_pct / 100.0,
+                                col_axis=1, tile_cols=cfg.tile_cols)
+            out = q.clone() if out is None else out.add_(q)
+        if cal.output_map is None:
+            return out
+        coef, intercept = cal.output_map
+        return out * coef + intercept
+
+    def tune_memtorch(self, generator: torch.Generator) -> tuple[float, float]:
+        """MemTorch's ``tune()`` (memtorch/map/Module.py ``naive_tune``): the crossbar output
+        (no bias, identity output map) and the digital output on one uniform random batch,
+        fitted by :func:`~spicecross.surrogate.memtorch_compat.linear_fit`; installs and
+        returns ``(coef, intercept)``."""
+        cal = self._calibrated()
+        kind = "conv2d" if isinstance(self, AnalogConv2d) else "linear"
+        n_in = self.in_channels if kind == "conv2d" else self.in_features
+        x = mc.tune_inputs(kind, n_in, generator)
+        cal.output_map = None
+        with torch.no_grad():
+            cal.output_map = mc.linear_fit(self._read(x, cal), self._digital(x))
+        return cal.output_map
+
+    # ---- drift compensation (physical path) ------------------------------------------------
+    def recalibrate(self, x: Tensor) -> float:
+        """Re-calibration of this layer's ADC after drift, as a chip does it with its stored
+        calibration inputs ``x`` and their known digital outputs: the per-column ADC ranges are
+        re-fitted on the array as it is now (DAC full scale unchanged), then the digital gain
+        is the least-squares factor (through the origin) from the read to the known output.
+        Installs and returns the gain."""
+        cal = self._calibrated()
+        with torch.no_grad():
+            cal.adc_range_a = self._adc_ranges(self._dac(x, cal))
+            cal.gain = 1.0
+            y = self._read(x, cal).double()
+            ref = self._digital(x).reshape(y.shape).double()
+            den = float((y * y).sum())
+            cal.gain = float((y * ref).sum()) / den if den > 0 else 1.0
+        return cal.gain
+
+    def _adc_ranges(self, phases: list[tuple[float, Tensor]]) -> Tensor | None:
+        """Per (row tile, column) ADC ranges (A) from the differential currents of all read
+        phases: the largest, or the ``adc_overflow_pct`` percentile."""
+        bits = self.config.adc_bits
+        if bits is None:
+            return None
+        per_phase = [self._tile_currents(v) for _, v in phases]
+        ranges = []
+        for r in range(self.n_row_tiles):
+            cols = torch.cat([cur[r].detach().movedim(1, -1).reshape(-1, cur[r].shape[1])
+                              for cur in per_phase]).to(torch.float64)
+            if self.config.adc_overflow_pct > 0 and cols.numel() > (1 << 23):
+                cols = cols[::-(-cols.numel() // (1 << 23))]      # quantile size limit
+            rng = ADC(bits).calibrate(cols, self.config.adc_overflow_pct).range_a
+            ranges.append(rng.to(per_phase[0][r].dtype))
+        return torch.stack(ranges).to(torch.float32)
 
     def fit_calibration(self, x: Tensor) -> LayerCalibration:
         """DAC full scale and ADC ranges (A) from a calibration batch ``x`` of layer inputs:
         the full scale is the largest |x|, each (row tile, column) ADC range the largest (or the
         ``adc_overflow_pct`` percentile) differential current of the batch over all read
         phases."""
+        limit = self.config.switching_threshold_v
+        if self.config.compat == "memtorch":
+            # no converter settings: naive_scale bounds the voltages by MIV, the ADC picks its
+            # range per vector, the output map comes from tune_memtorch()
+            cal = LayerCalibration(self.config.max_input_voltage_v, True)
+            v = mc.naive_scale(x, cal.x_fs, isinstance(self, AnalogConv2d)).abs()
+            cal.read_disturb_fraction = float((v > limit).float().mean())
+            return cal
         x_fs = float(x.detach().abs().max()) or 1.0
         signed = bool((x < 0).any())
         cal = LayerCalibration(x_fs, signed)
         phases = self._dac(x, cal)
         # share of word-line reads above the switching threshold (an upper bound on the cell
         # voltage): reads that would disturb a real array
-        limit = self.config.switching_threshold_v
         above = sum(float((v.abs() > limit).float().sum()) for _, v in phases)
         cal.read_disturb_fraction = above / sum(v.numel() for _, v in phases)
-        bits = self.config.adc_bits
-        if bits is not None:
-            per_phase = [self._tile_currents(v) for _, v in phases]
-            ranges = []
-            for r in range(self.n_row_tiles):
-                cols = torch.cat([cur[r].detach().movedim(1, -1).reshape(-1, cur[r].shape[1])
-                                  for cur in per_phase]).to(torch.float64)
-                if self.config.adc_overflow_pct > 0 and cols.numel() > (1 << 23):
-                    cols = cols[::-(-cols.numel() // (1 << 23))]      # quantile size limit
-                rng = ADC(bits).calibrate(cols, self.config.adc_overflow_pct).range_a
-                ranges.append(rng.to(per_phase[0][r].dtype))
-            cal.adc_range_a = torch.stack(ranges).to(torch.float32)
+        cal.adc_range_a = self._adc_ranges(phases)
         return cal
 
     def forward(self, x: Tensor) -> Tensor:
@@ -164,6 +237,10 @@ class AnalogLinear(_AnalogLayer):
         vt = vp.view(-1, self.n_row_tiles, R).transpose(0, 1)       # (nr, N, R)
         a = self.array.readout if v.dtype == torch.float32 else self.array.readout64.to(v.dtype)
         return list(torch.bmm(vt, a).unbind(0))                      # (N, C_out) each
+
+    def _digital(self, x: Tensor) -> Tensor:
+        """The digital layer without its bias (the reference of tune_ and re-calibration)."""
+        return F.linear(x, self.weight.to(x.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
@@ -237,6 +314,10 @@ class AnalogConv2d(_AnalogLayer):
             ker = k32 if v.dtype == torch.float32 else k64.to(v.dtype)
             out.append(F.conv2d(v[:, lo:hi], ker, None, self.stride, self.padding, self.dilation))
         return out
+
+    def _digital(self, x: Tensor) -> Tensor:
+        """The digital layer without its bias (the reference of tune_ and re-calibration)."""
+        return F.conv2d(x, self.weight.to(x.dtype), None, self.stride, self.padding, self.dilation)
 
     def _add_bias(self, y: Tensor) -> Tensor:
         return y + self.bias.to(y.dtype).view(1, -1, 1, 1) if self.bias is not None else y

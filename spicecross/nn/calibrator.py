@@ -3,10 +3,20 @@ the DAC full scale and the fixed ADC ranges a real chip would set once from cali
 
 Layers are calibrated in order on the outputs of the already-calibrated analog layers before
 them (so each layer's ranges see the errors upstream), then the arrays are aged (endurance,
-retention) without recalibrating: the ADC range is fixed hardware.
+retention) without recalibrating: the ADC range is fixed hardware — unless
+``AnalogConfig.recalibrate_after_s`` = S asks for the drift compensation a chip performs: every
+S seconds each layer's ADC ranges and digital gain are re-fitted on the stored calibration
+images (:meth:`~spicecross.nn.analog._AnalogLayer.recalibrate`); at time t the last such
+re-calibration happened at ``floor(t/S)·S`` and the drift since then stays uncorrected.
+
+``compat="memtorch"`` follows MemTorch 1.1.6 instead: every layer is tuned (``tune_()``, a
+linear fit on uniform random inputs, memtorch/mn/Module.py), stuck-at faults, endurance and
+retention are applied after it (the order of memtorch/examples/Tutorial.ipynb), and ``tune_()``
+is run again after drift (memtorch/bh/nonideality/Retention.py's example).
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -19,14 +29,17 @@ from torch import Tensor, nn
 class LayerCalibration:
     """One layer's converter settings: ``x_fs`` the input of full scale (layer units, read at
     the DAC's full-scale voltage), ``signed`` whether the DAC uses a signed code range,
-    ``adc_range_a`` (row tiles, C_out) the ADC ranges in A (None for ideal ADCs) and
+    ``adc_range_a`` (row tiles, C_out) the ADC ranges in A (None for ideal ADCs),
     ``read_disturb_fraction`` the share of calibration word-line reads above the device's
-    switching threshold."""
+    switching threshold, ``gain`` the digital post-scale set by drift re-calibration (1 until
+    then), ``output_map`` the ``(coef, intercept)`` of MemTorch's ``tune_()`` (compat only)."""
 
     x_fs: float
     signed: bool
     adc_range_a: Tensor | None = None
     read_disturb_fraction: float = 0.0
+    gain: float = 1.0
+    output_map: tuple[float, float] | None = None
 
 
 def run_with_layer_inputs(model: nn.Module, images: Tensor,
@@ -72,19 +85,70 @@ def fit_calibrations(model: nn.Module, images: Tensor) -> dict[str, LayerCalibra
     return fitted
 
 
+def recalibrate_gains(model: nn.Module, images: Tensor) -> dict[str, float]:
+    """Re-fit every analog layer's ADC ranges and digital gain on ``images`` in one pass, each
+    layer on the outputs of the already re-calibrated layers before it; returns the gains by
+    module name."""
+    gains: dict[str, float] = {}
+
+    def refit(name: str, layer: nn.Module, x: Tensor) -> None:
+        gains[name] = layer.recalibrate(x)
+
+    run_with_layer_inputs(model, images, refit)
+    return gains
+
+
+def tune_model(model: nn.Module, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """MemTorch's ``tune_()`` (memtorch/mn/Module.py): every analog layer's output map fitted
+    on its own uniform random batch (:meth:`~spicecross.nn.analog._AnalogLayer.tune_memtorch`;
+    MemTorch draws unseeded, here the generator is seeded from ``seed`` and the layer index)."""
+    from .analog import analog_layers
+
+    return {name: m.tune_memtorch(torch.Generator().manual_seed(seed * 1000 + m.layer_index))
+            for name, m in analog_layers(model)}
+
+
+def last_recalibration_s(config) -> float | None:
+    """When the last drift re-calibration happened before ``config``'s retention time:
+    ``floor(t/S)·S`` for ``recalibrate_after_s`` = S, or None (no re-calibration yet)."""
+    period, t_s = config.recalibrate_after_s, config.nonideal.retention_s
+    if period is None or t_s < period or t_s <= config.nonideal.retention_t0_s:
+        return None
+    return float(math.floor(t_s / period) * period)
+
+
 def calibrate_model(model: nn.Module, images: Tensor) -> nn.Module:
     """Fix every analog layer's DAC full scale and ADC ranges from one pass over ``images``
     (:func:`fit_calibrations`), then age the arrays (endurance, retention) without
-    recalibrating. Returns ``model``."""
+    recalibrating, or with the periodic drift re-calibration of ``recalibrate_after_s``; with
+    ``compat="memtorch"`` MemTorch's order instead (module doc). Returns ``model``."""
     from .analog import analog_layers
 
     fitted = fit_calibrations(model, images)
     layers = analog_layers(model)
-    for _, m in layers:
-        m.array.age()
+    cfg = layers[0][1].config
+    if cfg.compat == "memtorch":
+        tune_model(model, cfg.seed)
+        for _, m in layers:
+            m.array.age()
+        if cfg.nonideal.retention_s > cfg.nonideal.retention_t0_s:
+            tune_model(model, cfg.seed + 1)
+    else:
+        t_last = last_recalibration_s(cfg)
+        if t_last is not None:
+            for _, m in layers:
+                m.array.age(retention_s=t_last)
+            recalibrate_gains(model, images)
+        for _, m in layers:
+            m.array.age()
     share = max(c.read_disturb_fraction for c in fitted.values())
-    if share > 0:
-        cfg = layers[0][1].config
+    if share > 0 and cfg.compat == "memtorch":
+        warnings.warn(f"MemTorch's word-line voltages (inputs naive-scaled to at most "
+                      f"{cfg.max_input_voltage_v:g} V) exceed the {cfg.device_set} switching "
+                      f"threshold ({cfg.switching_threshold_v:g} V) in up to {100 * share:.3g} % "
+                      f"of cell reads; the emulation reads the tiles at "
+                      f"{cfg.read_voltage_v:g} V", RuntimeWarning, stacklevel=2)
+    elif share > 0:
         warnings.warn(f"reads at up to {cfg.read_voltage_v:g} V exceed the {cfg.device_set} "
                       f"switching threshold ({cfg.switching_threshold_v:g} V): up to "
                       f"{100 * share:.3g} % of cell reads would switch devices, which the "
@@ -92,4 +156,5 @@ def calibrate_model(model: nn.Module, images: Tensor) -> nn.Module:
     return model
 
 
-__all__ = ["LayerCalibration", "calibrate_model", "fit_calibrations", "run_with_layer_inputs"]
+__all__ = ["LayerCalibration", "calibrate_model", "fit_calibrations", "last_recalibration_s",
+           "recalibrate_gains", "run_with_layer_inputs", "tune_model"]

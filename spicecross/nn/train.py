@@ -39,6 +39,7 @@ __all__ = [
     "load_checkpoint",
     "load_pretrained",
     "pretrained_path",
+    "save_checkpoint",
 ]
 
 #: Value of the ``format`` key in checkpoints written by :func:`train_model`.
@@ -191,15 +192,20 @@ def train_model(
         raise UserError(f"training diverged: non-finite weights in {bad[0]} (lr {lr:g} too "
                         "large?); no checkpoint written")
     if out_path is not None:
-        out = Path(out_path)
-        checkpoint = {k: v for k, v in summary.items() if k not in ("out",)}
-        checkpoint.update(format=CHECKPOINT_FORMAT, torch_version=str(torch.__version__),
-                          augment=bool(augment), limit=limit,
-                          state_dict={k: v.detach().clone() for k, v in model.state_dict().items()})
-        with atomic_path(out) as tmp:
-            torch.save(checkpoint, tmp)
-        summary["out"] = str(out)
+        save_checkpoint(model, summary, out_path, augment=bool(augment), limit=limit)
+        summary["out"] = str(out_path)
     return summary
+
+
+def save_checkpoint(model: nn.Module, summary: dict[str, Any], out_path: str | Path,
+                    **extra: Any) -> None:
+    """Write ``model``'s state dict with ``summary`` (minus ``out``) and ``extra`` as a
+    checkpoint of :data:`CHECKPOINT_FORMAT`, atomically."""
+    checkpoint = {k: v for k, v in summary.items() if k not in ("out",)}
+    checkpoint.update(format=CHECKPOINT_FORMAT, torch_version=str(torch.__version__), **extra,
+                      state_dict={k: v.detach().clone() for k, v in model.state_dict().items()})
+    with atomic_path(Path(out_path)) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

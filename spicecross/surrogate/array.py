@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import memtorch_compat as mc
 from . import nonidealities as ni
 from .compensation import compensated_cells
 from .config import AnalogConfig
@@ -100,9 +101,16 @@ class ProgrammedArray:
         rng = np.random.default_rng([int(config.seed), int(layer_index)])
         window = ni.sample_device_windows(g_dev.shape, dev.r_on_ohm, dev.r_off_ohm,
                                           nid.sigma_r_on_ohm, nid.sigma_r_off_ohm, rng)
-        if nid.sigma_r_on_ohm > 0 or nid.sigma_r_off_ohm > 0:
+        memtorch = config.compat == "memtorch"
+        if (nid.sigma_r_on_ohm > 0 or nid.sigma_r_off_ohm > 0) and memtorch:
+            g_dev = mc.program_clip(g_dev, window.r_on_ohm, window.r_off_ohm)
+        elif nid.sigma_r_on_ohm > 0 or nid.sigma_r_off_ohm > 0:
             g_dev = ni.apply_variability(g_dev, window, dev.r_model)
-        g_dev, _ = ni.apply_stuck_at(g_dev, window, nid.stuck_hrs_p, nid.stuck_lrs_p, rng)
+        if memtorch:     # MemTorch's tutorial applies DeviceFaults after tune_(): see age()
+            self._faults = lambda g: ni.apply_stuck_at(g, window, nid.stuck_hrs_p,
+                                                       nid.stuck_lrs_p, rng)[0]
+        else:
+            g_dev, _ = ni.apply_stuck_at(g_dev, window, nid.stuck_hrs_p, nid.stuck_lrs_p, rng)
         self.g_dev_programmed = g_dev
         self.g_dev = g_dev
         self._surrogates: dict = {}
@@ -130,18 +138,30 @@ class ProgrammedArray:
         self.readout = full.to(torch.float32).contiguous()
         self._surrogates = {}
 
-    def age(self) -> None:
-        """Endurance, then retention, on the programmed array (after calibration)."""
+    def age(self, retention_s: float | None = None) -> None:
+        """Endurance, then retention (``retention_s``, default the configuration's), on the
+        programmed array (after calibration). ``compat="memtorch"``: stuck-at faults first
+        (applied after ``tune_()`` as in MemTorch's tutorial), then endurance with MemTorch's
+        convergence point and unbounded gradual mode (:mod:`.memtorch_compat`)."""
         nid = self.config.nonideal
-        if not nid.aging_active:
+        memtorch = self.config.compat == "memtorch"
+        t_s = nid.retention_s if retention_s is None else float(retention_s)
+        has_faults = memtorch and (nid.stuck_hrs_p > 0 or nid.stuck_lrs_p > 0)
+        if not (nid.endurance_cycles > 0 or t_s > nid.retention_t0_s or has_faults):
             return
         dev = self.config.device_params()
         g = self.g_dev_programmed
+        if has_faults:
+            if not hasattr(self, "_g_faulty"):
+                self._g_faulty = self._faults(g)
+            g = self._g_faulty
         if nid.endurance_cycles > 0:
             g = ni.apply_endurance(g, nid.endurance_cycles, ni.ENDURANCE_MODELS[nid.endurance_model],
-                                   dev.r_on_ohm, dev.r_off_ohm, nid.temperature_k)
-        if nid.retention_s > 0:
-            g = ni.apply_retention(g, nid.retention_s, nid.drift_coefficient, nid.retention_t0_s)
+                                   dev.r_on_ohm, dev.r_off_ohm, nid.temperature_k,
+                                   mc.endurance_convergence_ohm() if memtorch else None,
+                                   bounded=not memtorch)
+        if t_s > 0:
+            g = ni.apply_retention(g, t_s, nid.drift_coefficient, nid.retention_t0_s)
         self.g_dev = g
         self._build_readout()
 

@@ -10,6 +10,14 @@ Two voltages are kept apart: ``v_read_v`` is the DAC's physical full-scale read 
 below the device set's switching thresholds with margin, :data:`READ_MARGIN`); the seed paper's
 ``max_input_voltage_v`` is MemTorch's input mapping scale, which the physical read path does not
 use (a linear read scales back by the same factor it scaled up by).
+
+``compat`` chooses between the physical read path (``"physical"``, the default: what a chip
+would do) and an emulation of what MemTorch 1.1.6 did (``"memtorch"``: naive input scaling at
+``max_input_voltage_v``, a fitted per-layer output map, a per-vector ADC range, clip-only
+programming, its endurance convergence point); the steps and their MemTorch sources are listed
+in :mod:`spicecross.surrogate.memtorch_compat`. ``recalibrate_after_s`` (physical path) re-fits
+each layer's ADC range and digital gain every that many seconds of drift, as a chip compensates
+retention (see :func:`spicecross.nn.calibrator.calibrate_model`).
 """
 from __future__ import annotations
 
@@ -41,6 +49,8 @@ TILE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 DEFAULT_TILE_SIZE = 64      # rows = cols of the seed paper's default tiles
+#: ``AnalogConfig.compat`` values: the physical read path, or MemTorch 1.1.6's algorithm.
+COMPAT_MODES = ("physical", "memtorch")
 
 
 
@@ -70,6 +80,8 @@ class AnalogConfig:
     nonideal: NonIdealityConfig = field(default_factory=NonIdealityConfig)
     seed: int = 0
     calibration_images: int = 256
+    compat: str = "physical"
+    recalibrate_after_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.tile, TileSpec):
@@ -88,6 +100,15 @@ class AnalogConfig:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"{name} must be a voltage > 0 V, got {v!r}")
+        if self.compat not in COMPAT_MODES:
+            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {self.compat!r}")
+        r = self.recalibrate_after_s
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))
+                              or not math.isfinite(r) or r <= 0):
+            raise ValueError(f"recalibrate_after_s must be a time > 0 s (or None), got {r!r}")
+        if r is not None and self.compat == "memtorch":
+            raise ValueError("recalibrate_after_s is the physical path's drift compensation; "
+                             "compat='memtorch' re-runs its tune_() fit after drift instead")
         if self.read_scheme not in READ_SCHEMES:
             raise ValueError(f"read_scheme must be one of {READ_SCHEMES}, got {self.read_scheme!r}")
         if not 0.0 <= self.adc_overflow_pct < 100.0:
@@ -252,4 +273,4 @@ class AnalogConfig:
         return cls.from_dict(json.loads(text))
 
 
-__all__ = ["AnalogConfig", "DEFAULT_TILE_SIZE", "READ_MARGIN", "READ_SCHEMES", "TILE_FIELDS"]
+__all__ = ["AnalogConfig", "COMPAT_MODES", "DEFAULT_TILE_SIZE", "READ_MARGIN", "READ_SCHEMES", "TILE_FIELDS"]

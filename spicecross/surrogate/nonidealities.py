@@ -29,8 +29,10 @@ Device-to-device variability (:func:`apply_variability`)
     nominal device; its actual resistance is then ``R(w)`` with its own bounds (linear
     ``R = R_on,i + (R_off,i − R_on,i)·w``, or exponential ``R = R_on,i·(R_off,i/R_on,i)^w``,
     Kvatinsky et al. 2015). So variability acts on every level, not only where a target hits
-    the nominal bounds (MemTorch's write only clips to each device's own range). Samples are
-    truncated at ``R_on,i ≥ 1 Ω`` and ``R_off,i ≥ 1.01·R_on,i`` to stay physical.
+    the nominal bounds (MemTorch's write only clips to each device's own range, which
+    ``compat="memtorch"`` reproduces with
+    :func:`~spicecross.surrogate.memtorch_compat.program_clip`). Samples are truncated at
+    ``R_on,i ≥ 1 Ω`` and ``R_off,i ≥ 1.01·R_on,i`` to stay physical.
 
 Stuck-at faults (:func:`apply_stuck_at`)
     Each device independently stuck in its high-resistance state (``1/R_off,i``) with
@@ -57,10 +59,14 @@ Endurance (:func:`apply_endurance`)
     * ``gradual`` mode: ``R(x) = R_0·(x/x_th)^(p3·(p1·s + p2·τ))``, i.e.
       ``log10 R`` grows linearly in ``log10 x`` past the threshold.
 
-    Differences from MemTorch, on purpose: ``R_c = (R_on + R_off)/2`` (MemTorch writes
-    ``r_on + r_off/2``, an operator-precedence slip); MemTorch's ``np.min(T_thr/T, 1)`` takes
-    an axis argument where ``min(…, 1)`` is meant; and in ``gradual`` mode the resistances are
-    not allowed to cross ``R_c`` (the model's convergence point; unbounded they would). Two
+    Differences from MemTorch, on purpose: ``R_c = (R_on + R_off)/2`` of the device set
+    (MemTorch writes ``r_on_mean + r_off_mean/2``, an operator-precedence slip, and its means
+    are VTEAM's class defaults whatever device set is passed, so its R_c is 550 Ω; the
+    ``compat="memtorch"`` setting passes that value, see
+    :func:`~spicecross.surrogate.memtorch_compat.endurance_convergence_ohm`); and in
+    ``gradual`` mode the resistances are not allowed to cross ``R_c`` (the model's
+    convergence point; unbounded they would, as in MemTorch). ``τ = min(T_thr/T, 1)`` is the
+    builtin ``min`` of two numbers, as MemTorch writes it. Two
     named parameter sets (:data:`ENDURANCE_MODELS`): ``lammie2021_gradual``, the fit to HfO2
     devices of the SST paper (Fig. 6A, ``simulate_6A.py``: p0 = 10, p1 = ln(1000)/10,
     p3 = 0.01762 (LRS) / −0.02295 (HRS), cell size 10 nm, threshold 10⁴ cycles; p2 = 0: the
@@ -276,13 +282,16 @@ def apply_stuck_at(g_s: np.ndarray, window: DeviceWindow, p_hrs: float, p_lrs: f
 
 
 def apply_endurance(g_s: np.ndarray, cycles: float, params: EnduranceParams, r_on_ohm: float,
-                    r_off_ohm: float, temperature_k: float = 300.0) -> np.ndarray:
-    """Conductances (S) after ``cycles`` SET/RESET cycles (module doc: Lammie et al. 2021)."""
+                    r_off_ohm: float, temperature_k: float = 300.0,
+                    convergence_ohm: float | None = None, bounded: bool = True) -> np.ndarray:
+    """Conductances (S) after ``cycles`` SET/RESET cycles (module doc: Lammie et al. 2021).
+    ``convergence_ohm``: the LRS/HRS split R_c (default ``(R_on + R_off)/2``); ``bounded``:
+    gradual-mode resistances stop at R_c (MemTorch does not stop them)."""
     g = np.asarray(g_s, dtype=np.float64)
     if cycles <= 0:
         return g.copy()
     r = 1.0 / g
-    r_c = 0.5 * (r_on_ohm + r_off_ohm)
+    r_c = 0.5 * (r_on_ohm + r_off_ohm) if convergence_ohm is None else float(convergence_ohm)
     out = r.copy()
     for p, sel, stable, lrs in ((params.p_lrs, r < r_c, params.stable_lrs_ohm or r_on_ohm, True),
                                 (params.p_hrs, r > r_c, params.stable_hrs_ohm or r_off_ohm, False)):
@@ -294,7 +303,9 @@ def apply_endurance(g_s: np.ndarray, cycles: float, params: EnduranceParams, r_o
         else:
             moved = r[sel] * (cycles / x_th) ** params.exponent(p, temperature_k)
             # the model converges towards R_c; do not let it cross
-            out[sel] = np.minimum(moved, r_c) if lrs else np.maximum(moved, r_c)
+            if bounded:
+                moved = np.minimum(moved, r_c) if lrs else np.maximum(moved, r_c)
+            out[sel] = moved
     return 1.0 / out
 
 

@@ -1,0 +1,188 @@
+"""Hardware-aware training: fine-tune a network through the crossbar surrogate's forward path.
+
+Every ``nn.Conv2d``/``nn.Linear`` is wrapped in a :class:`HardwareAwareLayer` that holds the
+trainable digital layer and an analog copy of it (``AnalogConv2d``/``AnalogLinear``: mapping,
+IR-drop compensation if configured, finite states, variability, stuck-at faults, wires, DAC,
+ADC, scaling back — the very layers inference uses). The forward value is the analog layer's;
+the gradient is the digital layer's (straight-through estimator)::
+
+    y = y_digital(W) + (y_analog(W_prog) − y_digital(W_prog)).detach()
+
+where ``W_prog`` are the weights last programmed. Every ``reprogram_every`` batches the current
+weights are programmed again, with a fresh device draw (``seed`` advances, so variability and
+stuck-at faults are re-sampled at every programming: ``reprogram_every=1`` samples them per
+batch), and the converters are re-calibrated on the calibration images, layer by layer through
+the analog network. Between programmings the analog error of the last programming is carried
+over (the first line above). BatchNorm layers train on the analog activations, so their running
+statistics are those the programmed network produces.
+
+The result is a plain network (the digital modules with the trained weights) whose checkpoint
+loads like any other; evaluate it with ``spicecross infer --weights`` under the same
+configuration (a different ``--seed`` tests it on devices it never saw).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+
+from ..surrogate.config import AnalogConfig
+from .analog import AnalogConv2d, AnalogLinear
+from .calibrator import fit_calibrations
+
+__all__ = ["HardwareAwareLayer", "train_analog", "train_hardware_aware", "unwrap", "wrap"]
+
+
+class HardwareAwareLayer(nn.Module):
+    """A digital Conv2d/Linear (trainable) with its programmed analog copy (forward value)."""
+
+    def __init__(self, digital: nn.Module, layer_index: int) -> None:
+        super().__init__()
+        self.digital = digital
+        self.layer_index = layer_index
+        self.analog: AnalogConv2d | AnalogLinear | None = None
+
+    def reprogram(self, config: AnalogConfig) -> None:
+        """Program the current weights onto tiles per ``config`` (calibrate before use)."""
+        cls = AnalogConv2d if isinstance(self.digital, nn.Conv2d) else AnalogLinear
+        self.analog = cls(self.digital, config, self.layer_index)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.digital(x)
+        if self.analog is None:
+            return y
+        with torch.no_grad():
+            y_analog = self.analog(x)
+            y_prog = self.analog._add_bias(self.analog._digital(x))
+            if isinstance(self.analog, AnalogLinear):
+                y_prog = y_prog.reshape(y_analog.shape)
+        return y + (y_analog - y_prog).detach()
+
+
+def wrap(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every Conv2d/Linear in a :class:`HardwareAwareLayer`."""
+    model = copy.deepcopy(model)
+    index = 0
+    for name, module in list(model.named_modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not name.endswith(".digital"):
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, HardwareAwareLayer(module, index))
+            index += 1
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain network: every :class:`HardwareAwareLayer` replaced by its digital layer."""
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, HardwareAwareLayer):
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, module.digital)
+    return model
+
+
+def _program(model: nn.Module, config: AnalogConfig, calibration: Tensor) -> None:
+    """Program every layer's current weights and calibrate the converters (no aging)."""
+    for m in model.modules():
+        if isinstance(m, HardwareAwareLayer):
+            m.reprogram(config)
+    was_training = model.training
+    fit_calibrations(model, calibration)
+    if config.compat == "memtorch":
+        from .calibrator import tune_model
+        tune_model(model, config.seed)
+    model.train(was_training)
+
+
+def train_hardware_aware(model: nn.Module, config: AnalogConfig, train_set: TensorDataset,
+                         calibration: Tensor, epochs: int = 1, batch_size: int = 128,
+                         lr: float = 5e-4, reprogram_every: int = 10, seed: int = 0,
+                         max_steps: int | None = None, progress: bool = False
+                         ) -> tuple[nn.Module, dict[str, Any]]:
+    """Fine-tune ``model`` through the analog forward path of ``config`` (module doc).
+
+    Adam at ``lr`` with cosine decay, cross-entropy, batches shuffled from ``seed``;
+    programming ``k`` uses ``config.seed + 1000 + k`` (device draws apart from the evaluation
+    seed). ``max_steps`` stops early (quick runs). Returns the plain trained network (eval
+    mode) and a summary (steps, programmings, seconds, final running loss)."""
+    if reprogram_every < 1:
+        raise ValueError(f"reprogram_every must be ≥ 1, got {reprogram_every!r}")
+    hw = wrap(model)
+    images, labels = train_set.tensors
+    n = len(labels)
+    steps_per_epoch = -(-n // batch_size)
+    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    params = [p for p in hw.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    step, programmings, running = 0, 0, float("nan")
+    hw.train()
+    while step < total:
+        order = torch.randperm(n, generator=gen)
+        for b in range(steps_per_epoch):
+            if step >= total:
+                break
+            if step % reprogram_every == 0:
+                _program(hw, config.with_(seed=config.seed + 1000 + programmings), calibration)
+                programmings += 1
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(hw(images[idx]), labels[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            running = loss.item() if step == 0 else 0.95 * running + 0.05 * loss.item()
+            if progress and step % 20 == 0:
+                print(f"step {step}/{total} loss {running:.4f}", flush=True)
+            step += 1
+    trained = unwrap(hw)
+    trained.eval()
+    return trained, {"steps": step, "programmings": programmings, "loss": running,
+                     "seconds": time.perf_counter() - t0, "reprogram_every": reprogram_every,
+                     "config": config.to_dict()}
+
+
+def train_analog(name: str, data_root, config: AnalogConfig, out_path=None, init=None,
+                 epochs: int = 1, batch_size: int = 128, lr: float = 5e-4,
+                 reprogram_every: int = 20, max_steps: int | None = None, seed: int = 0,
+                 limit: int | None = None, eval_limit: int | None = None,
+                 calibration_images: int = 64, progress: bool = False) -> dict[str, Any]:
+    """``spicecross train NAME --analog``: fine-tune the network ``init`` (a checkpoint; MNIST
+    defaults to the shipped weights) through ``config``'s analog path, report its analog
+    accuracy on the test split before and after (at ``config.seed``, devices never drawn in
+    training), and write the trained network's checkpoint to ``out_path``."""
+    from ..threads import limited_threads, threads_for
+    from .datasets import load_dataset
+    from .inference import EvalData, load_network, run_analog
+    from .train import save_checkpoint
+
+    model = load_network(name, init)
+    train_set = load_dataset(name, data_root, train=True, limit=limit)
+    test_set = load_dataset(name, data_root, train=False, limit=eval_limit)
+    cal = train_set.tensors[0][:calibration_images]
+    evaluation = EvalData(test_set, train_set.tensors[0][:config.calibration_images],
+                          f"{name} test split")
+    with limited_threads(threads_for()):
+        before = run_analog(model, config, evaluation)["accuracy"]
+        trained, info = train_hardware_aware(model, config, train_set, cal, epochs, batch_size,
+                                             lr, reprogram_every, seed, max_steps, progress)
+        after = run_analog(trained, config, evaluation)["accuracy"]
+    summary = {"model": name, "seed": int(seed), "epochs": int(epochs), "analog": True,
+               "analog_accuracy_before": before, "analog_accuracy_after": after,
+               "test_samples": len(test_set), "train_steps": info["steps"],
+               "programmings": info["programmings"], "seconds": info["seconds"],
+               "reprogram_every": reprogram_every, "out": None}
+    if out_path is not None:
+        save_checkpoint(trained, {**summary, "test_accuracy": after}, out_path,
+                        analog_config=config.to_json(), init=str(init) if init else "shipped")
+        summary["out"] = str(out_path)
+    return summary
