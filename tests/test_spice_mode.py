@@ -74,6 +74,20 @@ def test_0t1r_spice_loop_equals_surrogate_16x16():
         assert torch.equal(model(x), sur)
 
 
+@pytest.mark.slow
+def test_0t1r_spice_loop_equals_surrogate_64x64(tmp_path):
+    """Default 64×64 tiles (one row tile for the convolutions, six for the linear layer),
+    through the resumable driver; one image (a 64×64 read costs ≈ 40 ms of VACASK CPU)."""
+    model = patched(tile=64)
+    x, y = images(1)
+    res = run_spice_loop(model, x, y, tmp_path / "r.h5", SpiceLoopSettings(**SETTINGS), "fp")
+    assert res["images"] == 1 and res["class_differs_share"] == 0.0
+    assert res["max_logit_rel_diff"] <= 1e-6
+    assert [p["layer"] for p in res["per_layer"]] == ["0", "4", "7"]
+    assert all(p["max_err_lsb"] < 1e-4 and p["code_mismatch_share"] == 0 for p in res["per_layer"])
+    assert dict(analog_layers(model))["7"].array.n_row_tiles == 6
+
+
 def test_spice_reads_really_go_through_the_simulator():
     """A wrong conductance in the simulated array shows up in the logits: the reads are not
     the surrogate's."""
@@ -181,8 +195,9 @@ def test_summary_of_stored_logits():
 
 @pytest.mark.slow
 def test_cli_verify_network_json_and_plot(tmp_path):
+    """The shipped MNIST network on 16×16 tiles (many tiles per layer), one image."""
     out, png = tmp_path / "v.h5", tmp_path / "v.png"
-    cmd = [sys.executable, "-m", "spicecross.cli", "verify-network", "--tile", "64x64",
+    cmd = [sys.executable, "-m", "spicecross.cli", "verify-network", "--tile", "16x16",
            "--limit", "1", "--calibration-images", "16", "--spice-out", str(out), "--plot",
            str(png), "--jobs", "2", "--quiet", "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
@@ -194,7 +209,7 @@ def test_cli_verify_network_json_and_plot(tmp_path):
     assert_plot_png(png)
     # infer --spice-loop on the same file resumes it: nothing left to solve
     r = subprocess.run([sys.executable, "-m", "spicecross.cli", "infer", "--spice-loop",
-                        "--tile", "64x64", "--limit", "1", "--calibration-images", "16",
+                        "--tile", "16x16", "--limit", "1", "--calibration-images", "16",
                         "--spice-out", str(out), "--quiet", "--json", "--no-cache"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
