@@ -45,7 +45,7 @@ from ..spice.simulators import DEFAULT_CHECK_BACKEND, SimulationError
 #: ADC resolution used as the error yardstick when the network's ADC is ideal.
 YARDSTICK_BITS = 8
 #: Bin edges of log10(|current error| / LSB) for the per-layer error distributions.
-HIST_EDGES_LOG10 = np.linspace(-12.0, 4.0, 161)
+HIST_EDGES_LOG10 = np.linspace(-16.0, 4.0, 201)
 #: Images per batch of the SPICE loop (one HDF5 write per batch).
 DEFAULT_BATCH_IMAGES = 4
 

@@ -78,16 +78,18 @@ def plot_layer_errors(results: dict[str, Any], path: str | Path) -> Path:
         lo_used, hi_used = min(lo_used, nz[0]), max(hi_used, nz[-1] + 1)
         ax.stairs(share, edges, label=f"{name} (max {g['max_err_lsb'].max():.2g} steps)",
                   linewidth=1.6)
-    if hi_used > lo_used:
-        ax.set_xlim(edges[max(lo_used - 2, 0)], edges[min(hi_used + 2, len(edges) - 1)])
+    if hi_used > lo_used:       # the used bins, and always the 1-step line
+        ax.set_xlim(edges[max(lo_used - 2, 0)], max(edges[min(hi_used + 2, len(edges) - 1)], 0.5))
     ax.axvline(0.0, color="k", linestyle="--", linewidth=1)
-    ax.text(0.02, 0.97, "dashed: 1 ADC step", transform=ax.transAxes, va="top", fontsize=8)
+    ax.text(0.02, 0.97, f"dashed: 1 ADC step; leftmost bin: ≤ 1e{edges[0]:.0f} steps, incl. "
+            "exact agreement", transform=ax.transAxes, va="top", fontsize=8)
     ax.set_xlabel("log10 |I_SPICE − I_surrogate| / ADC step (per row tile, column and read)")
     ax.set_ylabel("share of column reads")
     attrs = results["attrs"]
     cfg = attrs.get("config", {})
+    tile = cfg.get("tile", {})
     ax.set_title(f"{attrs.get('model', '')}: {len(results['label'])} image(s), "
-                 f"{cfg.get('tile_rows', '?')}x{cfg.get('tile_cols', '?')} {cfg.get('cell', '')}, "
+                 f"{tile.get('rows', '?')}x{tile.get('cols', '?')} {tile.get('cell', '')}, "
                  f"{attrs.get('simulator', '')} vs {cfg.get('mode', '')} surrogate", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
