@@ -88,9 +88,13 @@ def plot_layer_errors(results: dict[str, Any], path: str | Path) -> Path:
     attrs = results["attrs"]
     cfg = attrs.get("config", {})
     tile = cfg.get("tile", {})
-    ax.set_title(f"{attrs.get('model', '')}: {len(results['label'])} image(s), "
-                 f"{tile.get('rows', '?')}x{tile.get('cols', '?')} {tile.get('cell', '')}, "
-                 f"{attrs.get('simulator', '')} vs {cfg.get('mode', '')} surrogate", fontsize=10)
+    what = [f"{len(results['label'])} image(s)"]
+    if tile:
+        what.append(f"{tile.get('rows')}x{tile.get('cols')} {tile.get('cell')}")
+    what.append(f"{attrs.get('simulator', 'SPICE')} vs "
+                f"{cfg.get('mode', 'the')} surrogate")
+    model = attrs.get("model")
+    ax.set_title((f"{model}: " if model else "") + ", ".join(what), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
