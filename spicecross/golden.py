@@ -180,6 +180,62 @@ def _vteam_case() -> GoldenCase:
                       {"reference_rms_of_peak": 0.01})
 
 
+#: The whole-network case: tile size (rows = cols), test images and calibration images.
+NETWORK_TILE = 16
+NETWORK_IMAGES = 2
+NETWORK_CALIBRATION_IMAGES = 32
+
+
+def _network_case() -> GoldenCase:
+    """The shipped MNIST CNN on 0T1R tiles of the package defaults, its first
+    ``NETWORK_IMAGES`` bundled test images with every array read solved in ngspice (the SPICE
+    loop, :mod:`spicecross.nn.spice_loop`); stored: the SPICE logits. The kept netlist is one
+    of those reads (first layer, tile (0, 0), G⁺ array, the image patch of largest input)."""
+
+    def build() -> dict:
+        import torch
+
+        from .circuit.netlist import ngspice_netlist
+        from .nn.analog import analog_layers, patch_model
+        from .nn.inference import load_eval_data, load_network
+        from .surrogate.config import AnalogConfig
+
+        config = AnalogConfig.build(tile_rows=NETWORK_TILE, tile_cols=NETWORK_TILE)
+        data = load_eval_data("mnist", None, NETWORK_IMAGES, NETWORK_CALIBRATION_IMAGES)
+        analog = patch_model(load_network("mnist"), config, data.calibration)
+        x = data.test.tensors[0]
+        layer = analog_layers(analog)[0][1]
+        _, v = layer._dac(x[:1], layer.calibration)[0]
+        cols = torch.nn.functional.unfold(v, layer.kernel_size, layer.dilation, layer.padding,
+                                          layer.stride)[0].T.double().numpy()   # (L, K) in V
+        vec = np.zeros(NETWORK_TILE)
+        vec[:cols.shape[1]] = cols[int(np.argmax(cols.sum(axis=1)))]
+        text = ngspice_netlist(layer.array.spec.for_solvers(), layer.array.g_dev[0, 0, 0], vec)
+        return {"netlists": [text], "meta": {"analog": analog, "x": x}}
+
+    def spice(built: dict) -> dict:
+        from .nn.spice_loop import SpiceLoopSettings, forward_in_spice
+
+        m = built["meta"]
+        logits, _ = forward_in_spice(m["analog"], m["x"], SpiceLoopSettings(
+            simulator="ngspice", cache_dir=None, progress=False))
+        return {"logits_spice": logits.double().numpy()}
+
+    def surrogate(built: dict, stored: dict) -> dict:
+        import torch
+
+        m = built["meta"]
+        with torch.no_grad():
+            sur = m["analog"](m["x"]).double().numpy()
+        # an error, not an output: the surrogate's logits against the stored SPICE logits
+        return {"logits_rel": _rel(sur, stored["logits_spice"])}
+
+    return GoldenCase(
+        "mnist_network", f"shipped MNIST CNN, {NETWORK_IMAGES} bundled test images, every read "
+        f"of {NETWORK_TILE}×{NETWORK_TILE} 0T1R tiles in ngspice (SPICE loop), logits vs the "
+        "linear surrogate", build, spice, surrogate, 1e-7, {"logits_rel": 1e-6})
+
+
 def cases() -> list[GoldenCase]:
     return [
         _vteam_case(),
@@ -195,6 +251,7 @@ def cases() -> list[GoldenCase]:
                    "first conv layer of the shipped MNIST CNN (positive array, 9×16 1T1R) on "
                    "6 image patches, bipolar ±0.2 V reads", {"nonlinear": 1e-6, "linear": 0.02},
                    read_fn=_mnist_layer_read),
+        _network_case(),
     ]
 
 

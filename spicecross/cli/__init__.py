@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "devices",      # device iv
     "infer",        # infer
     "sweep",        # sweep
+    "verify",       # verify-network
 )
 
 __all__ = ["COMMAND_MODULES", "UserError", "build_parser", "main"]

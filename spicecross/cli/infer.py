@@ -157,9 +157,28 @@ def config_from_args(args: argparse.Namespace):
     return config
 
 
+def _cmd_infer_spice_loop(args: argparse.Namespace) -> int:
+    """``infer --spice-loop``: every read of the test images in SPICE (spicecross.cli.verify)."""
+    from .verify import config_line, json_report, print_report, run_spice_loop_from_args
+
+    res = run_spice_loop_from_args(args)
+    if args.json:
+        print(json.dumps({"accuracy": round(res["accuracy_spice"], 4),
+                          "surrogate_accuracy": round(res["accuracy_surrogate"], 4),
+                          "digital_accuracy": (None if res["accuracy_digital"] is None
+                                               else round(res["accuracy_digital"], 4)),
+                          "spice_loop": json_report(res)}))
+    else:
+        print_report(res, config_line(res))
+    sys.stdout.flush()
+    return 0
+
+
 def _cmd_infer(args: argparse.Namespace) -> int:
     from ..nn.inference import infer
 
+    if args.spice_loop:
+        return _cmd_infer_spice_loop(args)
     config = config_from_args(args)
     msg = config.read_disturb_warning()
     if msg and config.mode == "nonlinear":
@@ -216,4 +235,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_options(p)
     p.add_argument("--json", action="store_true",
                    help='print {"accuracy", "digital_accuracy", "seconds", "images"} as JSON')
+    from .verify import add_spice_loop_options
+
+    p.add_argument("--spice-loop", action="store_true",
+                   help="solve every array read of the test images in SPICE (--spice-backend, "
+                        "VACASK by default), with the surrogate's calibration; per-image SPICE and "
+                        "surrogate logits go to --spice-out (resumable); replaces --spice-check")
+    add_spice_loop_options(p, "spice_loop.h5")
     p.set_defaults(func=_cmd_infer)

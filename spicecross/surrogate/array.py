@@ -25,6 +25,7 @@ exact wire IR drop (transfer matrices), ``nonlinear`` per-tile reads by
 from __future__ import annotations
 
 import warnings
+from typing import Callable
 
 import numpy as np
 import torch
@@ -193,15 +194,34 @@ class ProgrammedArray:
                 out.append(self._surrogates[key].read(v))
         return out[0], out[1]
 
+    #: A reader that replaces the surrogate's reads while set (e.g. the SPICE loop,
+    #: :func:`spicecross.nn.spice_loop.spice_reads`): ``reader(array, vmat)`` with word-line
+    #: voltages (M, K) in V returns the differential currents (A) per row tile, (M, C_out) each.
+    reader: Callable[["ProgrammedArray", Tensor], list[Tensor]] | None = None
+
     @property
     def uses_tile_reads(self) -> bool:
-        """True when reads go tile by tile through :meth:`read_tile` (the nonlinear mode with
-        wires); otherwise one matmul with :attr:`readout` per row tile."""
+        """True when reads go through :meth:`tile_read_currents`: a swapped-in :attr:`reader`,
+        or tile by tile through :meth:`read_tile` (the nonlinear mode with wires); otherwise
+        one matmul with :attr:`readout` per row tile."""
+        return self.reader is not None or self.surrogate_uses_tile_reads
+
+    @property
+    def surrogate_uses_tile_reads(self) -> bool:
+        """True when the surrogate itself reads tile by tile (the nonlinear mode with wires)."""
         return self.config.mode == "nonlinear" and self.config.wires
 
     def tile_read_currents(self, vmat: Tensor) -> list[Tensor]:
         """Differential currents per row tile, (M, C_out) each, for word-line voltages (M, K)
-        in V, by per-tile reads (:meth:`read_tile`)."""
+        in V: by the swapped-in :attr:`reader` if one is set, else by per-tile surrogate reads
+        (:meth:`surrogate_tile_read_currents`)."""
+        if self.reader is not None:
+            return self.reader(self, vmat)
+        return self.surrogate_tile_read_currents(vmat)
+
+    def surrogate_tile_read_currents(self, vmat: Tensor) -> list[Tensor]:
+        """Differential currents per row tile, (M, C_out) each, for word-line voltages (M, K)
+        in V, by per-tile surrogate reads (:meth:`read_tile`)."""
         R, C = self.config.tile_rows, self.config.tile_cols
         v = vmat.detach().to(torch.float64).numpy()
         M = v.shape[0]
