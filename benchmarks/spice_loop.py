@@ -114,7 +114,9 @@ def main() -> None:
     for cell in args.cells:
         r = run_cell(cell, args)
         rows.append(r)
-        print(f"{cell}: per layer (array reads, s in the reader, simulators): {r['layers']}",
+        print(f"{cell}: per layer (array reads, s in the reader, simulators): {r['layers']}; "
+              f"SPICE forward {r['spice_s']:.1f} s, {r['reads']} array reads; per read one .op "
+              f"{r['per_op_s']:.4f} s vs batched {r['batched_s']:.4f} s ({r['ratio']:.1f}×)",
               flush=True)
     print("\n| cell | SPICE forward, 1 image (s) | array reads (distinct) | word-line vectors × "
           "col tiles | wall per array read (ms) | surrogate (s) | programming (s) | class "
