@@ -23,7 +23,8 @@ from ..spice.simulators import DEFAULT_CHECK_BACKEND
 from ..surrogate.mapping import effective_cell_conductance
 from ..surrogate.transfer import transfer_matrices
 from .calibrate import Calibration
-from .network_check import SampledTile, YARDSTICK_BITS, sample_tile_reads, solve_sampled_arrays
+from ..nn.calibrator import adc_yardstick
+from .network_check import SampledTile, sample_tile_reads, solve_sampled_arrays
 
 #: Search interval of the fitted g_sel as a ratio to the level-1 on-conductance.
 G_SEL_RATIO_BOUNDS = (0.3, 3.0)
@@ -140,8 +141,6 @@ def _held_out_report(sampled, layers, index, test, pred, spice) -> list[dict[str
             continue
         layer = layers[name]
         cfg, cal = layer.config, layer.calibration
-        bits = cfg.adc_bits or YARDSTICK_BITS
-        steps = 2 ** (bits - 1) - 1 if bits > 1 else 1
         d = np.concatenate([pred[k] - spice[k] for k in ks])
         ref = np.concatenate([spice[k] for k in ks])
         lsb_err = []
@@ -154,8 +153,8 @@ def _held_out_report(sampled, layers, index, test, pred, spice) -> list[dict[str
             cols = slice(t.c * C, min((t.c + 1) * C, layer.array.c_out))
             n = cols.stop - cols.start
             diff_err = ((pred[k] - pred[k_neg]) - (spice[k] - spice[k_neg]))[:, :n]
-            fs = (cal.adc_range_a[t.r, cols].double().numpy() if cal.adc_range_a is not None
-                  else np.abs(spice[k] - spice[k_neg])[:, :n].max(axis=0) + 1e-300)
+            fs, steps = adc_yardstick(cal, cfg.adc_bits, t.r, cols,
+                                      (spice[k] - spice[k_neg])[:, :n])
             lsb_err.append(np.abs(diff_err) / (fs / steps))
         e = np.concatenate([x.ravel() for x in lsb_err]) if lsb_err else np.zeros(1)
         out.append({"layer": name, "held_out_reads": int(sum(len(index[k][1].v) for k in ks) // 2),

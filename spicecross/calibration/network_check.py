@@ -26,12 +26,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..nn.calibrator import adc_codes, adc_yardstick
 from ..spice.simulators import DEFAULT_CHECK_BACKEND
 
 #: Input vectors read per sampled tile (reads of one programmed array).
 VECTORS_PER_TILE = 8
-#: ADC resolution used as the yardstick when the network's ADC is ideal.
-YARDSTICK_BITS = 8
 
 
 @dataclass
@@ -164,8 +163,6 @@ def spice_check(model: nn.Module, images: Tensor, reads_per_layer: int = 32,
     for name, tiles in sampled.items():
         layer = layers[name]
         cfg, arr, cal = layer.config, layer.array, layer.calibration
-        bits = cfg.adc_bits or YARDSTICK_BITS
-        steps = 2 ** (bits - 1) - 1 if bits > 1 else 1
         acc: dict[str, list] = {k: [] for k in pooled}
         for t in tiles:
             C = cfg.tile_cols
@@ -175,14 +172,13 @@ def spice_check(model: nn.Module, images: Tensor, reads_per_layer: int = 32,
             ip, im = arr.read_tile(t.r, t.c, t.v)
             d_sur = (ip - im)[:, :n_cols]
             d_ref = (ref[0] - ref[1])[:, :n_cols]
-            fs = cal.adc_range_a[t.r, cols].double().numpy() if cal.adc_range_a is not None \
-                else np.abs(d_ref).max(axis=0) + 1e-300
+            fs, steps = adc_yardstick(cal, cfg.adc_bits, t.r, cols, d_ref)
             fs = np.broadcast_to(fs, d_ref.shape)
             lsb = fs / steps
-            q = lambda i: np.round(np.clip(i / fs, -1, 1) * steps)    # noqa: E731
+            codes_differ = adc_codes(d_sur, fs, steps) != adc_codes(d_ref, fs, steps)
             rel = np.maximum(np.abs(ip - ref[0]).max(1) / np.abs(ref[0]).max(1),
                              np.abs(im - ref[1]).max(1) / np.abs(ref[1]).max(1))
-            for k, val in zip(acc, (d_sur - d_ref, lsb, fs, q(d_sur) != q(d_ref), rel)):
+            for k, val in zip(acc, (d_sur - d_ref, lsb, fs, codes_differ, rel)):
                 acc[k].append(val)
         if not tiles:
             continue

@@ -21,8 +21,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+
+from ..surrogate.converters import adc_steps
 
 
 @dataclass
@@ -40,6 +43,28 @@ class LayerCalibration:
     read_disturb_fraction: float = 0.0
     gain: float = 1.0
     output_map: tuple[float, float] | None = None
+
+
+#: ADC resolution used as the yardstick of current errors when the network's ADC is ideal.
+YARDSTICK_BITS = 8
+
+
+def adc_yardstick(cal: LayerCalibration | None, adc_bits: int | None, r: int, cols: slice,
+                  reference_a: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-column ADC full scale (A) of row tile ``r``, columns ``cols``, and its code steps,
+    against which differential-current errors are measured: the layer's calibrated ADC ranges,
+    or (no calibrated ADC) the largest magnitude of the reference currents ``reference_a``
+    (reads, columns) with :data:`YARDSTICK_BITS`-bit steps. One ADC step is ``full scale /
+    steps``."""
+    steps = adc_steps(adc_bits or YARDSTICK_BITS)
+    if cal is not None and cal.adc_range_a is not None:
+        return cal.adc_range_a[r, cols].double().numpy(), steps
+    return np.abs(reference_a).max(axis=0) + 1e-300, steps
+
+
+def adc_codes(i_a: np.ndarray, full_scale_a: np.ndarray, steps: int) -> np.ndarray:
+    """The codes (integers, as floats) the symmetric ADC gives currents ``i_a`` (A)."""
+    return np.round(np.clip(i_a / full_scale_a, -1, 1) * steps)
 
 
 def run_with_layer_inputs(model: nn.Module, images: Tensor,

@@ -41,9 +41,8 @@ import torch
 from torch import Tensor, nn
 
 from ..spice.simulators import DEFAULT_CHECK_BACKEND, SimulationError
+from .calibrator import adc_codes, adc_yardstick
 
-#: ADC resolution used as the error yardstick when the network's ADC is ideal.
-YARDSTICK_BITS = 8
 #: Bin edges of log10(|current error| / LSB) for the per-layer error distributions.
 HIST_EDGES_LOG10 = np.linspace(-16.0, 4.0, 201)
 #: Images per batch of the SPICE loop (one HDF5 write per batch).
@@ -174,16 +173,10 @@ class SpiceReader:
     def _record(self, r: int, d_spice: np.ndarray, d_sur: np.ndarray) -> None:
         """Add row tile r's per-image errors (|ΔI|/LSB per column) to :attr:`errors`."""
         cfg, cal = self.layer.config, self.layer.calibration
-        bits = cfg.adc_bits or YARDSTICK_BITS
-        steps = 2 ** (bits - 1) - 1 if bits > 1 else 1
-        if cal is not None and cal.adc_range_a is not None:
-            fs = cal.adc_range_a[r].double().numpy()
-        else:
-            fs = np.abs(d_spice).max(axis=0) + 1e-300
+        fs, steps = adc_yardstick(cal, cfg.adc_bits, r, slice(None), d_spice)
         lsb = fs / steps
         e = np.abs(d_spice - d_sur) / lsb
-        q = lambda i: np.round(np.clip(i / fs, -1, 1) * steps)         # noqa: E731
-        mismatch = q(d_spice) != q(d_sur)
+        mismatch = adc_codes(d_spice, fs, steps) != adc_codes(d_sur, fs, steps)
         n = len(self.errors.max_lsb)
         e = e.reshape(n, -1)
         mismatch = mismatch.reshape(n, -1)

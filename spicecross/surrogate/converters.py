@@ -17,6 +17,11 @@ def check_bits(bits: int | None, name: str) -> None:
         raise ValueError(f"{name} must be an integer number of bits in 1..32 (or None for ideal), got {bits!r}")
 
 
+def adc_steps(bits: int) -> int:
+    """Code steps on each side of zero of a symmetric ADC with ``bits`` (1 for one bit)."""
+    return 2 ** (bits - 1) - 1 if bits > 1 else 1
+
+
 @dataclass(frozen=True)
 class DAC:
     """Input DAC: values scaled so that ``full_scale`` maps to ``max_input_voltage_v`` (V), then
@@ -74,6 +79,6 @@ class ADC:
             return i_a
         if self.range_a is None:
             raise RuntimeError("ADC range not set: call calibrate() with calibration currents first")
-        steps = 2 ** (self.bits - 1) - 1 if self.bits > 1 else 1
+        steps = adc_steps(self.bits)
         u = (i_a / self.range_a).clamp(-1.0, 1.0)
         return torch.round(u * steps) / steps * self.range_a
