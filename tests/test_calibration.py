@@ -82,3 +82,30 @@ def test_64x64_1t1r_calibration_with_vacask():
     assert cal.errors["linear"]["rel_rms"] <= 0.01
     assert cal.errors["nonlinear"]["rel_rms"] < 1e-6
     assert cal.provenance["simulator_version"].startswith("vacask")
+
+
+def test_calibrate_from_model_fits_per_layer_and_applies(tmp_path):
+    """The calibration set drawn from the patched network: one g_sel per layer, held-out errors
+    in ADC steps, stored and applied to the same network (and refused for another)."""
+    from spicecross.calibration.calibrate import apply_calibration, load_calibration, save_calibration
+    from spicecross.calibration.from_model import calibrate_from_model
+    from spicecross.nn.analog import patch_model
+    from spicecross.nn.inference import load_network
+    from spicecross.surrogate.config import AnalogConfig
+
+    cfg = AnalogConfig.build(cell="1t1r", tile_rows=16, tile_cols=16, calibration_images=16)
+    cal, rep = calibrate_from_model("mnist", None, cfg, reads_per_layer=4, images=8, n_jobs=1,
+                                    progress=False)
+    g0 = cfg.tile.selector.g_on_s
+    assert 0.5 * g0 < cal.g_sel_s < 1.5 * g0 and len(cal.g_sel_layers_s) == 5
+    assert [p["held_out_by"] for p in rep["held_out"]] == ["read"] * 5   # one sampled tile each
+    assert all(0 <= p["max_err_lsb"] < 10 and p["rel_rms"] < 0.05 for p in rep["held_out"])
+    path = save_calibration(tmp_path / "cal.h5", cal, {"x": np.zeros(1)})
+    back = load_calibration(path)
+    assert back.g_sel_layers_s == cal.g_sel_layers_s and back.provenance["v_read_max_v"] == 0.2
+    applied = apply_calibration(cfg, back)
+    net = patch_model(load_network("mnist"), applied)
+    assert [m.array.g_sel for m in (net.get_submodule(p["layer"]) for p in rep["held_out"])] \
+        == list(cal.g_sel_layers_s)
+    with pytest.raises(ValueError, match="cols 16 vs the network's 64"):
+        apply_calibration(AnalogConfig.build(cell="1t1r", tile_rows=16), back)
