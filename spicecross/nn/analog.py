@@ -235,8 +235,12 @@ class AnalogLinear(_AnalogLayer):
         pad = self.n_row_tiles * R - self.in_features
         vp = F.pad(v, (0, pad)) if pad else v
         vt = vp.view(-1, self.n_row_tiles, R).transpose(0, 1)       # (nr, N, R)
-        a = self.array.readout if v.dtype == torch.float32 else self.array.readout64.to(v.dtype)
-        return list(torch.bmm(vt, a).unbind(0))                      # (N, C_out) each
+        terms = (self.array.read_terms if v.dtype == torch.float32
+                 else [(k, m.to(v.dtype)) for k, m in self.array.read_terms64])
+        out = torch.bmm(vt, terms[0][1])
+        for k, a in terms[1:]:                  # the polynomial mode's v^k terms
+            out = out + torch.bmm(vt ** k, a)
+        return list(out.unbind(0))                                   # (N, C_out) each
 
     def _digital(self, x: Tensor) -> Tensor:
         """The digital layer without its bias (the reference of tune_ and re-calibration)."""
@@ -278,9 +282,10 @@ class AnalogConv2d(_AnalogLayer):
         self._program(m, config, layer_index)
         self._kernel_cache: tuple[Tensor, list] | None = None
 
-    def _kernels(self) -> list[tuple[int, int, Tensor, Tensor]]:
-        """Per row tile: the input channels it touches and its read matrix as a conv kernel
-        (float32 and float64), rebuilt when the array's read matrices change (aging)."""
+    def _kernels(self) -> list[tuple[int, int, list[tuple[int, Tensor, Tensor]]]]:
+        """Per row tile: the input channels it touches and, per read term ``v^k``, its read
+        matrix as a conv kernel (float32 and float64), rebuilt when the array's read matrices
+        change (aging)."""
         readout64 = self.array.readout64
         if self._kernel_cache is not None and self._kernel_cache[0] is readout64:
             return self._kernel_cache[1]
@@ -290,11 +295,14 @@ class AnalogConv2d(_AnalogLayer):
         for r in range(self.n_row_tiles):
             rows = self.array.tile_rows_of(r)
             ch_lo, ch_hi = rows.start // kk, (rows.stop - 1) // kk + 1
-            ker = torch.zeros(self.c_out, (ch_hi - ch_lo) * kk, dtype=torch.float64)
             off = rows.start - ch_lo * kk
-            ker[:, off:off + rows.stop - rows.start] = readout64[r, :rows.stop - rows.start, :].T
-            ker = ker.view(self.c_out, ch_hi - ch_lo, kh, kw)
-            kernels.append((ch_lo, ch_hi, ker.to(torch.float32).contiguous(), ker))
+            per_term = []
+            for k, m in self.array.read_terms64:
+                ker = torch.zeros(self.c_out, (ch_hi - ch_lo) * kk, dtype=torch.float64)
+                ker[:, off:off + rows.stop - rows.start] = m[r, :rows.stop - rows.start, :].T
+                ker = ker.view(self.c_out, ch_hi - ch_lo, kh, kw)
+                per_term.append((k, ker.to(torch.float32).contiguous(), ker))
+            kernels.append((ch_lo, ch_hi, per_term))
         self._kernel_cache = (readout64, kernels)
         return kernels
 
@@ -310,9 +318,15 @@ class AnalogConv2d(_AnalogLayer):
             return [i.view(N, Ho * Wo, self.c_out).transpose(1, 2).reshape(N, self.c_out, Ho, Wo)
                     for i in self.array.tile_read_currents(vmat)]
         out = []
-        for lo, hi, k32, k64 in self._kernels():
-            ker = k32 if v.dtype == torch.float32 else k64.to(v.dtype)
-            out.append(F.conv2d(v[:, lo:hi], ker, None, self.stride, self.padding, self.dilation))
+        for lo, hi, per_term in self._kernels():
+            x = v[:, lo:hi]
+            acc = None
+            for k, k32, k64 in per_term:      # zero padding stays 0 V in every power v^k
+                ker = k32 if v.dtype == torch.float32 else k64.to(v.dtype)
+                y = F.conv2d(x if k == 1 else x ** k, ker, None, self.stride, self.padding,
+                             self.dilation)
+                acc = y if acc is None else acc + y
+            out.append(acc)
         return out
 
     def _digital(self, x: Tensor) -> Tensor:

@@ -197,12 +197,8 @@ def surrogate_currents(array, v: np.ndarray) -> list[np.ndarray]:
     voltages ``v`` (M, K) in V (float64), in the array's configured mode."""
     if array.surrogate_uses_tile_reads:
         return [t.numpy() for t in array.surrogate_tile_read_currents(torch.from_numpy(v))]
-    a = array.readout64.numpy()
-    out = []
-    for r in range(array.n_row_tiles):
-        rows = array.tile_rows_of(r)
-        out.append(v[:, rows] @ a[r, :rows.stop - rows.start])
-    return out
+    return [array.row_tile_currents(v[:, array.tile_rows_of(r)], r)
+            for r in range(array.n_row_tiles)]
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from . import memtorch_compat as mc
 from . import nonidealities as ni
+from .cell_poly import cell_polynomials
 from .compensation import compensated_cells
 from .config import AnalogConfig
 from .mapping import (cell_range_s, conductances_for_units, device_conductance_for_cell,
@@ -125,19 +126,54 @@ class ProgrammedArray:
             return series_conductance(g, self.g_sel)
         return g
 
+    @property
+    def polynomial(self) -> bool:
+        """True when reads use the 1T1R cells' own I–V polynomials (:mod:`.cell_poly`)."""
+        return self.config.mode == "polynomial" and self.config.cell == "1t1r"
+
+    def read_range_v(self) -> tuple[float, float]:
+        """Word-line voltages (V) the DAC can apply: [0, v_fs] two-phase, [−v_fs, v_fs] bipolar."""
+        v_fs = self.config.read_voltage_v
+        return (-v_fs if self.config.read_scheme == "bipolar" else 0.0), v_fs
+
     def _build_readout(self) -> None:
-        """Per-array read matrices A (…, R, C) with I = v @ A; store the differential one."""
-        g_cell = torch.as_tensor(self.cell_conductances(), dtype=torch.float64)
+        """Per-array read matrices A (…, R, C) with I = v @ A (plus, in the ``polynomial`` mode,
+        ``Σ_k (v^k) @ P_k`` for k ≥ 2); store the differential ones per row tile."""
+        poly = None
+        if self.polynomial:
+            chord, poly, self.poly_fit_residual = cell_polynomials(
+                self.spec, self.g_dev, *self.read_range_v())
+            g_cell = torch.as_tensor(chord, dtype=torch.float64)
+        else:
+            g_cell = torch.as_tensor(self.cell_conductances(), dtype=torch.float64)
         if self.config.wires:
             a = transfer_matrices(self.spec.for_solvers(), g_cell).transpose(-1, -2)
         else:
             a = g_cell
+        if poly is not None:
+            a = a + torch.from_numpy(poly[0])          # the linear remainder joins the matmul
+        arrays = [a] + ([torch.from_numpy(p) for p in poly[1:]] if poly is not None else [])
+        self.read_terms64 = [(k + 1, self._per_row_tile(m)) for k, m in enumerate(arrays)]
+        self.read_terms = [(k, m.to(torch.float32).contiguous()) for k, m in self.read_terms64]
+        self.readout64 = self.read_terms64[0][1]                          # (nr, R, C_out), S
+        self.readout = self.read_terms[0][1]
+        self._surrogates = {}
+
+    def _per_row_tile(self, a: Tensor) -> Tensor:
+        """Differential (G⁺ − G⁻) read matrices per row tile, (nr, R, C_out), from per-array
+        ones (2, nr, nc, R, C)."""
         diff = a[0] - a[1]                                                # (nr, nc, R, C)
         nr, nc, R, C = diff.shape
-        full = diff.permute(0, 2, 1, 3).reshape(nr, R, nc * C)[:, :, :self.c_out]
-        self.readout64 = full.contiguous()                                # (nr, R, C_out), S
-        self.readout = full.to(torch.float32).contiguous()
-        self._surrogates = {}
+        return diff.permute(0, 2, 1, 3).reshape(nr, R, nc * C)[:, :, :self.c_out].contiguous()
+
+    def row_tile_currents(self, v: np.ndarray, r: int) -> np.ndarray:
+        """Differential currents (A), (M, C_out), of row tile ``r`` for its word-line voltages
+        (M, rows used) in V (float64), by the read matrices (not the nonlinear mode)."""
+        n = v.shape[1]
+        out = v @ self.read_terms64[0][1][r, :n].numpy()
+        for k, m in self.read_terms64[1:]:
+            out = out + (v ** k) @ m[r, :n].numpy()
+        return out
 
     def age(self, retention_s: float | None = None) -> None:
         """Endurance, then retention (``retention_s``, default the configuration's), on the
@@ -190,7 +226,8 @@ class ProgrammedArray:
             else:
                 key = (s, r, c, mode)
                 if key not in self._surrogates:
-                    self._surrogates[key] = TileSurrogate(self.spec, g, mode, self.g_sel)
+                    self._surrogates[key] = TileSurrogate(self.spec, g, mode, self.g_sel,
+                                                          v_range_v=self.read_range_v())
                 out.append(self._surrogates[key].read(v))
         return out[0], out[1]
 

@@ -3,10 +3,13 @@
 * ``ideal``: no wire resistance: ``I = v·G_cell`` with the cell as the linear modes see it (the
   device, in series with the selector's conductance ``g_sel`` for 1T1R);
 * ``linear``: exact wire IR drop with linear cells (one transfer matrix per array);
+* ``polynomial``: ``linear``'s exact wire network for each 1T1R cell's chord conductance plus
+  the cell's own level-1 I–V as a cubic in its word-line voltage (3 matmuls per read; for 0T1R
+  equal to ``linear``);
 * ``nonlinear``: the 1T1R selector's level-1 I–V solved with the wire network (for 0T1R equal
   to ``linear``).
 """
-MODES = ("ideal", "linear", "nonlinear")
+MODES = ("ideal", "linear", "polynomial", "nonlinear")
 
 #: How signed layer inputs reach the word lines. ``two-phase``: two reads with non-negative
 #: voltages (x⁺ = max(x, 0), then x⁻ = max(−x, 0)), each digitized by the same ADC and

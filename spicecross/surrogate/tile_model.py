@@ -8,6 +8,9 @@ Modes:
 * ``linear``: exact wire IR drop for ohmic devices; a 1T1R selector enters as its effective
   on-conductance ``g_sel`` (S) in series with each device (fitted by calibration; default the
   level-1 ``beta·(V_G − V_T)``). One transfer matrix per tile, then one matmul per batch.
+* ``polynomial``: ``linear``'s wire network for each 1T1R cell's chord conductance plus the
+  cell's own level-1 I–V as a cubic in its word-line voltage (:mod:`~spicecross.surrogate.cell_poly`),
+  fitted on ``v_range_v``; for 0T1R equal to ``linear``.
 * ``nonlinear``: the selector's level-1 I–V and its bulk junctions (identical equations to the
   SPICE model, see :func:`~spicecross.surrogate.cells.cell_currents_1t1r`) solved with
   the wire network for the whole batch at once: a modified Newton iteration whose linear part
@@ -25,12 +28,20 @@ import numpy as np
 import torch
 
 from ..circuit.tile import TileSpec
+from .cell_poly import cell_polynomials, polynomial_read
 from .cells import cell_currents_1t1r
 from .mapping import effective_cell_conductance
 from .modes import MODES
 from .network import build_network
 from .nonlinear import BlockSolver, NotConverged
 from .transfer import transfer_matrices
+
+
+def default_read_voltage_v(spec: TileSpec) -> float:
+    """The DAC's default full-scale read voltage (V) for ``spec``'s device set."""
+    from .config import AnalogConfig
+
+    return AnalogConfig(tile=spec).read_voltage_v
 
 
 class ConvergenceError(RuntimeError):
@@ -65,8 +76,11 @@ class TileSurrogate:
     max_iter: int = 200
     stats: NonlinearStats = field(default_factory=NonlinearStats)
     method: str = "block"                 # nonlinear solver, one of NONLINEAR_METHODS
+    v_range_v: tuple[float, float] | None = None   # polynomial: the read range the cell I–V is fitted on
     _T: torch.Tensor | None = field(default=None, repr=False)
     _block: BlockSolver | None = field(default=None, repr=False)
+    _poly: tuple | None = field(default=None, repr=False)
+    _poly_range: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -85,13 +99,33 @@ class TileSurrogate:
             self._T = transfer_matrices(self.spec.for_solvers(), self.g_cell_s)
         return self._T
 
+    def polynomial_model(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ``polynomial`` mode's chord transfer matrix (cols, rows) in S and remainder
+        coefficients (degree, rows, cols), fitted on ``v_range_v`` (default: 0 V to the
+        device set's default read voltage), computed once."""
+        if self._poly is None:
+            lo, hi = self.v_range_v if self.v_range_v is not None else (0.0, default_read_voltage_v(self.spec))
+            self._poly_range = (float(lo), float(hi))
+            chord, poly, _ = cell_polynomials(self.spec, self.g_dev_s, lo, hi)
+            self._poly = (transfer_matrices(self.spec.for_solvers(), chord).numpy(), poly)
+        return self._poly
+
     def read(self, v_in_v: np.ndarray) -> np.ndarray:
         """Sense currents (A), shape (batch, cols) or (cols,) like the input (batch, rows)/(rows,)."""
         v = self.spec.check_inputs(v_in_v)
         v2 = np.atleast_2d(v)
         if self.mode == "ideal":
             out = v2 @ self.g_cell_s
-        elif self.mode == "linear" or self.spec.cell == "0t1r":
+        elif self.mode == "polynomial" and self.spec.cell == "1t1r":
+            model = self.polynomial_model()
+            lo, hi = self._poly_range
+            bad = v2[(v2 < lo - 1e-12) | (v2 > hi + 1e-12)]
+            if bad.size:
+                raise ValueError(f"word-line voltage {bad.flat[0]:g} V is outside the polynomial "
+                                 f"mode's fit range [{lo:g}, {hi:g}] V: pass v_range_v or use "
+                                 f"the nonlinear mode")
+            out = polynomial_read(*model, v2)
+        elif self.mode in ("linear", "polynomial") or self.spec.cell == "0t1r":
             out = (torch.as_tensor(v2) @ self.transfer.T).numpy()
         elif self.method == "block":
             out = self._read_block(v2)
