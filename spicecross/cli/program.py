@@ -67,6 +67,7 @@ def _cmd_program(args: argparse.Namespace) -> int:
     res = program_tile(spec, targets, scheme=args.scheme, backend=args.backend, w_initial=w0,
                        tolerance=args.tolerance, max_pulses=args.max_pulses,
                        v_set_v=args.v_set, v_reset_v=args.v_reset, v_read_v=args.v_read,
+                       v_gate_v=args.v_gate_write,
                        cache_dir=None if args.no_cache else default_cache_dir(),
                        c2c_sigma=args.c2c_sigma, seed=args.seed,
                        progress=None if args.quiet else progress)
@@ -101,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--initial-w", type=finite_float(0.0, 1.0), metavar="W",
                    help="initial normalised state of every cell (default: random in [0.2, 0.8])")
     p.add_argument("--seed", type=integer(0), default=0, help="targets, initial states, c2c")
-    p.add_argument("--tolerance", type=finite_float(0.0, 1.0, lo_open=True), default=0.02,
+    p.add_argument("--tolerance", type=finite_float(0.0, 1.0, lo_open=True), default=0.01,
                    help="allowed |G - G_target| as a fraction of 1/r_on - 1/r_off")
     p.add_argument("--max-pulses", type=integer(1, 10000), default=10,
                    help="pulse budget per cell")
@@ -111,6 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    metavar="V", help="RESET pulse amplitude (V, > 0)")
     p.add_argument("--v-read", type=finite_float(), default=0.2, metavar="V",
                    help="verify-read voltage (V, below both thresholds)")
+    p.add_argument("--v-gate-write", type=finite_float(), metavar="V",
+                   help="gate scheme: the selected row's gate voltage during writes (V; "
+                        "default --v-gate, the read gate voltage)")
     p.add_argument("--c2c-sigma", type=finite_float(0.0), default=0.0,
                    help="cycle-to-cycle variability: relative spread of every pulse's state "
                         "change (surrogate only)")

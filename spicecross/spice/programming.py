@@ -238,7 +238,7 @@ def _check_targets(spec: TileSpec, p: VTEAMParams, targets_s) -> np.ndarray:
     lo, hi = 1.0 / p.r_off_ohm, 1.0 / p.r_on_ohm
     bad = np.isfinite(t) & ((t < lo * (1 - 1e-12)) | (t > hi * (1 + 1e-12)))
     if np.any(np.isinf(t)) or bad.any():
-        x = t[np.isinf(t) | bad].ravel()[0]
+        x = float(t[np.isinf(t) | bad].ravel()[0])
         raise ValueError(f"target conductance {x!r} S is outside the device's range "
                          f"[{lo:.6g}, {hi:.6g}] S")
     return np.clip(t, lo, hi)
