@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_plot_png
 
 from spicecross.circuit.tile import TileSpec
 from spicecross.cli import main
@@ -238,8 +239,9 @@ def test_program_tile_rejects_bad_inputs():
 def test_cli_program_writes_json_and_gives_one_line_errors(tmp_path, capsys):
     out = tmp_path / "p.json"
     rc = main(["program", "--rows", "3", "--cols", "3", "--scheme", "v3", "--cells", "diagonal",
-               "--seed", "4", "--quiet", "--out", str(out)])
+               "--seed", "4", "--quiet", "--out", str(out), "--plot", str(tmp_path / "p.png")])
     assert rc == 0
+    assert_plot_png(tmp_path / "p.png")
     d = json.loads(out.read_text())
     assert np.array(d["states"]).shape == (3, 3) and d["backend"] == "surrogate"
     assert d["g_target_s"][0][1] is None and d["g_target_s"][1][1] > 0
@@ -257,6 +259,10 @@ def test_cli_program_writes_json_and_gives_one_line_errors(tmp_path, capsys):
                    "--targets", str(tmp_path / f)])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and words in err, err
+    rc = main(["program", "--rows", "3", "--cols", "3", "--scheme", "v2", "--quiet",
+               "--backend", "ngspice", "--c2c-sigma", "0.1"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "surrogate option" in err and len(err.splitlines()) == 1
     rc = main(["program", "--rows", "3", "--cols", "3", "--scheme", "gate", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "writes 1t1r tiles" in err and len(err.splitlines()) == 1

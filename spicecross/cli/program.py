@@ -48,6 +48,8 @@ def _cmd_program(args: argparse.Namespace) -> int:
 
     if args.out:
         check_output_path(args.out, "--out")
+    if args.plot:
+        check_output_path(args.plot, "--plot")
     spec = tile_spec_from_args(args).with_(device_set=args.device_set)
     p = get_parameter_set(spec.device_set)
     targets, w0 = random_targets(p, spec.rows, spec.cols, args.seed)
@@ -74,6 +76,12 @@ def _cmd_program(args: argparse.Namespace) -> int:
     out = {"rows": spec.rows, "cols": spec.cols, "cell": spec.cell, "device_set": spec.device_set,
            "cells": args.cells, "seed": args.seed, "c2c_sigma": args.c2c_sigma,
            **res.to_json()}
+    if args.plot:
+        from ..spice.programming_plot import write_verify_figure
+
+        write_verify_figure(res, args.plot, f"write-verify of a {spec.rows}×{spec.cols} "
+                                            f"{spec.cell} {spec.device_set} tile")
+        out["plot"] = str(args.plot)
     text = json.dumps(out, indent=1) + "\n"
     if args.out:
         write_text_atomic(args.out, text)
@@ -121,4 +129,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not use the SPICE solve cache")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--out", metavar="FILE.json", help="write the JSON atomically here")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="the error histogram and the disturb map as a PNG")
     p.set_defaults(func=_cmd_program)

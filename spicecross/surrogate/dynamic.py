@@ -1,12 +1,14 @@
-"""The dynamic surrogate: VTEAM tiles under read pulses, batched in torch.
+"""The dynamic surrogate: VTEAM tiles under read or write pulses, batched in torch.
 
 For every time step the cell voltages come from the exact wire network (every word- and
 bit-line segment, driver and sense resistance of the :class:`~spicecross.circuit.tile.TileSpec`)
 with the cells' present conductances, and the VTEAM state equation (window included, state
 clipped to [0, 1]) advances every cell of every tile at once. The pulses are those of a
 :class:`~spicecross.spice.tile_transient.PulseTrain`, the same piecewise-linear sources the
-SPICE transients apply, so the two answer the same question: per pulse the sense currents at
-the plateau's end (A) and the charge through each sense source (C), and the final states.
+SPICE transients apply (word lines at their drivers; for write pulses also the bit lines at
+their sense ends, ``PulseTrain.v_bitlines_v``), so the two answer the same question: per
+pulse the sense currents at the plateau's end (A) and the charge through each sense source
+(C), and the final states.
 
 The network solve. Ordering the nodes row by row, ``[word line i (cols), bit line i (cols)]``,
 the nodal matrix is block tridiagonal: row ``i``'s block holds its word-line chain, its cells
