@@ -12,7 +12,10 @@ positive ``V`` RESETs the cell towards r_off, a negative one SETs it towards r_o
 * ``gate`` (1T1R): only gate line i on (``v_gate_v``), every other gate at 0 V. RESET: word
   line i at V, bit line j at 0 V, the other bit lines at V (row i's other cells see 0 V);
   SET: every word line at 0 V, bit line j at |V| (the cell sees −|V|), the other bit lines at
-  0 V, so every line stays ≥ 0 V (no forward-biased selector junctions).
+  0 V, so every line stays ≥ 0 V (no forward-biased selector junctions). VACASK 0.3.4's
+  sp_mos1 can fail to converge in these transients when an off selector's drain is driven
+  above ~1 V (measured on a 2×2 tile: RESET at 1.0 V runs, at 1.1 V it aborts; ngspice runs
+  both): write 1T1R tiles in VACASK at |V| ≤ 1.0 V.
 
 Bit lines are driven at their sense ends (the 0 V sense sources of a read carry the write
 voltages), word lines at their drivers: the wires are the tile's own.
@@ -132,8 +135,17 @@ class SpiceWriter:
         return 1.0 / resistance_at_state_ohm(w, p.r_on_ohm, p.r_off_ohm, p.r_model)
 
     def pulse(self, w: np.ndarray, train: PulseTrain) -> np.ndarray:
-        res = run_tile_transient(self.simulator, self.spec, self.conductances(w), train,
-                                 device_params=self.params, cache_dir=self.cache_dir)
+        from .simulators import SimulationError
+
+        try:
+            res = run_tile_transient(self.simulator, self.spec, self.conductances(w), train,
+                                     device_params=self.params, cache_dir=self.cache_dir)
+        except SimulationError as exc:
+            if self.simulator != "vacask" or self.spec.cell != "1t1r":
+                raise
+            raise SimulationError(f"{exc} (VACASK 0.3.4's sp_mos1 can fail to converge when an "
+                                  f"off selector's drain is driven above ~1 V: write 1t1r tiles "
+                                  f"at |V| ≤ 1.0 V in VACASK, or use ngspice)") from exc
         self.sim_s += 0.0 if res.cached else res.sim_s
         return res.w_final
 
