@@ -72,6 +72,31 @@ def test_line_voltages_of_the_schemes():
     assert tr.n_pulses == 1 and np.allclose(tr.bitline_plateaus_v, [[1.0, 0.0, 1.0, 1.0]])
 
 
+@pytest.mark.parametrize("rows, cols", [(4, 4), (8, 8), (1, 5), (5, 1), (6, 3), (11, 11)])
+def test_cell_voltages_with_driven_bit_lines_dense_and_block(rows, cols):
+    """The wire-network solve with the bit lines driven at their sense ends: the dense and the
+    block-Cholesky solves agree, and both satisfy Kirchhoff's current law at the sense ends
+    (the sense current is what the cells of that column put in, to the wires' rounding)."""
+    import torch
+
+    from spicecross.surrogate.dynamic import DENSE_MAX_CELLS, cell_voltages
+
+    spec = TileSpec(rows=rows, cols=cols, r_driver_ohm=2.0, r_sense_ohm=3.0)
+    rng = np.random.default_rng(rows * cols)
+    g = torch.as_tensor(conductance(rng.uniform(0, 1, (2, rows, cols))))
+    v = torch.as_tensor(rng.uniform(-1, 1, (2, rows)))
+    v_bl = torch.as_tensor(rng.uniform(-1, 1, (2, cols)))
+    vc_b, i_b = cell_voltages(spec, g, v, v_bl, method="block")
+    vc_d, i_d = cell_voltages(spec, g, v, v_bl, method="dense")
+    assert torch.allclose(vc_b, vc_d, rtol=0, atol=1e-12)
+    assert torch.allclose(i_b, i_d, rtol=1e-9, atol=1e-15)
+    assert torch.allclose(i_b, (g * vc_b).sum(dim=1), rtol=1e-9, atol=1e-15)
+    auto = cell_voltages(spec, g, v, v_bl)[0]
+    assert torch.equal(auto, vc_d if rows * cols <= DENSE_MAX_CELLS else vc_b)
+    with pytest.raises(ValueError, match="method must be"):
+        cell_voltages(spec, g, v, v_bl, method="lu")
+
+
 # -- V/2 disturbs half-selected cells, V/3 does not: SPICE and the surrogate ----------------------
 @pytest.mark.parametrize("kind, n", [("reset", 4), ("set", 4), ("reset", 8)])
 def test_v2_disturbs_half_selected_cells_and_v3_less(kind, n, tmp_path):
