@@ -57,8 +57,9 @@ def _commands(parser) -> list[list[str]]:
 def test_every_command_has_help(capsys):
     paths = _commands(build_parser())
     assert {p[0] for p in paths} == {"netlist", "solve", "surrogate", "calibrate", "golden", "demo",
-                                     "train", "device", "infer", "sweep", "verify-network"}
-    assert len(COMMAND_MODULES) == 11
+                                     "train", "device", "infer", "sweep", "verify-network",
+                                     "program"}
+    assert len(COMMAND_MODULES) == 12
     for path in paths + [[p[0]] for p in paths if len(p) > 1]:
         with pytest.raises(SystemExit) as exc:
             main([*path, "--help"])

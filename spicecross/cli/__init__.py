@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "infer",        # infer
     "sweep",        # sweep
     "verify",       # verify-network
+    "program",      # program
 )
 
 __all__ = ["COMMAND_MODULES", "UserError", "build_parser", "main"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -33,9 +34,15 @@ MAX_STEP_FRACTION = 1.0 / 200.0
 
 @dataclass(frozen=True)
 class PulseTrain:
-    """Read pulses on the word lines: ``v_pulses_v`` (n_pulses, rows) plateau voltages (V)
+    """Pulses on the word lines: ``v_pulses_v`` (n_pulses, rows) plateau voltages (V)
     times ``scale`` (dimensionless), plateau ``width_s``, ramps ``rise_s``/``fall_s`` and a
-    0 V ``gap_s`` before each pulse (s, all > 0)."""
+    0 V ``gap_s`` before each pulse (s, all > 0).
+
+    Write pulses also drive the bit lines and gates: ``v_bitlines_v`` (n_pulses, cols) plateau
+    voltages (V, times ``scale``) of the sources at the bit lines' sense ends (``None``: the
+    sense sources stay at 0 V), ``v_gates_v`` (n_pulses, rows) plateau voltages (V, not scaled)
+    of the 1T1R gate lines (``None``: the gates stay at the selector's DC ``v_gate_v``). They
+    follow the same timing as the word lines."""
 
     v_pulses_v: np.ndarray
     width_s: float
@@ -43,6 +50,8 @@ class PulseTrain:
     fall_s: float
     gap_s: float
     scale: float = 1.0
+    v_bitlines_v: np.ndarray | None = None
+    v_gates_v: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         v = np.asarray(self.v_pulses_v, dtype=np.float64)
@@ -50,6 +59,17 @@ class PulseTrain:
             raise ValueError(f"v_pulses_v must be finite voltages of shape (n_pulses, rows), got "
                              f"shape {v.shape}")
         object.__setattr__(self, "v_pulses_v", v)
+        for name in ("v_bitlines_v", "v_gates_v"):
+            x = getattr(self, name)
+            if x is None:
+                continue
+            x = np.asarray(x, dtype=np.float64)
+            rows_ok = name == "v_bitlines_v" or x.shape[1:] == v.shape[1:]
+            if x.ndim != 2 or x.shape[0] != v.shape[0] or not rows_ok \
+                    or not np.all(np.isfinite(x)):
+                raise ValueError(f"{name} must be finite voltages with one row per pulse "
+                                 f"({v.shape[0]}), got shape {x.shape}")
+            object.__setattr__(self, name, x)
         for name in ("width_s", "rise_s", "fall_s", "gap_s", "scale"):
             x = getattr(self, name)
             if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) \
@@ -83,10 +103,19 @@ class PulseTrain:
         """(n_pulses,) end of each plateau (s), where the currents are sampled."""
         return self.starts_s() + self.rise_s + self.width_s
 
+    @property
+    def bitline_plateaus_v(self) -> np.ndarray | None:
+        """(n_pulses, cols) bit-line plateau voltages (V), the scale applied, or None."""
+        return None if self.v_bitlines_v is None else self.scale * self.v_bitlines_v
+
     def wave(self, row: int) -> tuple[float, ...]:
         """PWL pairs ``(t0_s, v0_v, t1_s, v1_v, …)`` of input ``row``."""
+        return self.wave_of(self.plateaus_v[:, row])
+
+    def wave_of(self, plateaus_v: np.ndarray) -> tuple[float, ...]:
+        """PWL pairs of a source whose pulse ``k`` has plateau ``plateaus_v[k]`` (V)."""
         pts = [0.0, 0.0]
-        for t0, v in zip(self.starts_s(), self.plateaus_v[:, row]):
+        for t0, v in zip(self.starts_s(), plateaus_v):
             pts += [t0, 0.0, t0 + self.rise_s, v, t0 + self.rise_s + self.width_s, v,
                     t0 + self.rise_s + self.width_s + self.fall_s, 0.0]
         return tuple(float(x) for x in pts)
@@ -110,14 +139,25 @@ def pulse_train_from_read(v_in_v: np.ndarray, pulse_v: float, width_s: float, n_
 
 def tile_transient_elements(spec: TileSpec, g_s: np.ndarray, train: PulseTrain,
                             device_params=None) -> list[Element]:
-    """The tile's element list with VTEAM cells and the inputs as the train's PWL sources."""
+    """The tile's element list with VTEAM cells and the inputs (and, for write pulses, the
+    bit-line sense sources and the gate sources) as the train's PWL sources."""
     if train.v_pulses_v.shape[1] != spec.rows:
         raise ValueError(f"the pulse train has {train.v_pulses_v.shape[1]} inputs, the tile "
                          f"{spec.rows} rows")
+    if train.v_bitlines_v is not None and train.v_bitlines_v.shape[1] != spec.cols:
+        raise ValueError(f"the pulse train drives {train.v_bitlines_v.shape[1]} bit lines, the "
+                         f"tile has {spec.cols}")
+    if train.v_gates_v is not None and spec.cell != "1t1r":
+        raise ValueError("gate pulses need a 1t1r tile")
     els = tile_elements(spec, g_s, np.zeros(spec.rows), devices="vteam",
                         device_params=device_params)
-    rows = {input_name(i): i for i in range(spec.rows)}
-    return [replace(e, wave=train.wave(rows[e.name])) if e.kind == "V" and e.name in rows else e
+    waves = {input_name(i): train.wave(i) for i in range(spec.rows)}
+    bl = train.bitline_plateaus_v
+    if bl is not None:
+        waves |= {sense_name(j): train.wave_of(bl[:, j]) for j in range(spec.cols)}
+    if train.v_gates_v is not None:
+        waves |= {f"gate{i}": train.wave_of(train.v_gates_v[:, i]) for i in range(spec.rows)}
+    return [replace(e, wave=waves[e.name]) if e.kind == "V" and e.name in waves else e
             for e in els]
 
 
@@ -168,6 +208,39 @@ class TileTransientResult:
     i_sense_a: np.ndarray
     simulator: str
     sim_s: float
+    cached: bool = False
+
+#: The arrays of a TileTransientResult kept in the solve cache (``<simulator>-tran-<sha256>``).
+_CACHED_FIELDS = ("currents_a", "charge_c", "w_final", "g_final_s", "t_s", "i_sense_a")
+
+
+def _cache_file(cache_dir, sim: Simulator, text: str):
+    from ..circuit.netlist import netlist_hash
+    from .solve import _cache_path
+
+    return _cache_path(Path(cache_dir), f"{sim.name}-tran-{netlist_hash(text)}")
+
+
+def _load_transient(path) -> TileTransientResult | None:
+    """A cached transient, or None (an unreadable entry is dropped and solved again)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k].copy() for k in _CACHED_FIELDS}
+            return TileTransientResult(**arrays, simulator=str(z["simulator"]),
+                                       sim_s=float(z["sim_s"]), cached=True)
+    except Exception:  # noqa: BLE001 - any unreadable entry is dropped
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _store_transient(path, res: TileTransientResult) -> None:
+    from ..store import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **{k: getattr(res, k) for k in _CACHED_FIELDS}, simulator=res.simulator,
+                 sim_s=res.sim_s)
 
 
 def _charges(t: np.ndarray, i: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -181,15 +254,20 @@ def _charges(t: np.ndarray, i: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def run_tile_transient(simulator: str | Simulator, spec: TileSpec, g_s: np.ndarray,
                        train: PulseTrain, *, device_params=None,
                        max_step_s: float | None = None,
-                       timeout_s: float = 3600.0) -> TileTransientResult:
+                       timeout_s: float = 3600.0, cache_dir=None) -> TileTransientResult:
     """Emit and run the pulse-train transient (see :func:`emit_tile_transient`) and read it
-    back as a :class:`TileTransientResult`."""
+    back as a :class:`TileTransientResult`; with ``cache_dir`` (a folder, e.g.
+    :func:`spicecross.spice.solve.default_cache_dir`) through the solve cache, keyed by the
+    netlist's content hash."""
     from ..devices.verilog_a import OSDI_FILE, compile_vteam_osdi
     from ..devices.vteam import get_parameter_set, resistance_at_state_ohm
 
     sim = get_simulator(simulator)
     p = get_parameter_set(spec.device_set) if device_params is None else device_params
     text = emit_tile_transient(sim, spec, g_s, train, device_params=p, max_step_s=max_step_s)
+    cache = None if cache_dir is None else _cache_file(cache_dir, sim, text)
+    if cache is not None and (hit := _load_transient(cache)) is not None:
+        return hit
     extra = {OSDI_FILE: compile_vteam_osdi()} if sim is VACASK else None
     t0 = time.perf_counter()
     plots = sim.run(text, extra_files=extra, timeout_s=timeout_s)
@@ -213,8 +291,11 @@ def run_tile_transient(simulator: str | Simulator, spec: TileSpec, g_s: np.ndarr
     g_final = np.where(np.isnan(w), 0.0,
                        1.0 / resistance_at_state_ohm(np.nan_to_num(w), p.r_on_ohm, p.r_off_ohm,
                                                      p.r_model))
-    return TileTransientResult(currents, _charges(t, i_sense, edges), w, g_final, t, i_sense,
-                               sim.name, sim_s)
+    res = TileTransientResult(currents, _charges(t, i_sense, edges), w, g_final, t, i_sense,
+                              sim.name, sim_s)
+    if cache is not None:
+        _store_transient(cache, res)
+    return res
 
 
 def write_pulse_netlist(path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray, *,

@@ -1,14 +1,17 @@
-"""The dynamic surrogate: VTEAM tiles under read pulses, batched in torch.
+"""The dynamic surrogate: VTEAM tiles under read or write pulses, batched in torch.
 
 For every time step the cell voltages come from the exact wire network (every word- and
 bit-line segment, driver and sense resistance of the :class:`~spicecross.circuit.tile.TileSpec`)
 with the cells' present conductances, and the VTEAM state equation (window included, state
 clipped to [0, 1]) advances every cell of every tile at once. The pulses are those of a
 :class:`~spicecross.spice.tile_transient.PulseTrain`, the same piecewise-linear sources the
-SPICE transients apply, so the two answer the same question: per pulse the sense currents at
-the plateau's end (A) and the charge through each sense source (C), and the final states.
+SPICE transients apply (word lines at their drivers; for write pulses also the bit lines at
+their sense ends, ``PulseTrain.v_bitlines_v``), so the two answer the same question: per
+pulse the sense currents at the plateau's end (A) and the charge through each sense source
+(C), and the final states.
 
-The network solve. Ordering the nodes row by row, ``[word line i (cols), bit line i (cols)]``,
+The network solve (tiles above :data:`DENSE_MAX_CELLS` cells; smaller ones are one dense
+solve of the same matrix). Ordering the nodes row by row, ``[word line i (cols), bit line i (cols)]``,
 the nodal matrix is block tridiagonal: row ``i``'s block holds its word-line chain, its cells
 and the bit-line nodes' own terms; neighbouring rows couple only through the bit-line segments
 (``−g_b·I`` on the bit-line part). A block Cholesky sweep (block Thomas algorithm: one
@@ -38,7 +41,12 @@ from ..threads import limited_threads, threads_for
 #: 2 threads on 2 shared cores).
 SINGLE_THREAD_FLOPS = 2e7
 
-__all__ = ["DynamicTileSurrogate", "PulseResult", "cell_voltages"]
+#: Tiles of at most this many cells are solved as one dense matrix: the block sweep's Python
+#: loop over the rows costs more than the whole solve there (measured 4×4: 3.2 ms vs 5.9 ms,
+#: 8×8: 3.7 vs 10.3 ms per solve; 16×16: 52 vs 23 ms, on 2 loaded cores).
+DENSE_MAX_CELLS = 100
+
+__all__ = ["DynamicTileSurrogate", "PulseResult", "cell_voltages", "DENSE_MAX_CELLS"]
 
 
 def _block_system(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
@@ -68,11 +76,30 @@ def _block_system(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
     return d
 
 
-def cell_voltages(spec: TileSpec, g_s: torch.Tensor, v_in_v: torch.Tensor
+def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor:
+    """Node voltages (B, R, 2C, 1) of the block-tridiagonal system (diagonal blocks ``d``,
+    bit-line couplings −g_b between neighbouring rows) assembled whole and solved at once."""
+    B, R, n, _ = d.shape
+    C = n // 2
+    a = d.new_zeros((B, R, n, R, n))
+    rows = torch.arange(R)
+    a[:, rows, :, rows, :] = d.transpose(0, 1)
+    bl = torch.arange(C, n)
+    a[:, rows[:-1, None], bl, rows[1:, None], bl] = -g_b
+    a[:, rows[1:, None], bl, rows[:-1, None], bl] = -g_b
+    x = torch.linalg.solve(a.reshape(B, R * n, R * n), rhs.reshape(B, R * n))
+    return x.reshape(B, R, n, 1)
+
+
+def cell_voltages(spec: TileSpec, g_s: torch.Tensor, v_in_v: torch.Tensor,
+                  v_bl_v: torch.Tensor | None = None, *, method: str = "auto"
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cell voltages V(wl) − V(bl) (B, rows, cols) in V and sense currents (B, cols) in A of
     tiles with linear cell conductances ``g_s`` (B, rows, cols) in S under inputs ``v_in_v``
-    (B, rows) in V: the exact nodal solve, by block Cholesky over the rows."""
+    (B, rows) in V, the sense ends of the bit lines at ``v_bl_v`` (B, cols) in V (default 0 V,
+    a read; a write scheme drives them): the exact nodal solve, by block Cholesky over the
+    rows (``method='block'``), or for tiles of at most :data:`DENSE_MAX_CELLS` cells the whole
+    matrix in one dense solve (``'dense'``; ``'auto'`` picks by size)."""
     spec = spec.for_solvers()
     R, C = spec.rows, spec.cols
     g_b = 1.0 / spec.r_wire_bl_ohm
@@ -81,6 +108,14 @@ def cell_voltages(spec: TileSpec, g_s: torch.Tensor, v_in_v: torch.Tensor
     d = _block_system(spec, g_s)
     rhs = g_s.new_zeros((g_s.shape[0], R, 2 * C, 1))
     rhs[:, :, 0, 0] = g_in * v_in_v
+    if v_bl_v is not None:
+        rhs[:, R - 1, C:, 0] += g_out * v_bl_v
+    if method not in ("auto", "block", "dense"):
+        raise ValueError(f"method must be 'auto', 'block' or 'dense', got {method!r}")
+    if method == "dense" or (method == "auto" and R * C <= DENSE_MAX_CELLS):
+        nodes = _dense_solve(d, rhs, g_b)[..., 0]
+        i_sense = g_out * (nodes[:, R - 1, C:] - (0.0 if v_bl_v is None else v_bl_v))
+        return nodes[..., :C] - nodes[..., C:], i_sense
     chols, ys = [], []
     s, y = d[:, 0], rhs[:, 0]
     for i in range(R):
@@ -99,7 +134,8 @@ def cell_voltages(spec: TileSpec, g_s: torch.Tensor, v_in_v: torch.Tensor
         y[:, C:] += g_b * x[i + 1][:, C:]
         x[i] = torch.cholesky_solve(y, chols[i])
     nodes = torch.stack(x, dim=1)[..., 0]                              # (B, R, 2C)
-    return nodes[..., :C] - nodes[..., C:], g_out * nodes[:, R - 1, C:]
+    i_sense = g_out * (nodes[:, R - 1, C:] - (0.0 if v_bl_v is None else v_bl_v))
+    return nodes[..., :C] - nodes[..., C:], i_sense
 
 
 @dataclass
@@ -115,12 +151,19 @@ class PulseResult:
 
 
 class DynamicTileSurrogate:
-    """VTEAM tiles of one ``spec`` (0T1R) under read pulses; ``device_params`` a VTEAMParams
-    (window included; default the set ``spec.device_set``). Float64 throughout."""
+    """VTEAM tiles of one ``spec`` (0T1R) under read or write pulses; ``device_params`` a
+    VTEAMParams (window included; default the set ``spec.device_set``). Float64 throughout.
+
+    Cycle-to-cycle variability (``c2c_sigma`` > 0): every pulse's state change of every cell,
+    Δw, becomes Δw·(1 + c2c_sigma·ξ), ξ a standard normal drawn per cell and pulse from a
+    generator seeded by ``seed`` (the state reached scatters around the deterministic one in
+    proportion to how far the pulse moved it; a cell the pulse left alone stays put). The
+    generator lives with the surrogate, so successive calls draw new ξ."""
 
     def __init__(self, spec: TileSpec, device_params: VTEAMParams | None = None, *,
                  substeps_plateau: int = 20, substeps_ramp: int = 16, dw_max: float = 5e-4,
-                 max_substeps: int = 5000) -> None:
+                 max_substeps: int = 5000, c2c_sigma: float = 0.0,
+                 seed: int | None = None) -> None:
         if spec.cell != "0t1r":
             raise ValueError(f"the dynamic surrogate models 0t1r tiles, got {spec.cell!r}")
         if substeps_plateau < 1 or substeps_ramp < 1:
@@ -134,6 +177,10 @@ class DynamicTileSurrogate:
             raise ValueError(f"dw_max must be > 0, got {dw_max!r}")
         self.dw_max = float(dw_max)
         self.max_substeps = int(max_substeps)
+        if not (np.isfinite(c2c_sigma) and c2c_sigma >= 0):
+            raise ValueError(f"c2c_sigma must be a finite number ≥ 0, got {c2c_sigma!r}")
+        self.c2c_sigma = float(c2c_sigma)
+        self._gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
 
     # -- the device in torch (the same equations as spicecross.devices.vteam) ----------------
     def states_for_conductances(self, g_s: torch.Tensor) -> torch.Tensor:
@@ -195,45 +242,55 @@ class DynamicTileSurrogate:
         if plateaus.shape[-1] != self.spec.rows:
             raise ValueError(f"the pulse train has {plateaus.shape[-1]} inputs, the tile "
                              f"{self.spec.rows} rows")
+        bl = [t.bitline_plateaus_v for t in trains]
+        bl = torch.as_tensor(np.stack([np.zeros((t.n_pulses, self.spec.cols)) if b is None else b
+                                       for t, b in zip(trains, bl)], axis=1))     # (P, B, C)
+        if any(t.v_gates_v is not None for t in trains):
+            raise ValueError("the dynamic surrogate models 0t1r tiles: no gate pulses")
         ref = trains[0]
         work = g0.shape[0] * (2 * self.spec.cols) ** 3
         with limited_threads(1 if work < SINGLE_THREAD_FLOPS else threads_for()):
-            out = self._run(g0, plateaus, ref)
+            out = self._run(g0, plateaus, bl, ref)
         if single:
             out = PulseResult(out.currents_a[0], out.charge_c[0], out.w_final[0], out.g_final_s[0])
         return out
 
-    def _run(self, g0: torch.Tensor, plateaus: torch.Tensor, ref) -> PulseResult:
+    def _run(self, g0: torch.Tensor, plateaus: torch.Tensor, bl: torch.Tensor, ref
+             ) -> PulseResult:
         open_cell = g0 <= 0
         w = self.states_for_conductances(torch.where(open_cell, torch.ones_like(g0), g0))
         n_p = plateaus.shape[0]
         currents = torch.zeros((g0.shape[0], n_p, self.spec.cols), dtype=torch.float64)
         charge = torch.zeros_like(currents)
 
-        def solve(w_now, v_in):
+        def solve(w_now, a, k):
             g = torch.where(open_cell, torch.zeros_like(w_now), self.conductances(w_now))
-            return cell_voltages(self.spec, g, v_in)
+            return cell_voltages(self.spec, g, a * plateaus[k], a * bl[k])
 
         for k in range(n_p):
-            v_full, _ = solve(w, plateaus[k])
+            w_start = w
+            v_full, _ = solve(w, 1.0, k)
             fastest = float(self.rate_per_s(v_full, w).abs().max())
             for t0, t1, (a0, a1), n_min, at_sample in self._segments(ref):
                 n = int(min(self.max_substeps,
                             max(n_min, np.ceil(fastest * (t1 - t0) / self.dw_max))))
                 h = (t1 - t0) / n
-                v_cell, i_sense = solve(w, a0 * plateaus[k])
+                v_cell, i_sense = solve(w, a0, k)
                 for m in range(n):
                     s1 = a0 + (a1 - a0) * (m + 1) / n
                     k1 = self.rate_per_s(v_cell, w)
                     w_pred = (w + h * k1).clamp(0.0, 1.0)
-                    v_pred, _ = solve(w_pred, s1 * plateaus[k])
+                    v_pred, _ = solve(w_pred, s1, k)
                     k2 = self.rate_per_s(v_pred, w_pred)
                     w = (w + 0.5 * h * (k1 + k2)).clamp(0.0, 1.0)
                     i_prev = i_sense
-                    v_cell, i_sense = solve(w, s1 * plateaus[k])
+                    v_cell, i_sense = solve(w, s1, k)
                     charge[:, k] += 0.5 * h * (i_prev + i_sense)
                 if at_sample:
                     currents[:, k] = i_sense
+            if self.c2c_sigma > 0:
+                xi = torch.randn(w.shape, generator=self._gen, dtype=w.dtype)
+                w = (w_start + (w - w_start) * (1.0 + self.c2c_sigma * xi)).clamp(0.0, 1.0)
         g_final = torch.where(open_cell, torch.zeros_like(w), self.conductances(w))
         w_final = torch.where(open_cell, torch.full_like(w, float("nan")), w)
         return PulseResult(currents.numpy(), charge.numpy(), w_final.numpy(), g_final.numpy())
