@@ -39,8 +39,9 @@ def add_config_options(p: argparse.ArgumentParser, compat_both: bool = False) ->
                    help="tile rows x cols (default 64x64)")
     p.add_argument("--cell", default="0t1r", choices=CELL_TYPES, metavar="|".join(CELL_TYPES),
                    help="cell type (default 0t1r)")
-    p.add_argument("--mode", default="linear", choices=MODES, metavar="|".join(MODES),
-                   help="tile read model (default linear: exact wire IR drop)")
+    p.add_argument("--mode", default="polynomial", choices=MODES, metavar="|".join(MODES),
+                   help="tile read model (default polynomial: exact wire IR drop; 1T1R cells "
+                        "with their selector's I-V as a cubic in the read voltage)")
     p.add_argument("--r-wire", type=_NONNEG, default=None, metavar="OHMS",
                    help=f"wire segment resistance per cell (default {DEFAULT_R_WIRE_OHM:g} Ω; 0 = ideal wires)")
     p.add_argument("--adc-bits", type=_BITS, default="8", metavar="N", help="ADC bits, or 'none' (default 8)")

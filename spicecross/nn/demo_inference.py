@@ -1,5 +1,6 @@
 """The demo's MNIST step: the calibrated surrogate on the real test set (or the bundled sample),
-crossbars without wires (``ideal``) and with exact wire IR drop (``linear``), beside digital."""
+crossbars without wires (``ideal``) and with exact wire IR drop and the selectors' I–V
+(``polynomial``), beside digital."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,16 +12,16 @@ from .inference import infer
 
 
 #: The demo's network: 64×64 1T1R tiles, 8-bit converters, physical two-phase reads at the
-#: default read voltage, exact wire IR drop.
+#: default read voltage, exact wire IR drop, the selectors' own I–V (the polynomial mode).
 DEMO_CONFIG = AnalogConfig.build(tile_rows=64, tile_cols=64, cell="1t1r", adc_bits=8,
-                                 dac_bits=8, mode="linear")
+                                 dac_bits=8, mode="polynomial")
 
 
 def infer_demo(data_root: Path | None, calibration=None, limit: int | None = None,
                plot: Path | None = None, spice_check_reads: int = 8) -> dict[str, Any]:
     """Run the demo inference with the selector conductance of ``calibration`` (a
     :class:`~spicecross.calibration.Calibration` made for the demo's tile, checked); returns
-    the linear-mode result with its SPICE check plus ``ideal_accuracy``, ``dataset`` and
+    the polynomial-mode result with its SPICE check plus ``ideal_accuracy``, ``dataset`` and
     ``plot``."""
     from ..calibration.calibrate import apply_calibration
 

@@ -64,7 +64,7 @@ class AnalogConfig:
     (``tile_rows=…, r_wire_ohm=…, sigma_r_on_ohm=…``) or pass a ``TileSpec`` as ``tile``."""
 
     tile: TileSpec = field(default_factory=_default_tile)
-    mode: str = "linear"
+    mode: str = "polynomial"
     dac_bits: int | None = 8
     v_read_v: float | None = None
     read_scheme: str = "two-phase"
