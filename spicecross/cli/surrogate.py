@@ -5,7 +5,7 @@ import argparse
 import json
 
 from ..surrogate.modes import MODES
-from .args import existing_file
+from .args import existing_file, finite_float, integer
 from .circuit import add_tile_arguments, load_array, tile_spec_from_args
 
 
@@ -25,20 +25,54 @@ def _cmd_surrogate(args: argparse.Namespace) -> int:
         if args.cell != cal.spec.cell:
             raise ValueError(f"--cell {args.cell} does not match the calibration's cell {cal.spec.cell}")
     spec = tile_spec_from_args(args, g.shape[0], g.shape[1])
+    if args.mode == "dynamic":
+        return _dynamic(args, spec, g, v)
     out = TileSurrogate(spec, g, args.mode, g_sel_s=g_sel).read(v)
     print(json.dumps({"sense_currents": out.tolist()}) if args.json
           else "\n".join(" ".join(f"{x:.6e}" for x in row) for row in out.reshape(-1, spec.cols)))
     return 0
 
 
+def _dynamic(args: argparse.Namespace, spec, g, v) -> int:
+    """Read pulses on a VTEAM tile (the dynamic surrogate): the same train as ``spicecross
+    netlist --devices vteam --pulse-v V --pulse-ns T --pulses N`` emits for SPICE."""
+    from ..spice.tile_transient import pulse_train_from_read
+    from ..surrogate.dynamic import DynamicTileSurrogate
+
+    if v.ndim != 1:
+        raise ValueError(f"--mode dynamic reads one input vector (rows,), got shape {v.shape}")
+    if spec.cell != "0t1r":
+        raise ValueError("--mode dynamic models 0t1r tiles (the selector is not in the time stepping)")
+    pulse_v = args.pulse_v if args.pulse_v is not None else float(max(abs(v).max(), 1e-12))
+    train = pulse_train_from_read(v, pulse_v, args.pulse_ns * 1e-9, args.pulses)
+    res = DynamicTileSurrogate(spec).run_pulses(g, train)
+    out = {"states": res.w_final.tolist(), "conductances_s": res.g_final_s.tolist(),
+           "sense_currents": res.currents_a.tolist(), "charges_c": res.charge_c.tolist(),
+           "pulse_v": pulse_v, "pulse_ns": args.pulse_ns, "pulses": args.pulses}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print("\n".join(" ".join(f"{x:.6e}" for x in row) for row in res.currents_a))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("surrogate", help="read a tile with the surrogate (ideal|linear|nonlinear)",
+    p = sub.add_parser("surrogate", help="read a tile with the surrogate (ideal|linear|polynomial|nonlinear|dynamic)",
                        description="Sense currents (A) of a tile with conductances G (S) for "
                                    "inputs V (V), shape (rows,) or (batch, rows).")
     add_tile_arguments(p)
     p.add_argument("--conductances", type=existing_file, required=True, metavar="G.npy")
     p.add_argument("--inputs", type=existing_file, required=True, metavar="V.npy")
-    p.add_argument("--mode", choices=MODES, default="linear")
+    p.add_argument("--mode", choices=MODES + ("dynamic",), default="linear",
+                   help="read model (default linear); dynamic: VTEAM devices under read pulses "
+                        "(--pulse-v, --pulse-ns, --pulses), states and currents per pulse")
+    p.add_argument("--pulse-v", type=finite_float(0.0, lo_open=True), default=None, metavar="V",
+                   help="--mode dynamic: amplitude of the largest input in each pulse "
+                        "(default: the inputs as given)")
+    p.add_argument("--pulse-ns", type=finite_float(0.0, lo_open=True), default=10.0, metavar="NS",
+                   help="--mode dynamic: pulse width (ns, default 10)")
+    p.add_argument("--pulses", type=integer(1, 100000), default=1, metavar="N",
+                   help="--mode dynamic: number of read pulses (default 1)")
     p.add_argument("--calibration", type=existing_file, metavar="FILE",
                    help="calibration HDF5 (fitted selector)")
     p.add_argument("--json", action="store_true", help='print {"sense_currents": [...]}')
