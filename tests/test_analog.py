@@ -301,6 +301,25 @@ def test_cli_infer_spice_check_0t1r_is_exact(capsys):
             "code_mismatch_share"} <= set(chk["per_layer"][0])
 
 
+def test_check_beside_the_inference_equals_the_check_alone():
+    """The SPICE check solved in a background thread while other work runs gives the report
+    the check gives alone, and the work's own result."""
+    from spicecross.calibration.network_check import check_beside, spice_check
+    from spicecross.nn.inference import load_eval_data, load_network
+
+    cfg = AnalogConfig.build(cell="1t1r", tile_rows=32, tile_cols=32)
+    data = load_eval_data("mnist", None, 8, 16)
+    net = patch_model(load_network("mnist"), cfg, data.calibration)
+    x = data.test.tensors[0]
+    alone = spice_check(net, x, 2, cache_dir=None)
+    ran = []
+    out, beside = check_beside(net, x, lambda: ran.append(torch.get_num_threads()) or 42, 2,
+                               cache_dir=None)
+    assert out == 42 and len(ran) == 1
+    alone.pop("seconds"), beside.pop("seconds")
+    assert beside == alone and beside["reads"] == 10
+
+
 def test_mismatched_calibration_is_refused(tmp_path, capsys):
     from spicecross.calibration.calibrate import Calibration, save_calibration
     from spicecross.cli import main

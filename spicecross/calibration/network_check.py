@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -125,13 +125,24 @@ def _summary(d_err: np.ndarray, lsb: np.ndarray, fs: np.ndarray, codes_differ: n
             "code_mismatch_share": float(np.mean(codes_differ))}
 
 
-def spice_check(model: nn.Module, images: Tensor, reads_per_layer: int = 32,
-                backend: str = DEFAULT_CHECK_BACKEND, n_jobs: int | None = None,
-                parallel_backend: str = "loky", scheduler: str | None = None,
-                cache_dir="default", seed: int = 0, progress: bool = False) -> dict[str, Any]:
-    """Compare the surrogate with SPICE on reads sampled from the calibrated patched ``model``
-    running ``images``; returns the report described in the module doc (``"per_layer"`` a list
-    in layer order) and warns when any read is more than 1 ADC step off."""
+@dataclass
+class PreparedCheck:
+    """The SPICE jobs of a check, ``(spec, g, v)`` per array, where each belongs (layer, sampled
+    tile, array index), the simulator (and why it was changed, if it was) and the start time."""
+
+    sampled: dict[str, list[SampledTile]]
+    jobs: list[tuple]
+    where: list[tuple]
+    backend: str
+    note: str | None
+    t0: float
+
+
+def prepare_spice_check(model: nn.Module, images: Tensor, reads_per_layer: int = 32,
+                        backend: str = DEFAULT_CHECK_BACKEND, seed: int = 0) -> PreparedCheck:
+    """Sample the check's reads from the calibrated patched ``model`` running ``images`` and
+    list the SPICE jobs (solve them with :func:`solve_sampled_arrays`, then
+    :func:`compare_spice_check`; :func:`spice_check` does all three)."""
     from ..nn.analog import analog_layers
 
     if isinstance(reads_per_layer, bool) or not isinstance(reads_per_layer, int) or reads_per_layer < 1:
@@ -154,7 +165,54 @@ def spice_check(model: nn.Module, images: Tensor, reads_per_layer: int = 32,
             for s in (0, 1):
                 jobs.append((arr.spec.for_solvers(), arr.g_dev[s, t.r, t.c], t.v))
                 where.append((name, t, s))
-    spice = solve_sampled_arrays(jobs, backend, n_jobs, parallel_backend, scheduler, cache_dir, progress)
+    return PreparedCheck(sampled, jobs, where, backend, note, t0)
+
+
+def spice_check(model: nn.Module, images: Tensor, reads_per_layer: int = 32,
+                backend: str = DEFAULT_CHECK_BACKEND, n_jobs: int | None = None,
+                parallel_backend: str = "loky", scheduler: str | None = None,
+                cache_dir="default", seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Compare the surrogate with SPICE on reads sampled from the calibrated patched ``model``
+    running ``images``; returns the report described in the module doc (``"per_layer"`` a list
+    in layer order) and warns when any read is more than 1 ADC step off."""
+    prep = prepare_spice_check(model, images, reads_per_layer, backend, seed)
+    spice = solve_sampled_arrays(prep.jobs, prep.backend, n_jobs, parallel_backend, scheduler,
+                                 cache_dir, progress)
+    return compare_spice_check(model, prep, spice)
+
+
+def check_beside(model: nn.Module, images: Tensor, work: Callable[[], Any],
+                 reads_per_layer: int = 32, backend: str = DEFAULT_CHECK_BACKEND,
+                 n_jobs: int | None = None, seed: int = 0, cache_dir="default"
+                 ) -> tuple[Any, dict[str, Any]]:
+    """Run ``work()`` (e.g. the inference of the test set) while the SPICE check of ``model``
+    solves beside it: the check's simulator runs (``n_jobs`` of them, default half the cores)
+    go in a background thread, ``work`` gets the remaining cores as torch threads, and the
+    check costs the wall time by which it outlasts ``work`` instead of its whole time.
+    Returns ``(work(), report)``; the report is :func:`spice_check`'s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..threads import available_cores, limited_threads
+
+    prep = prepare_spice_check(model, images, reads_per_layer, backend, seed)
+    cores = available_cores()
+    workers = max(1, cores // 2) if n_jobs is None else int(n_jobs)
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(solve_sampled_arrays, prep.jobs, prep.backend, workers, "threading",
+                          None, cache_dir, False)
+        with limited_threads(max(1, cores - workers)):
+            result = work()
+        spice = fut.result()
+    return result, compare_spice_check(model, prep, spice)
+
+
+def compare_spice_check(model: nn.Module, prep: PreparedCheck, spice: list[np.ndarray]
+                        ) -> dict[str, Any]:
+    """The check's report from the SPICE currents of ``prep.jobs`` (see :func:`spice_check`)."""
+    from ..nn.analog import analog_layers
+
+    layers = dict(analog_layers(model))
+    sampled, where, backend, note, t0 = prep.sampled, prep.where, prep.backend, prep.note, prep.t0
     by_tile: dict[tuple, dict[int, np.ndarray]] = {}
     for (name, t, s), cur in zip(where, spice):
         by_tile.setdefault((name, id(t)), {})[s] = cur
@@ -207,4 +265,5 @@ def spice_check(model: nn.Module, images: Tensor, reads_per_layer: int = 32,
     return report
 
 
-__all__ = ["SampledTile", "sample_tile_reads", "solve_sampled_arrays", "spice_check"]
+__all__ = ["PreparedCheck", "SampledTile", "check_beside", "compare_spice_check", "prepare_spice_check",
+           "sample_tile_reads", "solve_sampled_arrays", "spice_check"]

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from ..calibration.network_check import spice_check
+from ..calibration.network_check import check_beside
 from ..spice.simulators import DEFAULT_CHECK_BACKEND
 from ..surrogate.config import AnalogConfig
 from .analog import analog_layers, patch_model
@@ -114,7 +114,8 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
     matrices, IR-drop compensation and calibration), the read voltage, the compensation
     headroom/residuals and, with ``spice_check_reads`` > 0, ``"spice_check"``: that many tile
     reads per analog layer, sampled from the first test images, solved in SPICE and compared
-    with the surrogate (:func:`~spicecross.calibration.network_check.spice_check`).
+    with the surrogate (:func:`~spicecross.calibration.network_check.spice_check`), solved
+    beside the inference (:func:`~spicecross.calibration.network_check.check_beside`).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size must be ≥ 1, got {batch_size!r}")
@@ -124,12 +125,15 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
     t0 = time.perf_counter()
     analog = patch_model(model, config, data.calibration)
     program_s = time.perf_counter() - t0
-    acc, secs = _accuracy(analog, data.test, batch_size)
-    layers = analog_layers(analog)
     check = None
-    if spice_check_reads:
-        check = spice_check(analog, data.test.tensors[0][:SPICE_CHECK_IMAGES], spice_check_reads,
-                            backend=spice_backend, n_jobs=n_jobs, seed=config.seed)
+    if spice_check_reads:      # SPICE solves beside the inference (network_check.check_beside)
+        (acc, secs), check = check_beside(
+            analog, data.test.tensors[0][:SPICE_CHECK_IMAGES],
+            lambda: _accuracy(analog, data.test, batch_size), spice_check_reads,
+            backend=spice_backend, n_jobs=n_jobs, seed=config.seed)
+    else:
+        acc, secs = _accuracy(analog, data.test, batch_size)
+    layers = analog_layers(analog)
     return {
         "accuracy": acc,
         "seconds": secs,
