@@ -96,18 +96,24 @@ def _analog_recipe(args: argparse.Namespace) -> str:
               if isinstance(v, float) else str(v))]
     words += ["--epochs", str(args.epochs), "--seed", str(args.seed), "--batch-size",
               str(args.batch_size), "--reprogram-every", str(args.reprogram_every),
-              "--bn-batches", str(args.bn_batches), "--out", str(args.out)]
+              "--bn-batches", str(args.bn_batches), "--bn-mode", args.bn_mode]
+    words += ["--bn-on-chip"] if args.bn_on_chip else []
+    words += ["--out", str(args.out)]
     return shlex.join(words)
 
 
 def _cmd_train_analog(args: argparse.Namespace, data: str, kwargs: dict[str, Any]) -> int:
     from ..nn.hw_train import train_analog
 
+    if args.bn_batches is None:
+        args.bn_batches = 20 if args.bn_mode == "batch" else 0
+
     summary = train_analog(args.model, data, _analog_config(args), out_path=args.out,
                            init=args.init, epochs=args.epochs, batch_size=args.batch_size,
                            reprogram_every=args.reprogram_every, max_steps=args.max_steps,
                            seed=args.seed, limit=args.limit, eval_limit=args.eval_limit,
                            progress=not args.quiet, bn_batches=args.bn_batches,
+                           bn_mode=args.bn_mode, bn_on_chip=args.bn_on_chip,
                            recipe=_analog_recipe(args), **kwargs)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                       for k, v in summary.items()}))
@@ -165,9 +171,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "(default 20)")
     hw.add_argument("--max-steps", type=positive_int, default=None, metavar="N",
                     help="stop after N batches")
-    hw.add_argument("--bn-batches", type=integer(0), default=20, metavar="N",
+    hw.add_argument("--bn-batches", type=integer(0), default=None, metavar="N",
                     help="re-estimate BatchNorm statistics on N batches through the analog path "
-                         "after training (default 20; 0 keeps the running averages)")
+                         "after training (default 20 with --bn-mode batch, 0 with frozen; 0 "
+                         "keeps the running statistics)")
+    hw.add_argument("--bn-on-chip", action="store_true",
+                    help="measure the BatchNorm statistics (--bn-batches of training images) on "
+                         "the evaluation chip itself after programming it, as a chip is "
+                         "calibrated; the accuracy on another, uncalibrated draw is printed too")
+    hw.add_argument("--bn-mode", default="batch", choices=("batch", "frozen"),
+                    help="BatchNorm during training: batch statistics (default) or frozen "
+                         "running statistics as at inference (what variability needs)")
     hw.add_argument("--eval-limit", type=positive_int, default=None, metavar="N",
                     help="test images for the before/after analog accuracy (default all)")
     p.set_defaults(func=_cmd_train)
