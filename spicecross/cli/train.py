@@ -114,6 +114,7 @@ def _cmd_train_analog(args: argparse.Namespace, data: str, kwargs: dict[str, Any
                            seed=args.seed, limit=args.limit, eval_limit=args.eval_limit,
                            progress=not args.quiet, bn_batches=args.bn_batches,
                            bn_mode=args.bn_mode, bn_on_chip=args.bn_on_chip,
+                           skip_before=args.skip_before,
                            recipe=_analog_recipe(args), **kwargs)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v)
                       for k, v in summary.items()}))
@@ -179,6 +180,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="measure the BatchNorm statistics (--bn-batches of training images) on "
                          "the evaluation chip itself after programming it, as a chip is "
                          "calibrated; the accuracy on another, uncalibrated draw is printed too")
+    hw.add_argument("--skip-before", action="store_true",
+                    help="do not measure the analog accuracy before training (saves one "
+                         "evaluation)")
     hw.add_argument("--bn-mode", default="batch", choices=("batch", "frozen"),
                     help="BatchNorm during training: batch statistics (default) or frozen "
                          "running statistics as at inference (what variability needs)")

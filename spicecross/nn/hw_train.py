@@ -125,32 +125,37 @@ def _program(model: nn.Module, config: AnalogConfig, calibration: Tensor) -> Non
 def reestimate_batchnorm(hw: nn.Module, config: AnalogConfig, images: Tensor,
                          calibration: Tensor, batches: int, batch_size: int,
                          reprogram_every: int, first_programming: int, gen: torch.Generator,
-                         chip_seed: int | None = None) -> int:
-    """Reset every BatchNorm's running statistics of the wrapped network ``hw`` and re-estimate
-    them as the cumulative average over ``batches`` random batches of ``images`` through the
-    analog path, programming the weights every ``reprogram_every`` batches (draw
-    ``config.seed + 1000 + first_programming + k``) — or, with ``chip_seed``, once onto the
-    devices of that draw (one chip: its statistics, measured after programming it, as a chip's
-    digital BatchNorm would be calibrated). Returns the programmings made."""
+                         chip_seed: int | None = None, passes: int = 2) -> int:
+    """Re-estimate every BatchNorm's running statistics of the wrapped network ``hw`` as the
+    cumulative average over ``batches`` random batches of ``images`` through the analog path,
+    programming the weights every ``reprogram_every`` batches (draw ``config.seed + 1000 +
+    first_programming + k``) — or, with ``chip_seed``, onto the devices of that one draw (a
+    chip's statistics measured after programming it, as its digital BatchNorm would be
+    calibrated).
+
+    The converters are calibrated (in eval mode, i.e. with the running statistics) when the
+    weights are programmed, and the statistics depend on the converter ranges, so this runs
+    ``passes`` times: program and calibrate with the statistics so far, then reset them and
+    measure them anew. Returns the programmings made."""
     norms = [m for m in hw.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None                    # cumulative moving average
     programmings = 0
-    hw.train()
     try:
-        with torch.no_grad():
+        for _ in range(passes):
             for b in range(batches):
-                if chip_seed is not None and b == 0:
-                    _program(hw, config.with_(seed=int(chip_seed)), calibration)
+                if (b == 0 if chip_seed is not None else b % reprogram_every == 0):
+                    seed = (int(chip_seed) if chip_seed is not None
+                            else config.seed + 1000 + first_programming + programmings)
+                    _program(hw, config.with_(seed=seed), calibration)
                     programmings += 1
-                elif chip_seed is None and b % reprogram_every == 0:
-                    _program(hw, config.with_(seed=config.seed + 1000 + first_programming
-                                              + programmings), calibration)
-                    programmings += 1
+                if b == 0:
+                    for m in norms:
+                        m.reset_running_stats()
+                        m.momentum = None                # cumulative moving average
+                hw.train()
                 idx = torch.randint(0, len(images), (batch_size,), generator=gen)
-                hw(images[idx])
+                with torch.no_grad():
+                    hw(images[idx])
     finally:
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
@@ -230,7 +235,7 @@ def train_analog(name: str, data_root, config: AnalogConfig, out_path=None, init
                  limit: int | None = None, eval_limit: int | None = None,
                  calibration_images: int = 64, progress: bool = False, bn_batches: int = 0,
                  bn_mode: str = "batch", bn_on_chip: bool = False,
-                 recipe: str | None = None) -> dict[str, Any]:
+                 recipe: str | None = None, skip_before: bool = False) -> dict[str, Any]:
     """``spicecross train NAME --analog``: fine-tune the network ``init`` (a checkpoint; MNIST
     defaults to the shipped weights) through ``config``'s analog path, report its analog
     accuracy on the test split before and after (at ``config.seed``, devices never drawn in
@@ -242,7 +247,8 @@ def train_analog(name: str, data_root, config: AnalogConfig, out_path=None, init
     calibration images, training images through it), as a chip's digital BatchNorm is
     calibrated once it has been programmed; test images are never used. The network is then
     calibrated for that chip, so its accuracy on another draw (``config.seed + 1``, not
-    re-calibrated) is reported beside it."""
+    re-calibrated) is reported beside it. ``skip_before`` leaves out the accuracy before
+    training (``None``)."""
     from ..threads import limited_threads, threads_for
     from .datasets import load_dataset
     from .inference import EvalData, load_network, run_analog
@@ -257,7 +263,7 @@ def train_analog(name: str, data_root, config: AnalogConfig, out_path=None, init
     evaluation = EvalData(test_set, train_set.tensors[0][:config.calibration_images],
                           f"{name} test split")
     with limited_threads(threads_for()):
-        before = run_analog(model, config, evaluation)["accuracy"]
+        before = None if skip_before else run_analog(model, config, evaluation)["accuracy"]
         trained, info = train_hardware_aware(
             model, config, train_set, cal, epochs, batch_size, lr, reprogram_every, seed,
             max_steps, progress, bn_batches, bn_mode,
