@@ -13,19 +13,22 @@ weights are programmed again, with a fresh device draw (``seed`` advances, so va
 stuck-at faults are re-sampled at every programming: ``reprogram_every=1`` samples them per
 batch), and the converters are re-calibrated on the calibration images, layer by layer through
 the analog network. Between programmings the analog error of the last programming is carried
-over (the first line above). With ``bn_mode="batch"`` BatchNorm layers train on the analog
-activations with batch statistics; with ``bn_mode="frozen"`` they run as at inference (their
-running statistics fixed, their scale and shift trained), so the loss is the one of the network
-as it will be read — what device variability needs, because batch statistics would normalise
-away each draw's channel gains that inference with fixed statistics has to live with. After the last
-step their running statistics are re-estimated (``bn_batches`` batches, no gradient, the
-cumulative average over them, the weights programmed again on fresh draws on the same
-``reprogram_every`` rhythm), so they are those of the final weights as programmed rather than a
-moving average over weights that kept changing.
+over (the first line above). With ``bn_mode="batch"`` (default) BatchNorm layers train on the
+analog activations with batch statistics; with ``bn_mode="frozen"`` they run as at inference
+(running statistics fixed, scale and shift trained). After the last step ``bn_batches`` > 0
+re-estimates the running statistics (no gradient, the cumulative average over the batches),
+so they are those of the final weights as programmed rather than a moving average over weights
+that kept changing: on fresh draws on the ``reprogram_every`` rhythm, or on one chip
+(``bn_chip_seed``). Under strong device variability the second matters: batch statistics
+normalise away each draw's channel gains during training, which fixed statistics at inference
+cannot, and on MNIST with σ = 100 Ω statistics from other draws left the accuracy near the
+untrained network's while statistics measured on the evaluation chip recovered it (README).
 
 The result is a plain network (the digital modules with the trained weights) whose checkpoint
 loads like any other; evaluate it with ``spicecross infer --weights`` under the same
-configuration (a different ``--seed`` tests it on devices it never saw).
+configuration (a different ``--seed`` tests it on devices it never saw — unless its BatchNorm
+statistics were measured on one chip, ``bn_on_chip``: then it is calibrated for that draw, as
+each programmed chip would be, and another draw needs its own calibration).
 """
 from __future__ import annotations
 
