@@ -170,7 +170,7 @@ def test_cli_analog_checkpoint_carries_its_recipe(tmp_path: Path, capsys):
         rc = main(["train", "cifar10", "--data", str(data), "--analog", "--init", str(init),
                    "--tile", "32x32", "--r-wire", "0", "--max-steps", "1", "--limit", "8",
                    "--eval-limit", "4", "--batch-size", "4", "--bn-batches", "1",
-                   "--out", str(out), "--quiet"])
+                   "--skip-before", "--out", str(out), "--quiet"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     _, meta = load_checkpoint(out)
@@ -181,6 +181,7 @@ def test_cli_analog_checkpoint_carries_its_recipe(tmp_path: Path, capsys):
     assert (tile["rows"], tile["r_wire_wl_ohm"], tile["r_wire_bl_ohm"]) == (32, 0.0, 0.0)
     assert meta["test_accuracy"] == pytest.approx(summary["analog_accuracy_after"], abs=1e-3)
     assert math.isfinite(meta["lr"]) and meta["bn_batches"] == 1
+    assert summary["analog_accuracy_before"] is None and summary["bn_on_chip"] is False
     rc = main(["train", "cifar10", "--data", str(data), "--analog", "--folds", "2",
                "--out", str(tmp_path / "y.pt"), "--quiet"])
     err = capsys.readouterr().err.strip()
