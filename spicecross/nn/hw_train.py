@@ -45,8 +45,8 @@ from ..surrogate.config import AnalogConfig
 from .analog import AnalogConv2d, AnalogLinear
 from .calibrator import fit_calibrations
 
-__all__ = ["BN_MODES", "HardwareAwareLayer", "reestimate_batchnorm", "train_analog", "train_hardware_aware",
-           "unwrap", "wrap"]
+__all__ = ["BN_MODES", "HardwareAwareLayer", "reestimate_batchnorm", "train_analog",
+           "train_hardware_aware", "unwrap", "wrap"]
 
 
 class HardwareAwareLayer(nn.Module):
@@ -191,7 +191,8 @@ def train_hardware_aware(model: nn.Module, config: AnalogConfig, train_set: Tens
     images, labels = train_set.tensors
     n = len(labels)
     steps_per_epoch = -(-n // batch_size)
-    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    total = epochs * steps_per_epoch
+    total = total if max_steps is None else min(max_steps, total)
     params = [p for p in hw.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
