@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
-from ..surrogate.converters import ADC, DAC
+from ..surrogate.converters import ADC, DAC, adc_steps
 from .calibrator import LayerCalibration, calibrate_model
 
 __all__ = ["AnalogConfig", "AnalogConv2d", "AnalogLinear", "analog_layers", "patch_model"]
@@ -90,14 +90,26 @@ class _AnalogLayer(nn.Module):
         return [(1.0, dac(x.clamp(min=0), cal.x_fs, False)),
                 (-1.0, dac((-x).clamp(min=0), cal.x_fs, False))]
 
-    def _adc(self, r: int, i: Tensor, cal: LayerCalibration) -> Tensor:
-        """Row tile r's per-column ADC on currents whose column axis is 1."""
+    def _adc_sum(self, currents: list[Tensor], cal: LayerCalibration) -> Tensor:
+        """Every row tile's per-column ADC (ranges ``cal.adc_range_a``) on its currents
+        (column axis 1), summed over the row tiles: one stacked tensor converted in place
+        (the same arithmetic as :class:`~spicecross.surrogate.converters.ADC`, without a
+        temporary per step and tile)."""
         bits = self.config.adc_bits
         if bits is None:
-            return i
-        shape = [1] * i.dim()
-        shape[1] = -1
-        return ADC(bits, cal.adc_range_a[r].to(i.dtype).view(shape))(i)
+            out = currents[0].clone()
+            for i in currents[1:]:
+                out.add_(i)
+            return out
+        t = torch.stack(currents)                                   # (nr, N, C_out, …)
+        shape = [t.shape[0], 1, t.shape[2]] + [1] * (t.dim() - 3)
+        rng = cal.adc_range_a.to(t.dtype).view(shape)
+        steps = adc_steps(bits)
+        t.div_(rng).clamp_(-1.0, 1.0).mul_(steps).round_().div_(steps).mul_(rng)
+        out = t[0]
+        for q in t[1:]:            # tile by tile: the same sums whatever the batch size
+            out = out.add_(q)
+        return out
 
     def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
         """DAC → tile reads → ADC of every row tile and phase, partial sums and phases
@@ -106,11 +118,11 @@ class _AnalogLayer(nn.Module):
             return self._read_memtorch(x, cal)
         out = None
         for sign, v in self._dac(x, cal):
-            for r, i in enumerate(self._tile_currents(v)):
-                q = self._adc(r, i, cal)
-                if sign < 0:
-                    q = -q
-                out = q.clone() if out is None else out.add_(q)
+            q = self._adc_sum(self._tile_currents(v), cal)
+            if out is None:
+                out = q if sign > 0 else q.neg_()
+            else:
+                out = out.add_(q) if sign > 0 else out.sub_(q)
         return out * (self.array.weight_units_per_a(cal.x_fs) * cal.gain)
 
     # ---- MemTorch 1.1.6 (compat="memtorch") ----------------------------------------------------
