@@ -195,6 +195,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         print(json.dumps({"accuracy": round(res["accuracy"], 4),
                           "digital_accuracy": round(res["digital_accuracy"], 4),
                           "seconds": round(res["seconds"], 3), "images": res["images"],
+                          "digital_seconds": round(res["digital_seconds"], 3),
                           "program_seconds": round(res["program_seconds"], 3),
                           "read_voltage_v": res["read_voltage_v"],
                           "read_scheme": res["read_scheme"], "compat": config.compat,

@@ -54,9 +54,9 @@ def content_key(kind: str, params: Mapping, *arrays: np.ndarray) -> str:
     h.update(FORMAT.encode())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for a in arrays:
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a, order="C")
         h.update(f"|{a.dtype.str}{a.shape}|".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.tobytes())
     return f"{kind}-{h.hexdigest()}"
 
 
@@ -67,9 +67,9 @@ def _path(root: Path, key: str) -> Path:
 def _digest(arrays: Mapping[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = np.asarray(arrays[name], order="C")
         h.update(f"|{name}|{a.dtype.str}{a.shape}|".encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.tobytes())
     return h.hexdigest()
 
 
@@ -111,7 +111,7 @@ def store_arrays(key: str, arrays: Mapping[str, np.ndarray]) -> Path | None:
     root = cache_dir()
     if root is None:
         return None
-    arrays = {n: np.ascontiguousarray(a, dtype=np.float64) for n, a in arrays.items()}
+    arrays = {n: np.asarray(a, dtype=np.float64, order="C") for n, a in arrays.items()}
     path = _path(root, key)
     try:
         with atomic_path(path) as tmp:
