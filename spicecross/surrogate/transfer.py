@@ -35,6 +35,10 @@ load, two runs): 64/128/256/512 in 0.019/0.047/0.25–0.33/1.4–2.5 s vs 0.051/
 for the row recursion, agreeing with it to ≤ 2e-11 (max|ΔT|/max|T|). Working memory ≈ 110–160 float64 per cell of the
 tiles built together; a batch is built in chunks of at most ``work_bytes`` (≥ one tile), so the
 peak is about the output plus ``max(work_bytes, one tile)``.
+
+Batches of at least :data:`CACHE_MIN_CELLS` cells are looked up in, and stored to, the on-disk
+cache of :mod:`.transfer_cache` (key: the spec and the conductances), so a second run with the
+same programmed network does not solve its wire networks again.
 """
 from __future__ import annotations
 
