@@ -227,4 +227,4 @@ def test_infer_json_reports_peak_rss(capsys):
     assert main(["infer", "--limit", "20", "--calibration-images", "8", "--spice-check", "0",
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert 100 < out["peak_rss_mib"] <= peak_rss_mib()     # torch alone takes > 100 MiB
+    assert 100 < out["peak_rss_mib"] <= peak_rss_mib() + 0.05   # JSON rounds to 0.1 MiB
