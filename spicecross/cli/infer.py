@@ -196,10 +196,12 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         print(json.dumps({"accuracy": round(res["accuracy"], 4),
                           "digital_accuracy": round(res["digital_accuracy"], 4),
                           "seconds": round(res["seconds"], 3), "images": res["images"],
+                          "digital_seconds": round(res["digital_seconds"], 3),
                           "program_seconds": round(res["program_seconds"], 3),
                           "read_voltage_v": res["read_voltage_v"],
                           "read_scheme": res["read_scheme"], "compat": config.compat,
                           "recalibrate_after_s": config.recalibrate_after_s,
+                          "peak_rss_mib": round(res["peak_rss_mib"], 1),
                           **({"spice_check": check} if check is not None else {})}))
     else:
         print(f"{args.model}: {res['images']} images ({res['data']})")
@@ -209,6 +211,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
               f"{config.tile_rows}x{config.tile_cols} {config.cell}, {config.mode} mode, "
               f"wires {config.r_wire_ohm:g} Ω, reads at {res['read_voltage_v']:g} V "
               f"{res['read_scheme']})")
+        print(f"  peak memory {res['peak_rss_mib']:.0f} MiB RSS (this process, getrusage)")
         if config.compat != "physical" or config.recalibrate_after_s is not None:
             from ..nn.calibrator import last_recalibration_s
             t_last = last_recalibration_s(config)
@@ -235,7 +238,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "digital network on the same test images.")
     add_config_options(p)
     p.add_argument("--json", action="store_true",
-                   help='print {"accuracy", "digital_accuracy", "seconds", "images"} as JSON')
+                   help='print {"accuracy", "digital_accuracy", "seconds", "images", '
+                        '"peak_rss_mib", …} as JSON')
     from .verify import add_spice_loop_options
 
     p.add_argument("--spice-loop", action="store_true",

@@ -10,6 +10,8 @@ evaluated (so the sample gives at most ``1000 − calibration_images`` test imag
 """
 from __future__ import annotations
 
+import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,15 @@ from .analog import analog_layers, patch_model
 from .datasets import DATA_ENV_VAR, default_data_root, load_dataset, load_mnist_sample
 from .models import INPUT_SHAPES, MODEL_NAMES, NUM_CLASSES, build_model
 
-__all__ = ["EvalData", "infer", "load_eval_data", "load_network", "run_analog", "synthetic_data"]
+__all__ = ["EvalData", "infer", "load_eval_data", "load_network", "peak_rss_mib", "run_analog",
+           "synthetic_data"]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (``getrusage``; child processes
+    such as simulators are not included)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10   # bytes on macOS, else KiB
 
 
 @dataclass
@@ -111,7 +121,8 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
     """Patch ``model`` (a copy), calibrate on ``data.calibration``, evaluate on ``data.test``.
 
     Returns accuracy (%), seconds (inference only), program_seconds (programming incl. transfer
-    matrices, IR-drop compensation and calibration), the read voltage, the compensation
+    matrices, IR-drop compensation and calibration), ``peak_rss_mib`` (the process's peak
+    resident memory so far, :func:`peak_rss_mib`), the read voltage, the compensation
     headroom/residuals and, with ``spice_check_reads`` > 0, ``"spice_check"``: that many tile
     reads per analog layer, sampled from the first test images, solved in SPICE and compared
     with the surrogate (:func:`~spicecross.calibration.network_check.spice_check`), solved
@@ -145,6 +156,7 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
         "read_disturb_fraction": max(m.calibration.read_disturb_fraction for _, m in layers),
         "read_voltage_v": config.read_voltage_v,
         "read_scheme": config.read_scheme,
+        "peak_rss_mib": peak_rss_mib(),
         **({"spice_check": check} if check is not None else {}),
     }
 

@@ -14,6 +14,7 @@ import torch
 
 from ..circuit.tile import TileSpec
 from .transfer import transfer_matrices
+from .transfer_cache import content_key, load_arrays, store_arrays
 
 
 def compensate_ir_drop(spec: TileSpec, g_target_cell: np.ndarray, g_lo: float, g_hi: float,
@@ -26,14 +27,20 @@ def compensate_ir_drop(spec: TileSpec, g_target_cell: np.ndarray, g_lo: float, g
     factor ρ per step, and ``β = 1/(1 − ρ)`` (ρ from the last two residuals, β in [1, 3])
     extrapolates that geometric tail. Stops when the max relative residual
     ``max |T(G)ᵀ − G_target|/G_target`` is ≤ ``tol`` or has not improved for 4 steps (targets
-    out of reach). Returns the best conductances and their residual."""
+    out of reach). Arrays whose own residual is ≤ ``tol`` are no longer updated, and only arrays
+    whose conductances changed are solved again (the nested-dissection factorizations depend on
+    every cell of an array, so an array's T is reused whole or rebuilt whole). Returns the best
+    conductances and their residual."""
     target = torch.as_tensor(g_target_cell, dtype=torch.float64)
     g = target.clone()
     best, best_g, since_best = float("inf"), g, 0
     hist: list[float] = []
+    apparent, built = None, None
     for _ in range(iters):
-        apparent = transfer_matrices(spec, g).transpose(-1, -2)
-        resid = float(((apparent - target) / target).abs().max())
+        apparent = _apparent(spec, g, built, apparent)
+        built = g
+        rel = ((apparent - target) / target).abs()
+        resid = float(rel.max())
         hist.append(resid)
         if resid < best:
             best, best_g, since_best = resid, g, 0
@@ -44,8 +51,25 @@ def compensate_ir_drop(spec: TileSpec, g_target_cell: np.ndarray, g_lo: float, g
         beta = 1.0
         if len(hist) >= 2 and hist[-1] < hist[-2]:
             beta = min(max(1.0 / (1.0 - hist[-1] / hist[-2]), 1.0), 3.0)
-        g = (g * (target / apparent) ** beta).clamp(g_lo, g_hi)
+        step = (g * (target / apparent) ** beta).clamp(g_lo, g_hi)
+        done = rel.flatten(-2).amax(-1) <= tol            # converged arrays keep their G and T
+        g = torch.where(done[..., None, None], g, step)
     return best_g.numpy(), best
+
+
+def _apparent(spec: TileSpec, g: torch.Tensor, built: torch.Tensor | None,
+              apparent: torch.Tensor | None) -> torch.Tensor:
+    """``T(G)ᵀ`` (…, rows, cols) in S, rebuilding only the arrays whose conductances differ from
+    ``built`` (whose ``T(built)ᵀ`` is ``apparent``): arrays that converged or sit at the range
+    limits reuse their transfer matrices. Never through the on-disk cache (intermediate G)."""
+    if built is None or apparent is None:
+        return transfer_matrices(spec, g, cache=False).transpose(-1, -2)
+    R, C = g.shape[-2:]
+    gf, out = g.reshape(-1, R, C), apparent.reshape(-1, R, C).clone()
+    changed = (gf != built.reshape(-1, R, C)).flatten(1).any(1)
+    if bool(changed.any()):
+        out[changed] = transfer_matrices(spec, gf[changed], cache=False).transpose(-1, -2)
+    return out.reshape(g.shape)
 
 
 #: Results of :func:`compensated_cells`, most recent last, at most
@@ -65,18 +89,44 @@ def compensated_cells(spec: TileSpec, u: np.ndarray, g_lo: float, g_span: float,
     (at most 4 tries). When no headroom can work (the baseline ``g_lo`` alone needs more than
     ``c_hi``), the array is programmed uncompensated (``h = 1``). Returns the cell
     conductances, ``h`` and the max relative residual of the transfer. Results are cached per
-    (weights, tile, range), so sweeps that only change converters or non-idealities reuse them.
+    (weights, tile, range), in memory (sweeps that only change converters or non-idealities
+    reuse them) and on disk (:mod:`.transfer_cache`: a second run skips the compensation).
     """
     key = (hash(u.tobytes()), u.shape, spec.to_json(), g_lo, g_span, c_lo, c_hi, iters)
     if key in _COMPENSATION_CACHE:
         _COMPENSATION_CACHE.move_to_end(key)
         g, h, resid = _COMPENSATION_CACHE[key]
         return g.copy(), h, resid
+    disk_key = content_key("compensated", {"spec": spec.to_json(), "g_lo": g_lo, "g_span": g_span,
+                                           "c_lo": c_lo, "c_hi": c_hi, "iters": iters},
+                           np.asarray(u, dtype=np.float64))
+    hit = load_arrays(disk_key, {"g_cell_s": u.shape, "headroom": (), "residual": ()})
+    if hit is not None:
+        result = (hit["g_cell_s"], float(hit["headroom"]), float(hit["residual"]))
+        _remember(key, result)
+        return result[0].copy(), result[1], result[2]
+    result = _compensate_with_headroom(spec, u, g_lo, g_span, c_lo, c_hi, iters)
+    store_arrays(disk_key, {"g_cell_s": result[0], "headroom": np.float64(result[1]),
+                            "residual": np.float64(result[2])})
+    _remember(key, result)
+    return result[0].copy(), result[1], result[2]
+
+
+def _remember(key: tuple, result: tuple[np.ndarray, float, float]) -> None:
+    _COMPENSATION_CACHE[key] = result
+    while len(_COMPENSATION_CACHE) > COMPENSATION_CACHE_ENTRIES:
+        _COMPENSATION_CACHE.popitem(last=False)
+
+
+def _compensate_with_headroom(spec: TileSpec, u: np.ndarray, g_lo: float, g_span: float,
+                              c_lo: float, c_hi: float, iters: int
+                              ) -> tuple[np.ndarray, float, float]:
+    """:func:`compensated_cells` without its caches."""
     h = 1.0
     result = None
     for _ in range(4):
         tgt = torch.as_tensor(g_lo + h * g_span * u, dtype=torch.float64)
-        a = transfer_matrices(spec, tgt).transpose(-1, -2) / tgt      # attenuation per cell
+        a = transfer_matrices(spec, tgt, cache=False).transpose(-1, -2) / tgt   # attenuation
         ok = (0.8 * c_hi * a - g_lo) > 0
         if not bool(ok.all()):
             break                                                     # not even the baseline fits
@@ -98,10 +148,7 @@ def compensated_cells(spec: TileSpec, u: np.ndarray, g_lo: float, g_span: float,
         apparent = transfer_matrices(spec, torch.as_tensor(tgt)).transpose(-1, -2).numpy()
         resid = float(np.abs((apparent - tgt) / tgt).max())
         result = (tgt, 1.0, resid)
-    _COMPENSATION_CACHE[key] = result
-    while len(_COMPENSATION_CACHE) > COMPENSATION_CACHE_ENTRIES:
-        _COMPENSATION_CACHE.popitem(last=False)
-    return result[0].copy(), result[1], result[2]
+    return result
 
 
 __all__ = ["compensate_ir_drop", "compensated_cells"]

@@ -35,6 +35,10 @@ load, two runs): 64/128/256/512 in 0.019/0.047/0.25–0.33/1.4–2.5 s vs 0.051/
 for the row recursion, agreeing with it to ≤ 2e-11 (max|ΔT|/max|T|). Working memory ≈ 110–160 float64 per cell of the
 tiles built together; a batch is built in chunks of at most ``work_bytes`` (≥ one tile), so the
 peak is about the output plus ``max(work_bytes, one tile)``.
+
+Batches of at least :data:`CACHE_MIN_CELLS` cells are looked up in, and stored to, the on-disk
+cache of :mod:`.transfer_cache` (key: the spec and the conductances), so a second run with the
+same programmed network does not solve its wire networks again.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ import numpy as np
 import torch
 
 from ..circuit.tile import TileSpec
+from .transfer_cache import content_key, load_arrays, store_arrays
 
 #: Default bound (bytes) on the working memory of one chunk of tiles built together.
 DEFAULT_WORK_BYTES = 256 * 2**20
@@ -58,6 +63,9 @@ PIECE_BYTES = 16 * 2**20
 #: Float64 words of working memory per unit cell during a build (measured peak RSS growth
 #: 100–160 words per cell at 128×128 and 256×256).
 _WORDS_PER_CELL = 160
+#: Batches of at least this many cells go through the on-disk cache by default (two arrays of
+#: 64×64, a build of ≈ 40 ms; reading the 64 KiB entry back takes ≈ 1 ms).
+CACHE_MIN_CELLS = 2 * 64 * 64
 
 
 def _split(n: int, leaf_max: int | None = None) -> tuple[int, int]:
@@ -207,12 +215,17 @@ def _build(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
 
 
 def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor, *,
-                      work_bytes: int = DEFAULT_WORK_BYTES) -> torch.Tensor:
+                      work_bytes: int = DEFAULT_WORK_BYTES, cache: bool | None = None) -> torch.Tensor:
     """Transfer matrices T (..., cols, rows) in S for cell conductances (..., rows, cols) in S.
 
     Any leading batch dimensions are tiles solved together, in chunks whose working memory
     stays near ``work_bytes`` (at least one tile per chunk). ``I = T @ v`` gives the sense
     currents (A) for input voltages ``v`` (V). Float64 throughout.
+
+    ``cache``: look the whole batch up in the on-disk cache (:mod:`.transfer_cache`, keyed by
+    the spec and the conductances) and store it there after a build; ``None`` (default) does so
+    for batches of at least :data:`CACHE_MIN_CELLS` cells (a smaller build costs about as much
+    as hashing and reading it), ``False`` never (e.g. the iterations of IR-drop compensation).
     """
     g = torch.as_tensor(g_cell_s, dtype=torch.float64)
     if g.shape[-2:] != (spec.rows, spec.cols):
@@ -221,9 +234,20 @@ def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor, *,
         raise ValueError("cell conductances must be finite and ≥ 0 S")
     batch = g.shape[:-2]
     flat = g.reshape(-1, spec.rows, spec.cols)
-    out = torch.empty(flat.shape[0], spec.cols, spec.rows, dtype=torch.float64)
+    shape = (flat.shape[0], spec.cols, spec.rows)
+    if cache is None:
+        cache = flat.numel() >= CACHE_MIN_CELLS
+    key = None
+    if cache:
+        key = content_key("T", {"spec": spec.to_json()}, flat.numpy())
+        hit = load_arrays(key, {"t_s": shape})
+        if hit is not None:
+            return torch.from_numpy(hit["t_s"]).reshape(batch + (spec.cols, spec.rows))
+    out = torch.empty(shape, dtype=torch.float64)
     per_tile = 8 * _WORDS_PER_CELL * spec.rows * spec.cols
     chunk = max(1, int(work_bytes // per_tile))
     for start in range(0, flat.shape[0], chunk):
         out[start:start + chunk] = _build(spec, flat[start:start + chunk])
+    if key is not None:
+        store_arrays(key, {"t_s": out.numpy()})
     return out.reshape(batch + (spec.cols, spec.rows))
