@@ -186,9 +186,10 @@ def check_beside(model: nn.Module, images: Tensor, work: Callable[[], Any],
                  n_jobs: int | None = None, seed: int = 0, cache_dir="default"
                  ) -> tuple[Any, dict[str, Any]]:
     """Run ``work()`` (e.g. the inference of the test set) while the SPICE check of ``model``
-    solves beside it: the check's simulator runs (``n_jobs`` of them, default half the cores)
-    go in a background thread, ``work`` gets the remaining cores as torch threads, and the
-    check costs the wall time by which it outlasts ``work`` instead of its whole time.
+    solves beside it: the check's simulator runs (``n_jobs`` at a time, default one per core,
+    so that the cores ``work`` leaves idle, and all of them once it ends, go to SPICE) run from
+    a background thread, ``work`` gets the cores not given to SPICE (at least one torch
+    thread), and the check costs the wall time by which it outlasts ``work``, not its whole time.
     Returns ``(work(), report)``; the report is :func:`spice_check`'s."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -196,7 +197,7 @@ def check_beside(model: nn.Module, images: Tensor, work: Callable[[], Any],
 
     prep = prepare_spice_check(model, images, reads_per_layer, backend, seed)
     cores = available_cores()
-    workers = max(1, cores // 2) if n_jobs is None else int(n_jobs)
+    workers = cores if n_jobs is None else int(n_jobs)
     with ThreadPoolExecutor(1) as pool:
         fut = pool.submit(solve_sampled_arrays, prep.jobs, prep.backend, workers, "threading",
                           None, cache_dir, False)
