@@ -301,3 +301,28 @@ def test_cli_program_writes_json_and_gives_one_line_errors(tmp_path, capsys):
     rc = main(["program", "--rows", "3", "--cols", "3", "--scheme", "v2", "--tolerance", "0"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "--tolerance '0'" in err and len(err.splitlines()) == 1
+
+
+def test_dense_solve_survives_two_threads():
+    """torch 2.13's MKL LU breaks for matrices of ≥ ~200 after torch.set_num_threads(n ≥ 2)
+    (spicecross.threads); the dense wire-network solve uses Cholesky and stays right. In a
+    child process, so the thread setting does not leak into other tests."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(2)\n"
+        "from spicecross.circuit.tile import TileSpec\n"
+        "from spicecross.surrogate.dynamic import cell_voltages\n"
+        "spec = TileSpec(rows=11, cols=11, r_driver_ohm=2.0, r_sense_ohm=3.0)\n"
+        "rng = np.random.default_rng(0)\n"
+        "g = torch.as_tensor(rng.uniform(1 / 2500, 1 / 100, (2, 11, 11)))\n"
+        "v = torch.as_tensor(rng.uniform(-1, 1, (2, 11)))\n"
+        "vb = torch.as_tensor(rng.uniform(-1, 1, (2, 11)))\n"
+        "a = cell_voltages(spec, g, v, vb, method='dense')[0]\n"
+        "b = cell_voltages(spec, g, v, vb, method='block')[0]\n"
+        "assert torch.allclose(a, b, rtol=0, atol=1e-12), float((a - b).abs().max())\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -87,7 +87,10 @@ def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor
     bl = torch.arange(C, n)
     a[:, rows[:-1, None], bl, rows[1:, None], bl] = -g_b
     a[:, rows[1:, None], bl, rows[:-1, None], bl] = -g_b
-    x = torch.linalg.solve(a.reshape(B, R * n, R * n), rhs.reshape(B, R * n))
+    # the nodal matrix is symmetric positive definite: Cholesky, not LU (torch 2.13's MKL LU
+    # returns garbage for matrices of ≥ ~200 after torch.set_num_threads(n ≥ 2); spicecross.threads)
+    chol = torch.linalg.cholesky(a.reshape(B, R * n, R * n))
+    x = torch.cholesky_solve(rhs.reshape(B, R * n, 1), chol)
     return x.reshape(B, R, n, 1)
 
 
