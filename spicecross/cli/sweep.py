@@ -26,9 +26,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                     progress=not args.quiet, spice_check_reads=args.spice_check,
                     spice_backend=args.spice_backend,
                     compat_modes=("physical", "memtorch") if args.compat == "both" else None)
+    from ..nn.inference import peak_rss_mib
+
     print(json.dumps({"preset": args.preset, "out": str(args.out), "plot": args.plot,
                       "computed": len(res["computed"]), "skipped": len(res["skipped"]),
-                      "results": {k: round(v, 4) for k, v in res["results"].items()}}))
+                      "results": {k: round(v, 4) for k, v in res["results"].items()},
+                      "peak_rss_mib": round(peak_rss_mib(), 1)}))
     sys.stdout.flush()
     return 0
 

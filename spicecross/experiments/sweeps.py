@@ -226,6 +226,7 @@ def _point_attrs(pt: SweepPoint, cfg: AnalogConfig, res: dict[str, Any]) -> dict
         "headroom": json.dumps(res["headroom"]),
         "compensation_residual": json.dumps(res["compensation_residual"]),
         "read_voltage_v": float(res["read_voltage_v"]), "read_scheme": res["read_scheme"],
+        "peak_rss_mib": float(res["peak_rss_mib"]),   # the sweep process's peak so far (MiB)
     }
     attrs["compat"] = cfg.compat
     if cfg.recalibrate_after_s is not None:
