@@ -34,7 +34,8 @@ __all__ = ["EvalData", "infer", "load_eval_data", "load_network", "peak_rss_mib"
 
 def peak_rss_mib() -> float:
     """Peak resident set size of this process so far, in MiB (``getrusage``; child processes
-    such as simulators are not included)."""
+    such as simulators are not included). Linux keeps the peak across ``exec``: a process forked
+    from a large parent (a test runner) reports at least the parent's size at the fork."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10   # bytes on macOS, else KiB
 
