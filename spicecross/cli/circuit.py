@@ -12,6 +12,23 @@ from .args import existing_file, finite_float, integer, positive_int
 SIMULATORS = tuple(b for b in BACKENDS if b != "auto")     # a netlist is for one simulator
 
 
+def add_pulse_arguments(p: argparse.ArgumentParser, when: str) -> None:
+    """The read-pulse options (``--pulse-v``, ``--pulse-ns``, ``--pulses``) of a command whose
+    option ``when`` turns pulses on."""
+    p.add_argument("--pulse-v", type=finite_float(0.0, lo_open=True), default=None, metavar="V",
+                   help=f"{when}: amplitude of the largest input in each pulse "
+                        "(default: the inputs as given)")
+    p.add_argument("--pulse-ns", type=finite_float(0.0, lo_open=True), default=10.0, metavar="NS",
+                   help=f"{when}: pulse width (ns, default 10)")
+    p.add_argument("--pulses", type=integer(1, 100000), default=1, metavar="N",
+                   help=f"{when}: number of read pulses (default 1)")
+
+
+def pulse_amplitude_v(args: argparse.Namespace, v) -> float:
+    """``--pulse-v``, or by default the largest input magnitude (V)."""
+    return args.pulse_v if args.pulse_v is not None else float(max(abs(v).max(), 1e-12))
+
+
 def add_tile_arguments(p: argparse.ArgumentParser, rows_required: bool = False) -> None:
     """The TileSpec options shared by every command that builds tiles."""
     number = finite_float()
@@ -114,8 +131,7 @@ def _write_vteam_transient(args: argparse.Namespace, out: Path, spec, g, v) -> N
 
     from ..spice.tile_transient import write_pulse_netlist
 
-    pulse_v = args.pulse_v if args.pulse_v is not None else float(max(abs(v).max(), 1e-12))
-    write_pulse_netlist(out, spec, g, v, pulse_v=pulse_v, width_s=args.pulse_ns * 1e-9,
+    write_pulse_netlist(out, spec, g, v, pulse_v=pulse_amplitude_v(args, v), width_s=args.pulse_ns * 1e-9,
                         n_pulses=args.pulses, simulator=args.simulator)
     if args.simulator == "vacask":
         from ..devices.verilog_a import compile_vteam_osdi
@@ -142,12 +158,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", choices=("resistor", "vteam"), default="resistor",
                    help="cells as fixed resistors (a read, .op) or VTEAM devices in a read-pulse "
                         "transient (behavioural subcircuit in ngspice, Verilog-A in VACASK)")
-    p.add_argument("--pulse-v", type=finite_float(0.0, lo_open=True), default=None, metavar="V",
-                   help="--devices vteam: amplitude of the largest input in each pulse "
-                        "(default: the inputs as given)")
-    p.add_argument("--pulse-ns", type=finite_float(0.0, lo_open=True), default=10.0, metavar="NS",
-                   help="--devices vteam: pulse width (ns, default 10)")
-    p.add_argument("--pulses", type=integer(1, 100000), default=1, metavar="N",
-                   help="--devices vteam: number of read pulses (default 1)")
+    add_pulse_arguments(p, "--devices vteam")
     p.add_argument("--out", metavar="FILE", help="output netlist path")
     p.set_defaults(func=_cmd_netlist)

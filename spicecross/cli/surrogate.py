@@ -5,8 +5,9 @@ import argparse
 import json
 
 from ..surrogate.modes import MODES
-from .args import existing_file, finite_float, integer
-from .circuit import add_tile_arguments, load_array, tile_spec_from_args
+from .args import existing_file
+from .circuit import (add_pulse_arguments, add_tile_arguments, load_array, pulse_amplitude_v,
+                      tile_spec_from_args)
 
 
 def _cmd_surrogate(args: argparse.Namespace) -> int:
@@ -43,7 +44,7 @@ def _dynamic(args: argparse.Namespace, spec, g, v) -> int:
         raise ValueError(f"--mode dynamic reads one input vector (rows,), got shape {v.shape}")
     if spec.cell != "0t1r":
         raise ValueError("--mode dynamic models 0t1r tiles (the selector is not in the time stepping)")
-    pulse_v = args.pulse_v if args.pulse_v is not None else float(max(abs(v).max(), 1e-12))
+    pulse_v = pulse_amplitude_v(args, v)
     train = pulse_train_from_read(v, pulse_v, args.pulse_ns * 1e-9, args.pulses)
     res = DynamicTileSurrogate(spec).run_pulses(g, train)
     out = {"states": res.w_final.tolist(), "conductances_s": res.g_final_s.tolist(),
@@ -66,13 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=MODES + ("dynamic",), default="linear",
                    help="read model (default linear); dynamic: VTEAM devices under read pulses "
                         "(--pulse-v, --pulse-ns, --pulses), states and currents per pulse")
-    p.add_argument("--pulse-v", type=finite_float(0.0, lo_open=True), default=None, metavar="V",
-                   help="--mode dynamic: amplitude of the largest input in each pulse "
-                        "(default: the inputs as given)")
-    p.add_argument("--pulse-ns", type=finite_float(0.0, lo_open=True), default=10.0, metavar="NS",
-                   help="--mode dynamic: pulse width (ns, default 10)")
-    p.add_argument("--pulses", type=integer(1, 100000), default=1, metavar="N",
-                   help="--mode dynamic: number of read pulses (default 1)")
+    add_pulse_arguments(p, "--mode dynamic")
     p.add_argument("--calibration", type=existing_file, metavar="FILE",
                    help="calibration HDF5 (fitted selector)")
     p.add_argument("--json", action="store_true", help='print {"sense_currents": [...]}')

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
-from ..surrogate.converters import ADC, DAC, adc_steps
+from ..surrogate.converters import ADC, DAC, quantize_currents_
 from .calibrator import LayerCalibration, calibrate_model
 
 __all__ = ["AnalogConfig", "AnalogConv2d", "AnalogLinear", "analog_layers", "patch_model"]
@@ -93,8 +93,8 @@ class _AnalogLayer(nn.Module):
     def _adc_sum(self, currents: list[Tensor], cal: LayerCalibration) -> Tensor:
         """Every row tile's per-column ADC (ranges ``cal.adc_range_a``) on its currents
         (column axis 1), summed over the row tiles: one stacked tensor converted in place
-        (the same arithmetic as :class:`~spicecross.surrogate.converters.ADC`, without a
-        temporary per step and tile)."""
+        (:func:`~spicecross.surrogate.converters.quantize_currents_`, as
+        :class:`~spicecross.surrogate.converters.ADC` does)."""
         bits = self.config.adc_bits
         if bits is None:
             out = currents[0].clone()
@@ -103,9 +103,7 @@ class _AnalogLayer(nn.Module):
             return out
         t = torch.stack(currents)                                   # (nr, N, C_out, …)
         shape = [t.shape[0], 1, t.shape[2]] + [1] * (t.dim() - 3)
-        rng = cal.adc_range_a.to(t.dtype).view(shape)
-        steps = adc_steps(bits)
-        t.div_(rng).clamp_(-1.0, 1.0).mul_(steps).round_().div_(steps).mul_(rng)
+        quantize_currents_(t, cal.adc_range_a.to(t.dtype).view(shape), bits)
         out = t[0]
         for q in t[1:]:            # tile by tile: the same sums whatever the batch size
             out = out.add_(q)

@@ -47,6 +47,13 @@ class DAC:
         return u * self.max_input_voltage_v
 
 
+def quantize_currents_(i_a: torch.Tensor, range_a: torch.Tensor, bits: int) -> torch.Tensor:
+    """In place: currents ``i_a`` (A) clipped to ±``range_a`` (A, broadcast) and rounded to the
+    ``bits``-bit ADC's code steps; returns ``i_a``."""
+    steps = adc_steps(bits)
+    return i_a.div_(range_a).clamp_(-1.0, 1.0).mul_(steps).round_().div_(steps).mul_(range_a)
+
+
 @dataclass
 class ADC:
     """Per-column ADC with ``bits`` (None: ideal) on a fixed symmetric range ±``range_a`` (A).
@@ -79,6 +86,4 @@ class ADC:
             return i_a
         if self.range_a is None:
             raise RuntimeError("ADC range not set: call calibrate() with calibration currents first")
-        steps = adc_steps(self.bits)
-        u = (i_a / self.range_a).clamp(-1.0, 1.0)
-        return torch.round(u * steps) / steps * self.range_a
+        return quantize_currents_(i_a.clone(), self.range_a, self.bits)

@@ -80,7 +80,6 @@ class TileSurrogate:
     _T: torch.Tensor | None = field(default=None, repr=False)
     _block: BlockSolver | None = field(default=None, repr=False)
     _poly: tuple | None = field(default=None, repr=False)
-    _poly_range: tuple[float, float] = field(default=(0.0, 0.0), repr=False)
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -99,14 +98,18 @@ class TileSurrogate:
             self._T = transfer_matrices(self.spec.for_solvers(), self.g_cell_s)
         return self._T
 
+    @property
+    def fit_range_v(self) -> tuple[float, float]:
+        """The ``polynomial`` mode's fit range (V): ``v_range_v``, or 0 V to the device set's
+        default read voltage."""
+        lo, hi = self.v_range_v if self.v_range_v is not None else (0.0, default_read_voltage_v(self.spec))
+        return float(lo), float(hi)
+
     def polynomial_model(self) -> tuple[np.ndarray, np.ndarray]:
         """The ``polynomial`` mode's chord transfer matrix (cols, rows) in S and remainder
-        coefficients (degree, rows, cols), fitted on ``v_range_v`` (default: 0 V to the
-        device set's default read voltage), computed once."""
+        coefficients (degree, rows, cols), fitted on :attr:`fit_range_v`, computed once."""
         if self._poly is None:
-            lo, hi = self.v_range_v if self.v_range_v is not None else (0.0, default_read_voltage_v(self.spec))
-            self._poly_range = (float(lo), float(hi))
-            chord, poly, _ = cell_polynomials(self.spec, self.g_dev_s, lo, hi)
+            chord, poly, _ = cell_polynomials(self.spec, self.g_dev_s, *self.fit_range_v)
             self._poly = (transfer_matrices(self.spec.for_solvers(), chord).numpy(), poly)
         return self._poly
 
@@ -118,7 +121,7 @@ class TileSurrogate:
             out = v2 @ self.g_cell_s
         elif self.mode == "polynomial" and self.spec.cell == "1t1r":
             model = self.polynomial_model()
-            lo, hi = self._poly_range
+            lo, hi = self.fit_range_v
             bad = v2[(v2 < lo - 1e-12) | (v2 > hi + 1e-12)]
             if bad.size:
                 raise ValueError(f"word-line voltage {bad.flat[0]:g} V is outside the polynomial "
