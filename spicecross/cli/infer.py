@@ -16,7 +16,7 @@ from typing import Any
 from ..circuit.tile import CELL_TYPES, DEFAULT_R_WIRE_OHM
 from ..nn.model_names import MODEL_NAMES
 from ..spice.simulators import DEFAULT_CHECK_BACKEND, SIMULATOR_NAMES
-from ..surrogate.modes import MODES, READ_SCHEMES
+from ..surrogate.modes import MODES, PROGRAM_METHODS, READ_SCHEMES
 from .args import existing_file, finite_float, integer, positive_int, tile_size
 
 _NONNEG = finite_float(0.0)
@@ -175,6 +175,50 @@ def _cmd_infer_spice_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _programming_request(args: argparse.Namespace, config) -> dict | None:
+    """The keyword arguments of ``program_network`` for ``--program`` (None without it);
+    combinations the programming model does not cover are refused in one line."""
+    if args.program is None:
+        return None
+    if args.spice_loop:
+        raise ValueError("--program cannot be combined with --spice-loop")
+    if config.cell != "0t1r":
+        raise ValueError(f"--program writes 0t1r tiles (V/3 in the dynamic surrogate); "
+                         f"--cell {config.cell} is not supported")
+    nid = config.nonideal
+    if nid.sigma_r_on_ohm or nid.sigma_r_off_ohm or nid.stuck_hrs_p or nid.stuck_lrs_p:
+        raise ValueError("--program replaces the programmed conductances; it cannot be "
+                         "combined with --sigma/--sigma-on/--sigma-off/--stuck-hrs/--stuck-lrs")
+    cells = args.tile[0] * args.tile[1]
+    if args.program_cells > cells:
+        raise ValueError(f"--program-cells {args.program_cells} exceeds the {cells} cells of a "
+                         f"{args.tile[0]}x{args.tile[1]} tile")
+    if not 0 < args.program_tolerance < 1:
+        raise ValueError(f"--program-tolerance must be in (0, 1), got {args.program_tolerance!r}")
+    from tqdm.auto import tqdm
+
+    from ..spice.solve import default_cache_dir
+
+    bar = tqdm(total=args.program_cells, desc=f"programming model ({args.program})",
+               disable=args.json, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    return {"method": args.program, "cells": args.program_cells,
+            "tolerance": args.program_tolerance, "cache_dir": default_cache_dir(),
+            "progress": progress}
+
+
+def _print_programming(p: dict) -> None:
+    print(f"  programmed  {p['method']} ({p['scheme']}, model calibrated on "
+          f"{p['calibration_cells']} cells of a {p['calibration_tile']} tile): "
+          f"{p['written_cells']} cells written, conductance error rms "
+          f"{100 * p['g_error_rms_of_range']:.3g} % / max {100 * p['g_error_max_of_range']:.3g} % "
+          f"of the range, {p['pulses']} pulses, {p['programmed_time_s']:.3g} s of pulses")
+
+
 def _cmd_infer(args: argparse.Namespace) -> int:
     from ..nn.inference import infer
 
@@ -184,11 +228,12 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     msg = config.read_disturb_warning()
     if msg and config.mode == "nonlinear":
         print(f"spicecross infer: warning: {msg}", file=sys.stderr)
+    programming = _programming_request(args, config)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         res = infer(args.model, args.data, config, limit=args.limit, batch_size=args.batch_size,
                     weights=args.weights, spice_check_reads=args.spice_check,
-                    spice_backend=args.spice_backend)
+                    spice_backend=args.spice_backend, programming=programming)
     for w in {str(w.message) for w in caught}:
         print(f"spicecross infer: warning: {w}", file=sys.stderr)
     check = res.get("spice_check")
@@ -202,7 +247,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                           "read_scheme": res["read_scheme"], "compat": config.compat,
                           "recalibrate_after_s": config.recalibrate_after_s,
                           "peak_rss_mib": round(res["peak_rss_mib"], 1),
-                          **({"spice_check": check} if check is not None else {})}))
+                          **({"spice_check": check} if check is not None else {}),
+                          **({"programming": res["programming"]} if programming else {})}))
     else:
         print(f"{args.model}: {res['images']} images ({res['data']})")
         print(f"  digital     {res['digital_accuracy']:.2f} %  ({res['digital_seconds']:.2f} s)")
@@ -219,6 +265,8 @@ def _cmd_infer(args: argparse.Namespace) -> int:
                 "" if config.recalibrate_after_s is None else
                 f", drift re-calibration every {config.recalibrate_after_s:g} s (last at "
                 + ("never" if t_last is None else f"{t_last:g} s") + ")"))
+        if programming:
+            _print_programming(res["programming"])
         if check is not None:
             print(f"  SPICE check {check['reads']} reads ({check['simulator']}): max error "
                   f"{check['max_err_lsb']:.3g} ADC steps, max relative {check['max_rel_err']:.3g}, "
@@ -247,4 +295,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "VACASK by default), with the surrogate's calibration; per-image SPICE and "
                         "surrogate logits go to --spice-out (resumable); replaces --spice-check")
     add_spice_loop_options(p, "spice_loop.h5")
+    p.add_argument("--program", default=None, choices=PROGRAM_METHODS,
+                   metavar="|".join(PROGRAM_METHODS),
+                   help="0T1R: program the arrays through the programming model (V/3 writes in "
+                        "the dynamic surrogate, calibrated on the network's own tile) instead "
+                        "of setting the target conductances exactly")
+    p.add_argument("--program-cells", type=integer(1, 1 << 20), default="16", metavar="N",
+                   help="cells written on the calibration tile of --program (default 16)")
+    p.add_argument("--program-tolerance", type=finite_float(0.0, 1.0), default="0.02",
+                   metavar="F", help="write-verify tolerance, fraction of the conductance range "
+                                     "(default 0.02)")
     p.set_defaults(func=_cmd_infer)

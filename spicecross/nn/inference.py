@@ -118,8 +118,12 @@ SPICE_CHECK_IMAGES = 64
 
 def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_size: int = 500,
                spice_check_reads: int = 0, spice_backend: str = DEFAULT_CHECK_BACKEND,
-               n_jobs: int | None = None) -> dict[str, Any]:
+               n_jobs: int | None = None, programming=None) -> dict[str, Any]:
     """Patch ``model`` (a copy), calibrate on ``data.calibration``, evaluate on ``data.test``.
+    With ``programming`` (keyword arguments of
+    :func:`~spicecross.surrogate.program_model.program_network`: ``method`` and its options)
+    the arrays are programmed through the calibrated programming model before the converters
+    are calibrated, and ``"programming"`` reports the conductance error it left.
 
     Returns accuracy (%), seconds (inference only), program_seconds (programming incl. transfer
     matrices, IR-drop compensation and calibration), ``peak_rss_mib`` (the process's peak
@@ -135,7 +139,16 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
             or spice_check_reads < 0:
         raise ValueError(f"SPICE check reads must be an integer ≥ 0, got {spice_check_reads!r}")
     t0 = time.perf_counter()
-    analog = patch_model(model, config, data.calibration)
+    programmed = None
+    if programming is None:
+        analog = patch_model(model, config, data.calibration)
+    else:
+        from ..surrogate.program_model import program_network
+        from .calibrator import calibrate_model
+
+        analog = patch_model(model, config)
+        programmed = program_network(analog_layers(analog), seed=config.seed, **programming)
+        calibrate_model(analog, data.calibration)
     program_s = time.perf_counter() - t0
     check = None
     if spice_check_reads:      # SPICE solves beside the inference (network_check.check_beside)
@@ -159,13 +172,14 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
         "read_scheme": config.read_scheme,
         "peak_rss_mib": peak_rss_mib(),
         **({"spice_check": check} if check is not None else {}),
+        **({"programming": programmed} if programmed is not None else {}),
     }
 
 
 def infer(model_name: str, data_root: str | Path | None, config: AnalogConfig,
           limit: int | None = None, batch_size: int = 500, weights: str | Path | None = None,
           spice_check_reads: int = 0, spice_backend: str = DEFAULT_CHECK_BACKEND,
-          n_jobs: int | None = None) -> dict[str, Any]:
+          n_jobs: int | None = None, programming=None) -> dict[str, Any]:
     """Accuracy of ``model_name`` on crossbars per ``config`` and of the digital network on the
     same images. Returns ``accuracy``, ``digital_accuracy`` (percent), ``seconds`` (analog
     inference time), ``images``, plus ``program_seconds``, ``digital_seconds``, ``data`` and,
@@ -175,7 +189,8 @@ def infer(model_name: str, data_root: str | Path | None, config: AnalogConfig,
     model = load_network(model_name, weights)
     data = load_eval_data(model_name, data_root, limit, config.calibration_images)
     digital_acc, digital_s = _accuracy(model, data.test, batch_size)
-    res = run_analog(model, config, data, batch_size, spice_check_reads, spice_backend, n_jobs)
+    res = run_analog(model, config, data, batch_size, spice_check_reads, spice_backend, n_jobs,
+                     programming)
     res.update(digital_accuracy=digital_acc, digital_seconds=digital_s, data=data.source,
                model=model_name, config=config.to_dict())
     return res

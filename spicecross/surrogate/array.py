@@ -202,6 +202,17 @@ class ProgrammedArray:
         self.g_dev = g
         self._build_readout()
 
+    def reprogram(self, g_dev_s: np.ndarray) -> None:
+        """Replace the programmed device conductances (S, the shape of :attr:`g_dev`) by what a
+        programming model left (:mod:`.program_model`) and rebuild the reads; before
+        calibration, so the converters see the programmed chip."""
+        g = np.asarray(g_dev_s, dtype=np.float64)
+        if g.shape != self.g_dev.shape or not np.all(np.isfinite(g) & (g > 0)):
+            raise ValueError(f"reprogram needs finite positive conductances of shape "
+                             f"{self.g_dev.shape}, got shape {g.shape}")
+        self.g_dev_programmed = self.g_dev = g
+        self._build_readout()
+
     # ---- per-tile access (tests, SPICE checks) -------------------------------------------------
     def tile_device_conductances(self, r: int, c: int) -> tuple[np.ndarray, np.ndarray]:
         """Device conductances (S) of the G⁺ and G⁻ arrays of tile (r, c), (rows, cols) each."""

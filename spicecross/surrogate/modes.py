@@ -18,5 +18,9 @@ MODES = ("ideal", "linear", "polynomial", "nonlinear")
 #: one read with negative word-line voltages (a signed DAC), as MemTorch does.
 READ_SCHEMES = ("two-phase", "bipolar")
 
+#: How ``infer --program`` writes the arrays (:mod:`.program_model`): write-verify to a
+#: tolerance, or one open-loop pulse per cell from the RESET state.
+PROGRAM_METHODS = ("write-verify", "open-loop")
+
 #: The default full-scale read voltage as a share of the device set's switching threshold.
 READ_MARGIN = 0.4
