@@ -200,7 +200,7 @@ def _programming_request(args: argparse.Namespace, config) -> dict | None:
     from ..spice.solve import default_cache_dir
 
     bar = tqdm(total=args.program_cells, desc=f"programming model ({args.program})",
-               disable=args.json, file=sys.stderr)
+               file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         bar.n = done
