@@ -40,7 +40,10 @@ window (a function of the state) are frozen at the segment's start, every read's
 exact for those, and the state moves by the sum (explicit Euler over the reads). A segment
 whose largest state change exceeds ``dw_max`` (of the state range) is halved, down to single
 pulses, and a single pulse that still moves more is cut into ``⌈Δw/dw_max⌉`` time sub-steps.
-The error of a segment is first order in its state change: ``|Δw_err| ≤ Δw · ρ`` with ``ρ``
+``T`` is rebuilt once any state has moved by more than ``dw_max`` since it was built (also
+across calls, :class:`TransferCache`), so a segment's frozen conductances are within
+``2·dw_max`` of the state range of the true ones. The error of a segment is first order in
+that: ``|Δw_err| ≤ Δw · 2·dw_max · ρ`` with ``ρ``
 the relative change of the cells' rates per unit state change through the wire drops (cell
 voltages move by the drop change, mV per state range, against overdrives ``V − v_off`` of tens
 of mV); tests/test_read_disturb.py checks the result against per-pulse integration and SPICE.
@@ -57,7 +60,7 @@ from ..circuit.tile import TileSpec
 from ..devices.vteam import VTEAMParams
 from .dynamic import DynamicTileSurrogate, cell_voltage_transfer
 
-__all__ = ["ReadPulse", "DisturbStats", "inert_reads", "row_voltage_bounds", "advance_arrays"]
+__all__ = ["ReadPulse", "DisturbStats", "TransferCache", "inert_reads", "row_voltage_bounds", "advance_arrays"]
 
 
 @dataclass(frozen=True)
@@ -180,12 +183,26 @@ def _segment_change(dev: _Device, t: torch.Tensor, w: torch.Tensor, v: torch.Ten
     return off * f_off + on * f_on
 
 
+@dataclass
+class TransferCache:
+    """A group's cell-voltage transfer matrices ``t`` (A, rows, cols, rows) and the states
+    ``w_built`` they were built at; kept across calls of :func:`advance_arrays` while the
+    states stay within ``dw_max`` of ``w_built``."""
+
+    t: torch.Tensor | None = None
+    w_built: torch.Tensor | None = None
+
+
 def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarray,
-                   pulse: ReadPulse, *, dw_max: float = 0.01, wires: bool = True
-                   ) -> tuple[np.ndarray, DisturbStats]:
+                   pulse: ReadPulse, *, dw_max: float = 0.01, wires: bool = True,
+                   cache: TransferCache | None = None) -> tuple[np.ndarray, DisturbStats]:
     """Conductances (A, rows, cols) in S of 0T1R arrays programmed to ``g_s`` (A, rows, cols)
     after the reads ``v`` (n, rows) in V, in order, each a ``pulse`` (see module doc; cells
-    of 0 S are open and stay so). ``wires=False``: ideal wires, ``V_cell = v_i``."""
+    of 0 S are open and stay so; cells that did not move keep their conductance exactly).
+    ``wires=False``: ideal wires, ``V_cell = v_i``. ``cache``: the group's transfer matrices
+    from earlier calls (updated in place); they are rebuilt once any state has moved by more
+    than ``dw_max`` since they were built, so every segment sees conductances within
+    ``2·dw_max`` of the present ones."""
     if not dw_max > 0:
         raise ValueError(f"dw_max must be > 0, got {dw_max!r}")
     stats = DisturbStats(reads=len(v))
@@ -198,21 +215,21 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
     dev = _Device(spec, p)
     open_cell = g0 <= 0
     w = w0 = dev.dyn.states_for_conductances(torch.where(open_cell, torch.ones_like(g0), g0))
-    R = spec.rows
-    eye = torch.eye(R, dtype=torch.float64)[None, :, None, :].expand(
-        g0.shape[0], R, spec.cols, R)
-    t_now: torch.Tensor | None = None
+    cache = TransferCache() if cache is None else cache
 
     def transfer() -> torch.Tensor:
-        nonlocal t_now
-        if t_now is None:
-            if wires:
-                g = torch.where(open_cell, torch.zeros_like(w), dev.dyn.conductances(w))
-                t_now = cell_voltage_transfer(spec, g)
-                stats.transfer_builds += 1
-            else:
-                t_now = eye
-        return t_now
+        stale = (cache.t is None or cache.w_built.shape != w.shape
+                 or float((w - cache.w_built).abs().max()) > dw_max)
+        if stale and wires:
+            g = torch.where(open_cell, torch.zeros_like(w), dev.dyn.conductances(w))
+            cache.t, cache.w_built = cell_voltage_transfer(spec, g), w.clone()
+            stats.transfer_builds += 1
+        elif stale:
+            R = spec.rows
+            cache.t = torch.eye(R, dtype=torch.float64)[None, :, None, :].expand(
+                g0.shape[0], R, spec.cols, R)
+            cache.w_built = w.clone()
+        return cache.t
 
     stack = [(0, len(vl))]
     while stack:
@@ -227,14 +244,12 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
             n = math.ceil(big / dw_max)
             part = pulse.scaled(1.0 / n)
             for k in range(n):
-                dw = dw if k == 0 else _segment_change(dev, transfer(), w, vl[lo:hi], part, stats)
-                w = (w + (dw / n if k == 0 else dw)).clamp(0.0, 1.0)
-                t_now = None
+                dw = dw / n if k == 0 else _segment_change(dev, transfer(), w, vl[lo:hi], part,
+                                                           stats)
+                w = (w + dw).clamp(0.0, 1.0)
                 stats.segments += 1
             continue
-        if big > 0:
-            w = (w + dw).clamp(0.0, 1.0)
-            t_now = None
+        w = (w + dw).clamp(0.0, 1.0)
         stats.segments += 1
     g = torch.where(open_cell | (w == w0), g0, dev.dyn.conductances(w))   # unmoved: as given
     return g.numpy(), stats
