@@ -87,14 +87,24 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
     cfg = layer.config
     R, C = cfg.tile_rows, cfg.tile_cols
     vecs = _word_line_vectors(layer, x)                                   # (M, K) V
+    M, K = vecs.shape
     p = cfg.device_params()
+    padded = np.zeros((M, arr.n_row_tiles * R))
+    padded[:, :K] = vecs
+    padded = padded.reshape(M, arr.n_row_tiles, R)                        # per row tile
+    # the passive-network bound per row tile first, so inert reads are never copied
+    span = np.maximum(padded.max(axis=2), 0.0) - np.minimum(padded.min(axis=2), 0.0)
+    live = (span > p.v_off_v) | (-span < p.v_on_v)                         # (M, row tiles)
     changed = False
     for r in range(arr.n_row_tiles):
-        rows = arr.tile_rows_of(r)
-        v = np.zeros((len(vecs), R))
-        v[:, :rows.stop - rows.start] = vecs[:, rows]
+        idx = np.flatnonzero(live[:, r])
+        stats.reads += M - len(idx)
+        stats.inert_reads += M - len(idx)
+        if len(idx) == 0:
+            continue
         g = arr.g_dev[:, r].reshape(-1, R, C)                             # (2·nc, R, C)
-        g_new, st = advance_arrays(arr.spec, p, g, v, pulse, dw_max=dw_max, wires=cfg.wires,
+        g_new, st = advance_arrays(arr.spec, p, g, padded[idx, r], pulse, dw_max=dw_max,
+                                   wires=cfg.wires,
                                    cache=caches.setdefault((id(layer), r), TransferCache()))
         stats.add(st)
         if not np.array_equal(g_new, g):
