@@ -10,7 +10,8 @@ every cell of the row tile's G⁺ and G⁻ arrays with its exact cell voltage
 (:func:`~spicecross.surrogate.read_disturb_update.advance_arrays`); the layer's read matrices
 are then rebuilt by the array's own path (the transfer-matrix disk cache bypassed: evolving
 arrays would only fill it) before the next chunk. The converters keep the calibration made on
-the programmed network (a chip calibrates once).
+the programmed network (a chip calibrates once). A layer whose DAC range itself stays within
+the thresholds (every read's span is at most the range's) is skipped whole.
 
 Memory: a chunk's word-line vectors of one layer, (reads × inputs) float64 (the MNIST
 network's second layer: 784 reads × 144 inputs per image, 0.9 MB per image).
@@ -86,24 +87,30 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
     arr = layer.array
     cfg = layer.config
     R, C = cfg.tile_rows, cfg.tile_cols
-    vecs = _word_line_vectors(layer, x)                                   # (M, K) V
-    M, K = vecs.shape
     p = cfg.device_params()
-    padded = np.zeros((M, arr.n_row_tiles * R))
-    padded[:, :K] = vecs
-    padded = padded.reshape(M, arr.n_row_tiles, R)                        # per row tile
-    # the passive-network bound per row tile first, so inert reads are never copied
-    span = np.maximum(padded.max(axis=2), 0.0) - np.minimum(padded.min(axis=2), 0.0)
-    live = (span > p.v_off_v) | (-span < p.v_on_v)                         # (M, row tiles)
+    v_lo, v_hi = arr.read_range_v()        # the DAC's range bounds every read (passive bound)
+    span = max(v_hi, 0.0) - min(v_lo, 0.0)
+    if span <= p.v_off_v and -span >= p.v_on_v:
+        n = len(_word_line_vectors(layer, x[:1])) * x.shape[0]       # reads per image × images
+        stats.reads += n
+        stats.inert_reads += n
+        return False
+    vecs = _word_line_vectors(layer, x)                                   # (M, K) V
+    M = len(vecs)
     changed = False
     for r in range(arr.n_row_tiles):
-        idx = np.flatnonzero(live[:, r])
+        part = vecs[:, arr.tile_rows_of(r)]
+        # the passive-network bound per row tile first, so inert reads are never copied
+        span = np.maximum(part.max(axis=1), 0.0) - np.minimum(part.min(axis=1), 0.0)
+        idx = np.flatnonzero((span > p.v_off_v) | (-span < p.v_on_v))
         stats.reads += M - len(idx)
         stats.inert_reads += M - len(idx)
         if len(idx) == 0:
             continue
+        v = np.zeros((len(idx), R))                                       # unused rows: 0 V
+        v[:, :part.shape[1]] = part[idx]
         g = arr.g_dev[:, r].reshape(-1, R, C)                             # (2·nc, R, C)
-        g_new, st = advance_arrays(arr.spec, p, g, padded[idx, r], pulse, dw_max=dw_max,
+        g_new, st = advance_arrays(arr.spec, p, g, v, pulse, dw_max=dw_max,
                                    wires=cfg.wires,
                                    cache=caches.setdefault((id(layer), r), TransferCache()))
         stats.add(st)

@@ -60,7 +60,8 @@ from ..circuit.tile import TileSpec
 from ..devices.vteam import VTEAMParams
 from .dynamic import DynamicTileSurrogate, cell_voltage_transfer
 
-__all__ = ["ReadPulse", "DisturbStats", "TransferCache", "inert_reads", "row_voltage_bounds", "advance_arrays"]
+__all__ = ["ReadPulse", "DisturbStats", "TransferCache", "inert_reads", "deviation_bounds",
+           "row_voltage_bounds", "advance_arrays"]
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,27 @@ def inert_reads(v: np.ndarray, p: VTEAMParams) -> np.ndarray:
     return (span <= p.v_off_v) & (-span >= p.v_on_v)
 
 
-def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def deviation_bounds(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``P`` and ``N`` (rows, rows) of bound 2 (module doc) of cell-voltage transfer matrices
+    ``t`` (A, rows, cols, rows)."""
+    d = t - torch.eye(t.shape[1], dtype=t.dtype)[None, :, None, :]
+    return d.clamp(min=0).amax(dim=(0, 2)), (-d).clamp(min=0).amax(dim=(0, 2))
+
+
+def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
+                       pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower and upper bounds (n, rows) in V on the cell voltages of every row of every array
     with cell-voltage transfer matrices ``t`` (A, rows, cols, rows) under reads ``v`` (n, rows)
-    (bound 2 of the module doc)."""
-    rows = t.shape[1]
-    d = t - torch.eye(rows, dtype=t.dtype)[None, :, None, :]
-    pos = d.clamp(min=0).amax(dim=(0, 2))                    # (rows, rows)
-    neg = (-d).clamp(min=0).amax(dim=(0, 2))
-    vp, vn = v.clamp(min=0), (-v).clamp(min=0)
-    hi = v + vp @ pos.T + vn @ neg.T
-    lo = v - vp @ neg.T - vn @ pos.T
+    (bound 2 of the module doc; ``pos_neg`` its :func:`deviation_bounds` if known)."""
+    pos, neg = deviation_bounds(t) if pos_neg is None else pos_neg
+    vp = v.clamp(min=0)
+    hi = v + vp @ pos.T
+    lo = v - vp @ neg.T
+    if bool((v < 0).any()):                                  # bipolar reads
+        vn = (-v).clamp(min=0)
+        hi += vn @ neg.T
+        lo -= vn @ pos.T
     return lo, hi
 
 
@@ -153,12 +164,12 @@ class _Device:
         return out[0], out[1]
 
 
-def _segment_change(dev: _Device, t: torch.Tensor, w: torch.Tensor, v: torch.Tensor,
+def _segment_change(dev: _Device, cache: "TransferCache", w: torch.Tensor, v: torch.Tensor,
                     pulse: ReadPulse, stats: DisturbStats) -> torch.Tensor:
-    """State change (A, rows, cols) of reads ``v`` (n, rows) at frozen ``t`` and ``w``."""
-    p = dev.p
+    """State change (A, rows, cols) of reads ``v`` (n, rows) at frozen ``cache.t`` and ``w``."""
+    p, t = dev.p, cache.t
     A, R, C, _ = t.shape
-    lo, hi = row_voltage_bounds(t, v)
+    lo, hi = row_voltage_bounds(t, v, cache.pos_neg)
     can_move = (hi > p.v_off_v) | (lo < p.v_on_v)
     off = torch.zeros((A, R, C), dtype=t.dtype)
     on = torch.zeros_like(off)
@@ -191,6 +202,7 @@ class TransferCache:
 
     t: torch.Tensor | None = None
     w_built: torch.Tensor | None = None
+    pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarray,
@@ -217,7 +229,7 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
     w = w0 = dev.dyn.states_for_conductances(torch.where(open_cell, torch.ones_like(g0), g0))
     cache = TransferCache() if cache is None else cache
 
-    def transfer() -> torch.Tensor:
+    def transfer() -> TransferCache:
         stale = (cache.t is None or cache.w_built.shape != w.shape
                  or float((w - cache.w_built).abs().max()) > dw_max)
         if stale and wires:
@@ -229,7 +241,9 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
             cache.t = torch.eye(R, dtype=torch.float64)[None, :, None, :].expand(
                 g0.shape[0], R, spec.cols, R)
             cache.w_built = w.clone()
-        return cache.t
+        if stale:
+            cache.pos_neg = deviation_bounds(cache.t)
+        return cache
 
     stack = [(0, len(vl))]
     while stack:
