@@ -280,6 +280,9 @@ def cmd_read_disturb(args, config) -> int:
 
     from ..store import check_output_path
 
+    if getattr(args, "program", None) is not None:
+        raise ValueError(f"--read-disturb streams the network as programmed; it cannot be "
+                         f"combined with --program {args.program}")
     if args.plot is not None:
         check_output_path(args.plot, "--plot")
     res = read_disturb_infer(args.model, args.data, config, pulse_width_s=1e-9 * args.read_pulse_ns,
