@@ -199,6 +199,7 @@ def test_cli_read_disturb_below_threshold_is_the_undisturbed_accuracy(tmp_path, 
     (["--cell", "1t1r"], "1t1r"),
     (["--compat", "memtorch"], "memtorch"),
     (["--program", "open-loop"], "open-loop"),
+    (["--stuck-hrs", "0.01"], "0.01"),
 ])
 def test_cli_bad_read_disturb_options_are_one_line(argv, bad, capsys):
     rc = main(["infer", "--read-disturb", "--limit", "4", "--spice-check", "0", *argv])

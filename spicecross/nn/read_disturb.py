@@ -46,6 +46,11 @@ def check_disturb_config(config) -> None:
     if config.compat != "physical":
         raise ValueError(f"--read-disturb needs the physical read path, got --compat "
                          f"{config.compat}")
+    nid = config.nonideal
+    if nid.stuck_hrs_p or nid.stuck_lrs_p:
+        raise ValueError(f"--read-disturb would move stuck devices (the programmed arrays keep "
+                         f"no stuck-at mask): drop --stuck-hrs {nid.stuck_hrs_p:g} / --stuck-lrs "
+                         f"{nid.stuck_lrs_p:g}")
 
 
 @contextlib.contextmanager
@@ -115,8 +120,6 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
                                    cache=caches.setdefault((id(layer), r), TransferCache()))
         stats.add(st)
         if not np.array_equal(g_new, g):
-            if arr.g_dev is arr.g_dev_programmed:
-                arr.g_dev = arr.g_dev.copy()
             arr.g_dev[:, r] = g_new.reshape(arr.g_dev[:, r].shape)
             changed = True
     if changed:
@@ -125,21 +128,21 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
     return changed
 
 
-def _state_change(model: nn.Module) -> tuple[float, float]:
-    """Share of cells whose state moved and mean |Δstate| (of the state range) since
-    programming, over every array of every analog layer."""
+def _state_change(model: nn.Module, start: dict[str, np.ndarray]) -> tuple[float, float]:
+    """Share of cells whose state moved and mean |Δstate| (of the state range) since the
+    stream began (conductances ``start`` per layer), over every array of every analog layer."""
     from ..surrogate.dynamic import DynamicTileSurrogate
     from .analog import analog_layers
 
     moved = total = 0
     dsum = 0.0
-    for _, layer in analog_layers(model):
+    for name, layer in analog_layers(model):
         arr = layer.array
         dyn = DynamicTileSurrogate(arr.spec, layer.config.device_params())
-        w0 = dyn.states_for_conductances(torch.as_tensor(arr.g_dev_programmed))
+        w0 = dyn.states_for_conductances(torch.as_tensor(start[name]))
         w1 = dyn.states_for_conductances(torch.as_tensor(arr.g_dev))
         d = (w1 - w0).abs()
-        moved += int((arr.g_dev != arr.g_dev_programmed).sum())
+        moved += int((arr.g_dev != start[name]).sum())
         total += d.numel()
         dsum += float(d.sum())
     return moved / total, dsum / total
@@ -156,8 +159,11 @@ def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chu
 
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"disturb chunk must be a positive number of images, got {chunk!r}")
-    for _, layer in analog_layers(model):
+    start = {}
+    for name, layer in analog_layers(model):
         check_disturb_config(layer.config)
+        start[name] = layer.array.g_dev
+        layer.array.g_dev = layer.array.g_dev.copy()       # the stream writes its own copy
     x_all, y_all = test.tensors
     caches: dict = {}
     stats = DisturbStats()
@@ -173,7 +179,7 @@ def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chu
         with torch.no_grad():
             for name, layer in analog_layers(model):
                 changed |= _disturb_layer(layer, inputs[name], pulse, dw_max, caches, stats)
-        share, mean_dw = _state_change(model) if changed or not rows else \
+        share, mean_dw = _state_change(model, start) if changed or not rows else \
             (rows[-1]["moved_share"], rows[-1]["mean_abs_dw"])
         rows.append({"images": lo + len(y), "accuracy": 100.0 * ok / len(y),
                      "moved_share": share, "mean_abs_dw": mean_dw})
