@@ -52,7 +52,8 @@ def main() -> int:
         last = res["chunks"][-1]
         rows.append([f"{v:g}", n, f"{res['no_disturb_accuracy']:.2f}", f"{res['accuracy']:.2f}",
                      f"{last['accuracy']:.2f}", f"{100 * last['moved_share']:.3g}",
-                     f"{last['mean_abs_dw']:.3g}", f"{n / res['no_disturb_seconds']:.0f}",
+                     f"{last['mean_abs_dw']:.3g}", f"{last['max_abs_dw']:.3g}",
+                     f"{n / res['no_disturb_seconds']:.0f}",
                      f"{n / res['seconds']:.1f}",
                      f"{res['seconds'] / res['no_disturb_seconds']:.1f}",
                      f"{100 * st.inert_reads / max(1, st.reads):.1f}", st.transfer_builds])
@@ -60,7 +61,7 @@ def main() -> int:
     print(f"\ntile {args.tile}x{args.tile} 0T1R pt_hf_ti, pulses {args.pulse_ns:g} ns, chunks of "
           f"{args.chunk}, {runs[0]['data']}")
     print(table(["v_read V", "images", "undisturbed %", "disturbed %", "last chunk %",
-                 "cells moved %", "mean |dw|", "undisturbed img/s", "disturbed img/s",
+                 "cells moved %", "mean |dw|", "max |dw|", "undisturbed img/s", "disturbed img/s",
                  "time ratio", "inert reads %", "T builds"], rows))
     print(f"at end: {load_str()}")
     if args.plot:

@@ -171,6 +171,7 @@ def test_network_accuracy_moves_above_threshold_only():
         else:
             accs = [c["accuracy"] for c in res["chunks"]]
             assert res["chunks"][-1]["moved_share"] > 0.01
+            assert res["chunks"][-1]["max_abs_dw"] > 0.05 > res["chunks"][-1]["mean_abs_dw"]
             assert accs[0] == pytest.approx(100 * float((before[:10].argmax(1) == y[:10]).float()
                                                         .mean()), abs=1e-4)
             assert min(accs[1:]) < accs[0] - 20, accs             # the reads wreck the weights
@@ -186,7 +187,8 @@ def test_cli_read_disturb_below_threshold_is_the_undisturbed_accuracy(tmp_path, 
     rd = out["read_disturb"]
     assert out["accuracy"] == out["no_disturb_accuracy"]
     assert rd["images"] == [10, 20] and len(rd["accuracy"]) == 2
-    assert rd["moved_share"] == [0.0, 0.0] and rd["mean_abs_dw"] == [0.0, 0.0]
+    assert rd["moved_share"] == [0.0, 0.0] and rd["mean_abs_dw"] == [0.0, 0.0] \
+        and rd["max_abs_dw"] == [0.0, 0.0]
     assert rd["read_voltage_v"] == 0.4 and rd["pulse_width_s"] == pytest.approx(1e-7)
     assert rd["inert_reads"] == rd["reads"] > 0
     assert png.stat().st_size > 1000

@@ -128,14 +128,14 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
     return changed
 
 
-def _state_change(model: nn.Module, start: dict[str, np.ndarray]) -> tuple[float, float]:
-    """Share of cells whose state moved and mean |Δstate| (of the state range) since the
-    stream began (conductances ``start`` per layer), over every array of every analog layer."""
+def _state_change(model: nn.Module, start: dict[str, np.ndarray]) -> tuple[float, float, float]:
+    """Share of cells whose state moved, mean and largest |Δstate| (of the state range) since
+    the stream began (conductances ``start`` per layer), over every array of every layer."""
     from ..surrogate.dynamic import DynamicTileSurrogate
     from .analog import analog_layers
 
     moved = total = 0
-    dsum = 0.0
+    dsum = dmax = 0.0
     for name, layer in analog_layers(model):
         arr = layer.array
         dyn = DynamicTileSurrogate(arr.spec, layer.config.device_params())
@@ -145,16 +145,17 @@ def _state_change(model: nn.Module, start: dict[str, np.ndarray]) -> tuple[float
         moved += int((arr.g_dev != start[name]).sum())
         total += d.numel()
         dsum += float(d.sum())
-    return moved / total, dsum / total
+        dmax = max(dmax, float(d.max()))
+    return moved / total, dsum / total, dmax
 
 
 def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chunk: int = 100,
                     dw_max: float = 0.01, progress: bool = False) -> dict[str, Any]:
     """Stream ``test`` through the calibrated patched ``model`` in chunks, disturbing its
     arrays after each (module doc). Returns per chunk ``images`` (processed so far),
-    ``accuracy`` (% of that chunk), ``moved_share`` and ``mean_abs_dw`` after the chunk's
-    update, the overall ``accuracy``, ``stats`` (:class:`DisturbStats` summed) and
-    ``seconds`` (inference plus updates)."""
+    ``accuracy`` (% of that chunk), ``moved_share``, ``mean_abs_dw`` and ``max_abs_dw`` (of the
+    state range, since the stream began) after the chunk's update; the overall ``accuracy``,
+    ``stats`` (:class:`DisturbStats` summed) and ``seconds`` (inference plus updates)."""
     from .analog import analog_layers
 
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -179,10 +180,10 @@ def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chu
         with torch.no_grad():
             for name, layer in analog_layers(model):
                 changed |= _disturb_layer(layer, inputs[name], pulse, dw_max, caches, stats)
-        share, mean_dw = _state_change(model, start) if changed or not rows else \
-            (rows[-1]["moved_share"], rows[-1]["mean_abs_dw"])
+        share, mean_dw, max_dw = _state_change(model, start) if changed or not rows else \
+            (rows[-1]["moved_share"], rows[-1]["mean_abs_dw"], rows[-1]["max_abs_dw"])
         rows.append({"images": lo + len(y), "accuracy": 100.0 * ok / len(y),
-                     "moved_share": share, "mean_abs_dw": mean_dw})
+                     "moved_share": share, "mean_abs_dw": mean_dw, "max_abs_dw": max_dw})
         if progress:
             print(f"read disturb: {lo + len(y)}/{len(y_all)} images, chunk accuracy "
                   f"{rows[-1]['accuracy']:.2f} %, cells moved {100 * share:.3g} %, mean |Δw| "
@@ -224,6 +225,7 @@ def json_report(res: dict[str, Any]) -> dict[str, Any]:
             "accuracy": [round(c["accuracy"], 4) for c in res["chunks"]],
             "moved_share": [c["moved_share"] for c in res["chunks"]],
             "mean_abs_dw": [c["mean_abs_dw"] for c in res["chunks"]],
+            "max_abs_dw": [c["max_abs_dw"] for c in res["chunks"]],
             "read_voltage_v": res["read_voltage_v"], "pulse_width_s": res["pulse_width_s"],
             "chunk": res["chunk"], "seconds": round(res["seconds"], 3),
             "reads": st.reads, "inert_reads": st.inert_reads, "rows_exact": st.rows_exact,
@@ -274,10 +276,11 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"  reads {st.reads}: {st.inert_reads} provably below threshold; (read, row) pairs "
           f"solved {st.rows_exact}, aggregated {st.rows_aggregated}; {st.transfer_builds} "
           f"transfer builds")
-    print(f"  {'images':>8} {'accuracy %':>10} {'cells moved %':>14} {'mean |dw|':>10}")
+    print(f"  {'images':>8} {'accuracy %':>10} {'cells moved %':>14} {'mean |dw|':>10} "
+          f"{'max |dw|':>10}")
     for c in res["chunks"]:
         print(f"  {c['images']:>8} {c['accuracy']:>10.2f} {100 * c['moved_share']:>14.4g} "
-              f"{c['mean_abs_dw']:>10.3g}")
+              f"{c['mean_abs_dw']:>10.3g} {c['max_abs_dw']:>10.3g}")
 
 
 def cmd_read_disturb(args, config) -> int:
