@@ -8,8 +8,8 @@ pulse of plateau ``width_s`` with linear ramps ``rise_s``/``fall_s`` (0 for rect
 **Exact cell voltages.** For fixed cell conductances a read is a linear network, so
 ``V_cell[a, i, j] = Σ_k T[a, i, j, k]·v_k`` with the cell-voltage transfer matrices ``T``
 (:func:`~spicecross.surrogate.dynamic.cell_voltage_transfer`: one factorization of each
-array's nodal matrix, every unit input solved at once). ``T`` is rebuilt whenever the
-conductances have moved.
+array's nodal matrix, every unit input solved at once), built at the present conductances and
+rebuilt once the states have moved by more than ``dw_max`` (see *Integration*).
 
 **What needs no solve (bounds).**
 
@@ -25,8 +25,10 @@ conductances have moved.
    ``v_i − (N·v⁺ + P·v⁻)_i ≤ V_cell ≤ v_i + (P·v⁺ + N·v⁻)_i`` (``v⁺``, ``v⁻`` the positive and
    negative parts of the read). Rows whose interval lies within ``[v_on, v_off]`` are skipped;
    rows whose interval lies wholly above ``v_off`` are *surely switching*; the rest are solved
-   cell by cell. The bounds cost two (n × rows)·(rows × rows) products instead of the
-   (n × rows)·(rows × rows·cols) of the exact voltages.
+   cell by cell. The bounds cost two (n × rows)·(rows × rows) products (four with negative
+   inputs) instead of the (n × rows)·(rows × rows·cols) of the exact voltages. Since ``T``
+   holds every wire drop (bit-line nodes near the sense ground included), the bound is exact
+   up to the max over the row's cells and arrays.
 
 **Surely switching rows, aggregated.** With ``alpha_off = 1`` (pt_hf_ti) and rectangular pulses,
 VTEAM's OFF rate ``k_off/x_span·(V/v_off − 1)`` is linear in ``V`` wherever ``V > v_off``, so
@@ -43,10 +45,10 @@ pulses, and a single pulse that still moves more is cut into ``⌈Δw/dw_max⌉`
 ``T`` is rebuilt once any state has moved by more than ``dw_max`` since it was built (also
 across calls, :class:`TransferCache`), so a segment's frozen conductances are within
 ``2·dw_max`` of the state range of the true ones. The error of a segment is first order in
-that: ``|Δw_err| ≤ Δw · 2·dw_max · ρ`` with ``ρ``
-the relative change of the cells' rates per unit state change through the wire drops (cell
-voltages move by the drop change, mV per state range, against overdrives ``V − v_off`` of tens
-of mV); tests/test_read_disturb.py checks the result against per-pulse integration and SPICE.
+that: ``|Δw_err| ≤ Δw · 2·dw_max · ρ`` with ``ρ`` the relative change of the cells' rates per
+unit state change through the wire drops (cell voltages move by the drop change, mV per state
+range, against overdrives ``V − v_off`` of tens of mV). tests/test_read_disturb.py checks the
+result against per-pulse integration and against ngspice and VACASK transients.
 """
 from __future__ import annotations
 
