@@ -225,6 +225,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
     if args.spice_loop:
         return _cmd_infer_spice_loop(args)
     config = config_from_args(args)
+    if args.read_disturb:
+        from ..nn.read_disturb import cmd_read_disturb
+        return cmd_read_disturb(args, config)
     msg = config.read_disturb_warning()
     if msg and config.mode == "nonlinear":
         print(f"spicecross infer: warning: {msg}", file=sys.stderr)
@@ -305,4 +308,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--program-tolerance", type=finite_float(0.0, 1.0), default="0.02",
                    metavar="F", help="write-verify tolerance, fraction of the conductance range "
                                      "(default 0.02)")
+    p.add_argument("--read-disturb", action="store_true",
+                   help="stream the test images through VTEAM devices that every read moves "
+                        "(exact cell voltages of the wire network; 0t1r); accuracy per chunk")
+    p.add_argument("--read-pulse-ns", type=_POSITIVE, default="100", metavar="NS",
+                   help="--read-disturb: width of every read pulse (ns, default 100)")
+    p.add_argument("--disturb-chunk", type=positive_int, default="100", metavar="N",
+                   help="--read-disturb: images inferred between device updates (default 100)")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="--read-disturb: write accuracy against images read as a PNG")
     p.set_defaults(func=_cmd_infer)

@@ -46,7 +46,8 @@ SINGLE_THREAD_FLOPS = 2e7
 #: 8×8: 3.7 vs 10.3 ms per solve; 16×16: 52 vs 23 ms, on 2 loaded cores).
 DENSE_MAX_CELLS = 100
 
-__all__ = ["DynamicTileSurrogate", "PulseResult", "cell_voltages", "DENSE_MAX_CELLS"]
+__all__ = ["DynamicTileSurrogate", "PulseResult", "cell_voltage_transfer", "cell_voltages",
+           "DENSE_MAX_CELLS"]
 
 
 def _block_system(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,7 @@ def _block_system(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
 
 
 def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor:
-    """Node voltages (B, R, 2C, 1) of the block-tridiagonal system (diagonal blocks ``d``,
+    """Node voltages (B, R, 2C, K) of the block-tridiagonal system (diagonal blocks ``d``,
     bit-line couplings −g_b between neighbouring rows) assembled whole and solved at once."""
     B, R, n, _ = d.shape
     C = n // 2
@@ -90,35 +91,23 @@ def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor
     # the nodal matrix is symmetric positive definite: Cholesky, not LU (torch 2.13's MKL LU
     # returns garbage for matrices of ≥ ~200 after torch.set_num_threads(n ≥ 2); spicecross.threads)
     chol = torch.linalg.cholesky(a.reshape(B, R * n, R * n))
-    x = torch.cholesky_solve(rhs.reshape(B, R * n, 1), chol)
-    return x.reshape(B, R, n, 1)
+    x = torch.cholesky_solve(rhs.reshape(B, R * n, -1), chol)
+    return x.reshape(B, R, n, -1)
 
 
-def cell_voltages(spec: TileSpec, g_s: torch.Tensor, v_in_v: torch.Tensor,
-                  v_bl_v: torch.Tensor | None = None, *, method: str = "auto"
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cell voltages V(wl) − V(bl) (B, rows, cols) in V and sense currents (B, cols) in A of
-    tiles with linear cell conductances ``g_s`` (B, rows, cols) in S under inputs ``v_in_v``
-    (B, rows) in V, the sense ends of the bit lines at ``v_bl_v`` (B, cols) in V (default 0 V,
-    a read; a write scheme drives them): the exact nodal solve, by block Cholesky over the
-    rows (``method='block'``), or for tiles of at most :data:`DENSE_MAX_CELLS` cells the whole
-    matrix in one dense solve (``'dense'``; ``'auto'`` picks by size)."""
-    spec = spec.for_solvers()
+def _node_voltages(spec: TileSpec, g_s: torch.Tensor, rhs: torch.Tensor, method: str
+                   ) -> torch.Tensor:
+    """Node voltages (B, rows, 2·cols, K) in V of the row-ordered nodal system of tiles with
+    cell conductances ``g_s`` (B, rows, cols) for ``K`` right-hand sides ``rhs`` (B, rows,
+    2·cols, K) of injected currents (A): one factorization, every right-hand side (see
+    :func:`cell_voltages` for ``method``). ``spec`` already ``for_solvers()``."""
     R, C = spec.rows, spec.cols
     g_b = 1.0 / spec.r_wire_bl_ohm
-    g_in = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
-    g_out = 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm)
     d = _block_system(spec, g_s)
-    rhs = g_s.new_zeros((g_s.shape[0], R, 2 * C, 1))
-    rhs[:, :, 0, 0] = g_in * v_in_v
-    if v_bl_v is not None:
-        rhs[:, R - 1, C:, 0] += g_out * v_bl_v
     if method not in ("auto", "block", "dense"):
         raise ValueError(f"method must be 'auto', 'block' or 'dense', got {method!r}")
     if method == "dense" or (method == "auto" and R * C <= DENSE_MAX_CELLS):
-        nodes = _dense_solve(d, rhs, g_b)[..., 0]
-        i_sense = g_out * (nodes[:, R - 1, C:] - (0.0 if v_bl_v is None else v_bl_v))
-        return nodes[..., :C] - nodes[..., C:], i_sense
+        return _dense_solve(d, rhs, g_b)
     chols, ys = [], []
     s, y = d[:, 0], rhs[:, 0]
     for i in range(R):
@@ -136,9 +125,45 @@ def cell_voltages(spec: TileSpec, g_s: torch.Tensor, v_in_v: torch.Tensor,
         y = ys[i].clone()
         y[:, C:] += g_b * x[i + 1][:, C:]
         x[i] = torch.cholesky_solve(y, chols[i])
-    nodes = torch.stack(x, dim=1)[..., 0]                              # (B, R, 2C)
+    return torch.stack(x, dim=1)                                       # (B, R, 2C, K)
+
+
+def cell_voltages(spec: TileSpec, g_s: torch.Tensor, v_in_v: torch.Tensor,
+                  v_bl_v: torch.Tensor | None = None, *, method: str = "auto"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell voltages V(wl) − V(bl) (B, rows, cols) in V and sense currents (B, cols) in A of
+    tiles with linear cell conductances ``g_s`` (B, rows, cols) in S under inputs ``v_in_v``
+    (B, rows) in V, the sense ends of the bit lines at ``v_bl_v`` (B, cols) in V (default 0 V,
+    a read; a write scheme drives them): the exact nodal solve, by block Cholesky over the
+    rows (``method='block'``), or for tiles of at most :data:`DENSE_MAX_CELLS` cells the whole
+    matrix in one dense solve (``'dense'``; ``'auto'`` picks by size)."""
+    spec = spec.for_solvers()
+    R, C = spec.rows, spec.cols
+    g_in = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
+    g_out = 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm)
+    rhs = g_s.new_zeros((g_s.shape[0], R, 2 * C, 1))
+    rhs[:, :, 0, 0] = g_in * v_in_v
+    if v_bl_v is not None:
+        rhs[:, R - 1, C:, 0] += g_out * v_bl_v
+    nodes = _node_voltages(spec, g_s, rhs, method)[..., 0]             # (B, R, 2C)
     i_sense = g_out * (nodes[:, R - 1, C:] - (0.0 if v_bl_v is None else v_bl_v))
     return nodes[..., :C] - nodes[..., C:], i_sense
+
+
+def cell_voltage_transfer(spec: TileSpec, g_s: torch.Tensor, *, method: str = "auto"
+                          ) -> torch.Tensor:
+    """The cell-voltage transfer matrices (B, rows, cols, rows), V per V, of read tiles (sense
+    ends at 0 V) with cell conductances ``g_s`` (B, rows, cols) in S: ``V_cell[b, i, j] =
+    Σ_k T[b, i, j, k]·v_in[b, k]``, the exact solve of :func:`cell_voltages` for every unit
+    input at once (one factorization per tile, ``rows`` right-hand sides)."""
+    spec = spec.for_solvers()
+    R, C = spec.rows, spec.cols
+    g_in = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
+    rhs = g_s.new_zeros((g_s.shape[0], R, 2 * C, R))
+    k = torch.arange(R)
+    rhs[:, k, 0, k] = g_in
+    nodes = _node_voltages(spec, g_s, rhs, method)                     # (B, R, 2C, R)
+    return nodes[:, :, :C] - nodes[:, :, C:]
 
 
 @dataclass

@@ -1,0 +1,314 @@
+"""Network-level read disturb: the test set streams through tiles whose VTEAM devices move
+with every read (``spicecross infer --read-disturb``).
+
+The test images are taken in chunks of ``chunk`` images. Each chunk is inferred with the
+devices' present conductances (its accuracy is recorded); then, per analog layer and row tile,
+the read pulses that chunk applied — every word-line vector of every read, both phases of
+two-phase reads (all first-phase reads of the chunk, then all second-phase ones), at the DAC's
+voltages (full scale ``--v-read``), each a rectangular pulse of ``pulse.width_s`` — advance
+every cell of the row tile's G⁺ and G⁻ arrays with its exact cell voltage
+(:func:`~spicecross.surrogate.read_disturb_update.advance_arrays`); the layer's read matrices
+are then rebuilt by the array's own path (the transfer-matrix disk cache bypassed: evolving
+arrays would only fill it) before the next chunk. The converters keep the calibration made on
+the programmed network (a chip calibrates once). A layer whose DAC range itself stays within
+the thresholds (every read's span is at most the range's) is skipped whole.
+
+Memory: a chunk's word-line vectors of one layer, (reads × inputs) float64 (the MNIST
+network's second layer: 784 reads × 144 inputs per image, 0.9 MB per image).
+
+0T1R only: the dynamic surrogate has no selector model.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from ..surrogate.read_disturb_update import (DisturbStats, ReadPulse, TransferCache,
+                                             advance_arrays)
+
+__all__ = ["check_disturb_config", "disturb_network", "read_disturb_infer", "plot_read_disturb"]
+
+
+def check_disturb_config(config) -> None:
+    """One-line ValueError for configurations read disturb does not model."""
+    if config.cell != "0t1r":
+        raise ValueError(f"--read-disturb models 0t1r tiles only (the dynamic surrogate has no "
+                         f"selector), got --cell {config.cell}")
+    if config.compat != "physical":
+        raise ValueError(f"--read-disturb needs the physical read path, got --compat "
+                         f"{config.compat}")
+    nid = config.nonideal
+    if nid.stuck_hrs_p or nid.stuck_lrs_p:
+        raise ValueError(f"--read-disturb would move stuck devices (the programmed arrays keep "
+                         f"no stuck-at mask): drop --stuck-hrs {nid.stuck_hrs_p:g} / --stuck-lrs "
+                         f"{nid.stuck_lrs_p:g}")
+
+
+@contextlib.contextmanager
+def _transfer_cache_off() -> Iterator[None]:
+    """The transfer-matrix disk cache off for this block (spicecross.surrogate.transfer_cache)."""
+    from ..surrogate.transfer_cache import CACHE_ENV_VAR
+
+    old = os.environ.get(CACHE_ENV_VAR)
+    os.environ[CACHE_ENV_VAR] = "off"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(CACHE_ENV_VAR, None)
+        else:
+            os.environ[CACHE_ENV_VAR] = old
+
+
+def _infer_chunk(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits of ``x`` and every analog layer's input, from one forward pass."""
+    from .calibrator import run_with_layer_inputs
+
+    seen: dict[str, torch.Tensor] = {}
+    out: list[torch.Tensor] = []
+    hook = model.register_forward_hook(lambda m, i, o: out.append(o))
+    try:
+        run_with_layer_inputs(model, x, lambda name, layer, xin: seen.__setitem__(name, xin))
+    finally:
+        hook.remove()
+    return out[0], seen
+
+
+def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
+                   caches: dict, stats: DisturbStats) -> bool:
+    """Advance one analog layer's arrays by the reads of its inputs ``x``; True if any
+    conductance changed (the read matrices are then rebuilt)."""
+    from ..calibration.network_check import _word_line_vectors
+
+    arr = layer.array
+    cfg = layer.config
+    R, C = cfg.tile_rows, cfg.tile_cols
+    p = cfg.device_params()
+    v_lo, v_hi = arr.read_range_v()        # the DAC's range bounds every read (passive bound)
+    span = max(v_hi, 0.0) - min(v_lo, 0.0)
+    if span <= p.v_off_v and -span >= p.v_on_v:
+        n = len(_word_line_vectors(layer, x[:1])) * x.shape[0]       # reads per image × images
+        stats.reads += n
+        stats.inert_reads += n
+        return False
+    vecs = _word_line_vectors(layer, x)                                   # (M, K) V
+    M = len(vecs)
+    changed = False
+    for r in range(arr.n_row_tiles):
+        part = vecs[:, arr.tile_rows_of(r)]
+        # the passive-network bound per row tile first, so inert reads are never copied
+        span = np.maximum(part.max(axis=1), 0.0) - np.minimum(part.min(axis=1), 0.0)
+        idx = np.flatnonzero((span > p.v_off_v) | (-span < p.v_on_v))
+        stats.reads += M - len(idx)
+        stats.inert_reads += M - len(idx)
+        if len(idx) == 0:
+            continue
+        v = np.zeros((len(idx), R))                                       # unused rows: 0 V
+        v[:, :part.shape[1]] = part[idx]
+        g = arr.g_dev[:, r].reshape(-1, R, C)                             # (2·nc, R, C)
+        g_new, st = advance_arrays(arr.spec, p, g, v, pulse, dw_max=dw_max,
+                                   wires=cfg.wires,
+                                   cache=caches.setdefault((id(layer), r), TransferCache()))
+        stats.add(st)
+        if not np.array_equal(g_new, g):
+            arr.g_dev[:, r] = g_new.reshape(arr.g_dev[:, r].shape)
+            changed = True
+    if changed:
+        with _transfer_cache_off():
+            arr._build_readout()
+    return changed
+
+
+def _state_change(model: nn.Module, start: dict[str, np.ndarray]) -> tuple[float, float, float]:
+    """Share of cells whose state moved, mean and largest |Δstate| (of the state range) since
+    the stream began (conductances ``start`` per layer), over every array of every layer."""
+    from ..surrogate.dynamic import DynamicTileSurrogate
+    from .analog import analog_layers
+
+    moved = total = 0
+    dsum = dmax = 0.0
+    for name, layer in analog_layers(model):
+        arr = layer.array
+        dyn = DynamicTileSurrogate(arr.spec, layer.config.device_params())
+        w0 = dyn.states_for_conductances(torch.as_tensor(start[name]))
+        w1 = dyn.states_for_conductances(torch.as_tensor(arr.g_dev))
+        d = (w1 - w0).abs()
+        moved += int((arr.g_dev != start[name]).sum())
+        total += d.numel()
+        dsum += float(d.sum())
+        dmax = max(dmax, float(d.max()))
+    return moved / total, dsum / total, dmax
+
+
+def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chunk: int = 100,
+                    dw_max: float = 0.01, progress: bool = False) -> dict[str, Any]:
+    """Stream ``test`` through the calibrated patched ``model`` in chunks, disturbing its
+    arrays after each (module doc). Returns per chunk ``images`` (processed so far),
+    ``accuracy`` (% of that chunk), ``moved_share``, ``mean_abs_dw`` and ``max_abs_dw`` (of the
+    state range, since the stream began) after the chunk's update; the overall ``accuracy``,
+    ``stats`` (:class:`DisturbStats` summed) and ``seconds`` (inference plus updates)."""
+    from .analog import analog_layers
+
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"disturb chunk must be a positive number of images, got {chunk!r}")
+    start = {}
+    for name, layer in analog_layers(model):
+        check_disturb_config(layer.config)
+        start[name] = layer.array.g_dev
+        layer.array.g_dev = layer.array.g_dev.copy()       # the stream writes its own copy
+    x_all, y_all = test.tensors
+    caches: dict = {}
+    stats = DisturbStats()
+    rows: list[dict[str, float]] = []
+    correct = 0
+    t0 = time.perf_counter()
+    for lo in range(0, len(y_all), chunk):
+        x, y = x_all[lo:lo + chunk], y_all[lo:lo + chunk]
+        logits, inputs = _infer_chunk(model, x)
+        ok = int((logits.argmax(1) == y).sum())
+        correct += ok
+        changed = False
+        with torch.no_grad():
+            for name, layer in analog_layers(model):
+                changed |= _disturb_layer(layer, inputs[name], pulse, dw_max, caches, stats)
+        share, mean_dw, max_dw = _state_change(model, start) if changed or not rows else \
+            (rows[-1]["moved_share"], rows[-1]["mean_abs_dw"], rows[-1]["max_abs_dw"])
+        rows.append({"images": lo + len(y), "accuracy": 100.0 * ok / len(y),
+                     "moved_share": share, "mean_abs_dw": mean_dw, "max_abs_dw": max_dw})
+        if progress:
+            print(f"read disturb: {lo + len(y)}/{len(y_all)} images, chunk accuracy "
+                  f"{rows[-1]['accuracy']:.2f} %, cells moved {100 * share:.3g} %, mean |Δw| "
+                  f"{mean_dw:.3g}", file=sys.stderr, flush=True)
+    return {"chunks": rows, "accuracy": 100.0 * correct / max(1, len(y_all)),
+            "stats": stats, "seconds": time.perf_counter() - t0}
+
+
+def read_disturb_infer(model_name: str, data_root, config, *, pulse_width_s: float,
+                       chunk: int = 100, limit: int | None = None, weights=None,
+                       dw_max: float = 0.01, batch_size: int = 500,
+                       progress: bool = False) -> dict[str, Any]:
+    """``infer --read-disturb``: program and calibrate the network as ``infer`` does, measure
+    the undisturbed accuracy on the test images, then stream them through the disturbed
+    network (:func:`disturb_network`, rectangular read pulses of ``pulse_width_s``)."""
+    from .analog import patch_model
+    from .inference import _accuracy, load_eval_data, load_network
+
+    check_disturb_config(config)
+    pulse = ReadPulse(float(pulse_width_s))
+    model = load_network(model_name, weights)
+    data = load_eval_data(model_name, data_root, limit, config.calibration_images)
+    digital_acc, _ = _accuracy(model, data.test, batch_size)
+    analog = patch_model(model, config, data.calibration)
+    frozen_acc, frozen_s = _accuracy(analog, data.test, batch_size)
+    res = disturb_network(analog, data.test, pulse, chunk, dw_max, progress)
+    res.update(model=model_name, data=data.source, images=len(data.test.tensors[1]),
+               digital_accuracy=digital_acc, no_disturb_accuracy=frozen_acc,
+               no_disturb_seconds=frozen_s, read_voltage_v=config.read_voltage_v,
+               read_scheme=config.read_scheme, pulse_width_s=pulse.width_s, chunk=chunk,
+               device_set=config.device_set, tile=f"{config.tile_rows}x{config.tile_cols}")
+    return res
+
+
+def json_report(res: dict[str, Any]) -> dict[str, Any]:
+    """The ``"read_disturb"`` object of ``infer --read-disturb --json``."""
+    st = res["stats"]
+    return {"images": [c["images"] for c in res["chunks"]],
+            "accuracy": [round(c["accuracy"], 4) for c in res["chunks"]],
+            "moved_share": [c["moved_share"] for c in res["chunks"]],
+            "mean_abs_dw": [c["mean_abs_dw"] for c in res["chunks"]],
+            "max_abs_dw": [c["max_abs_dw"] for c in res["chunks"]],
+            "read_voltage_v": res["read_voltage_v"], "pulse_width_s": res["pulse_width_s"],
+            "chunk": res["chunk"], "seconds": round(res["seconds"], 3),
+            "reads": st.reads, "inert_reads": st.inert_reads, "rows_exact": st.rows_exact,
+            "rows_aggregated": st.rows_aggregated, "rows_skipped": st.rows_skipped,
+            "transfer_builds": st.transfer_builds}
+
+
+def plot_read_disturb(runs: list[dict[str, Any]], path: str | Path) -> Path:
+    """Chunk accuracy against images read, one line per run (labelled by its read voltage
+    and pulse width), the undisturbed accuracy dashed; written atomically as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..store import save_figure_atomic
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for k, res in enumerate(runs):
+        color = f"C{k}"
+        xs = [c["images"] for c in res["chunks"]]
+        ax.plot(xs, [c["accuracy"] for c in res["chunks"]], "o-", ms=3, color=color,
+                label=f"{res['read_voltage_v']:g} V reads, {1e9 * res['pulse_width_s']:g} ns "
+                      f"(cells moved {100 * res['chunks'][-1]['moved_share']:.3g} %)")
+        ax.axhline(res["no_disturb_accuracy"], color=color, ls="--", lw=0.8)
+    r0 = runs[0]
+    ax.set_xlabel("test images read")
+    ax.set_ylabel(f"accuracy of each chunk of {r0['chunk']} images (%)")
+    ax.set_title(f"read disturb: {r0['model']}, {r0['tile']} 0T1R {r0['device_set']} "
+                 f"(dashed: undisturbed)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = save_figure_atomic(fig, path)
+    plt.close(fig)
+    return out
+
+
+def print_report(res: dict[str, Any]) -> None:
+    """The text report of ``infer --read-disturb``."""
+    st = res["stats"]
+    print(f"{res['model']}: {res['images']} images ({res['data']})")
+    print(f"  digital      {res['digital_accuracy']:.2f} %")
+    print(f"  undisturbed  {res['no_disturb_accuracy']:.2f} %  ({res['no_disturb_seconds']:.2f} s)")
+    print(f"  read disturb {res['accuracy']:.2f} %  ({res['seconds']:.2f} s; reads at "
+          f"{res['read_voltage_v']:g} V {res['read_scheme']}, pulses of "
+          f"{1e9 * res['pulse_width_s']:g} ns, {res['tile']} 0T1R {res['device_set']}, "
+          f"chunks of {res['chunk']})")
+    print(f"  reads {st.reads}: {st.inert_reads} provably below threshold; (read, row) pairs "
+          f"solved {st.rows_exact}, aggregated {st.rows_aggregated}; {st.transfer_builds} "
+          f"transfer builds")
+    print(f"  {'images':>8} {'accuracy %':>10} {'cells moved %':>14} {'mean |dw|':>10} "
+          f"{'max |dw|':>10}")
+    for c in res["chunks"]:
+        print(f"  {c['images']:>8} {c['accuracy']:>10.2f} {100 * c['moved_share']:>14.4g} "
+              f"{c['mean_abs_dw']:>10.3g} {c['max_abs_dw']:>10.3g}")
+
+
+def cmd_read_disturb(args, config) -> int:
+    """``spicecross infer --read-disturb``: the run, its text or JSON report and the PNG."""
+    import json
+
+    from ..store import check_output_path
+
+    if getattr(args, "program", None) is not None:
+        raise ValueError(f"--read-disturb streams the network as programmed; it cannot be "
+                         f"combined with --program {args.program}")
+    if args.plot is not None:
+        check_output_path(args.plot, "--plot")
+    res = read_disturb_infer(args.model, args.data, config, pulse_width_s=1e-9 * args.read_pulse_ns,
+                             chunk=args.disturb_chunk, limit=args.limit, weights=args.weights,
+                             batch_size=args.batch_size, progress=not args.json)
+    if args.plot is not None:
+        plot_read_disturb([res], args.plot)
+    if args.json:
+        print(json.dumps({"accuracy": round(res["accuracy"], 4),
+                          "no_disturb_accuracy": round(res["no_disturb_accuracy"], 4),
+                          "digital_accuracy": round(res["digital_accuracy"], 4),
+                          "images": res["images"], "read_voltage_v": res["read_voltage_v"],
+                          "read_scheme": res["read_scheme"],
+                          "read_disturb": json_report(res)}))
+    else:
+        print_report(res)
+        if args.plot is not None:
+            print(f"  plot: {args.plot}")
+    sys.stdout.flush()
+    return 0

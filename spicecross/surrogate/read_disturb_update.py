@@ -1,0 +1,271 @@
+"""Read disturb of programmed 0T1R VTEAM arrays: a sequence of read pulses advances every
+cell's state with its exact cell voltage from the wire network.
+
+A group of arrays shares one sequence of read vectors ``v`` (n, rows) in V (the G⁺ and G⁻
+arrays of every column tile of one row tile see the same word-line voltages). Every read is a
+pulse of plateau ``width_s`` with linear ramps ``rise_s``/``fall_s`` (0 for rectangular reads).
+
+**Exact cell voltages.** For fixed cell conductances a read is a linear network, so
+``V_cell[a, i, j] = Σ_k T[a, i, j, k]·v_k`` with the cell-voltage transfer matrices ``T``
+(:func:`~spicecross.surrogate.dynamic.cell_voltage_transfer`: one factorization of each
+array's nodal matrix, every unit input solved at once), built at the present conductances and
+rebuilt once the states have moved by more than ``dw_max`` (see *Integration*).
+
+**What needs no solve (bounds).**
+
+1. *Passive network*: every node voltage lies between the smallest and the largest applied
+   voltage (inputs and the 0 V sense ends), so every cell voltage lies in
+   ``[−span, span]`` with ``span = max(0, max v) − min(0, min v)``. A read with
+   ``span ≤ v_off`` and ``−span ≥ v_on`` moves no cell of any array (VTEAM's rate is exactly
+   0 between the thresholds), and no ``T`` is built for a group none of whose reads can move
+   anything (so reads below threshold leave the network exactly as programmed).
+2. *Per read and row*, once ``T`` exists: with ``D = T − δ_ik`` (the wire network's
+   deviation from the ideal ``V_cell = v_i``), ``P_ik = max_{a,j} max(D, 0)`` and
+   ``N_ik = max_{a,j} max(−D, 0)``, every cell of row ``i`` obeys
+   ``v_i − (N·v⁺ + P·v⁻)_i ≤ V_cell ≤ v_i + (P·v⁺ + N·v⁻)_i`` (``v⁺``, ``v⁻`` the positive and
+   negative parts of the read). Rows whose interval lies within ``[v_on, v_off]`` are skipped;
+   rows whose interval lies wholly above ``v_off`` are *surely switching*; the rest are solved
+   cell by cell. The bounds cost two (n × rows)·(rows × rows) products (four with negative
+   inputs) instead of the (n × rows)·(rows × rows·cols) of the exact voltages. Since ``T``
+   holds every wire drop (bit-line nodes near the sense ground included), the bound is exact
+   up to the max over the row's cells and arrays.
+
+**Surely switching rows, aggregated.** With ``alpha_off = 1`` (pt_hf_ti) and rectangular pulses,
+VTEAM's OFF rate ``k_off/x_span·(V/v_off − 1)`` is linear in ``V`` wherever ``V > v_off``, so
+the dose of all surely switching reads of row ``i`` is ``T_i·Σv / v_off − n_i``: one product
+per row instead of one per read. Otherwise (or for ramps, whose integral
+``∫ rate dt = rise·k·u^α·u/((α+1)(1+u))``, ``u = V/v_th − 1``, is nonlinear in ``V``) every
+such read is solved exactly as well.
+
+**Integration.** Within a segment of consecutive reads the conductances (so ``T``) and the
+window (a function of the state) are frozen at the segment's start, every read's rate is
+exact for those, and the state moves by the sum (explicit Euler over the reads). A segment
+whose largest state change exceeds ``dw_max`` (of the state range) is halved, down to single
+pulses, and a single pulse that still moves more is cut into ``⌈Δw/dw_max⌉`` time sub-steps.
+``T`` is rebuilt once any state has moved by more than ``dw_max`` since it was built (also
+across calls, :class:`TransferCache`), so a segment's frozen conductances are within
+``2·dw_max`` of the state range of the true ones. The error of a segment is first order in
+that: ``|Δw_err| ≤ Δw · 2·dw_max · ρ`` with ``ρ`` the relative change of the cells' rates per
+unit state change through the wire drops (cell voltages move by the drop change, mV per state
+range, against overdrives ``V − v_off`` of tens of mV). tests/test_read_disturb.py checks the
+result against per-pulse integration and against ngspice and VACASK transients.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..circuit.tile import TileSpec
+from ..devices.vteam import VTEAMParams
+from .dynamic import DynamicTileSurrogate, cell_voltage_transfer
+
+__all__ = ["ReadPulse", "DisturbStats", "TransferCache", "inert_reads", "deviation_bounds",
+           "row_voltage_bounds", "advance_arrays"]
+
+
+@dataclass(frozen=True)
+class ReadPulse:
+    """One read pulse: plateau ``width_s`` (s, > 0) and linear ramps ``rise_s``/``fall_s``
+    (s, ≥ 0) from and back to 0 V."""
+
+    width_s: float
+    rise_s: float = 0.0
+    fall_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.width_s) and self.width_s > 0):
+            raise ValueError(f"read pulse width must be a finite time > 0 s, got {self.width_s!r}")
+        for name in ("rise_s", "fall_s"):
+            x = getattr(self, name)
+            if not (math.isfinite(x) and x >= 0):
+                raise ValueError(f"read pulse {name} must be a finite time ≥ 0 s, got {x!r}")
+
+    def scaled(self, f: float) -> "ReadPulse":
+        return ReadPulse(self.width_s * f, self.rise_s * f, self.fall_s * f)
+
+
+@dataclass
+class DisturbStats:
+    """What an update did: reads applied, reads that needed no solve by the passive bound,
+    (read, row) pairs skipped by the row bound, solved exactly, aggregated as surely
+    switching; transfer-matrix builds and segments integrated."""
+
+    reads: int = 0
+    inert_reads: int = 0
+    rows_skipped: int = 0
+    rows_exact: int = 0
+    rows_aggregated: int = 0
+    transfer_builds: int = 0
+    segments: int = 0
+
+    def add(self, other: "DisturbStats") -> None:
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+def inert_reads(v: np.ndarray, p: VTEAMParams) -> np.ndarray:
+    """(n,) True for reads (n, rows) in V that provably move no cell (bound 1 of the module
+    doc: every cell voltage lies in [−span, span])."""
+    span = np.maximum(v.max(axis=1), 0.0) - np.minimum(v.min(axis=1), 0.0)
+    return (span <= p.v_off_v) & (-span >= p.v_on_v)
+
+
+def deviation_bounds(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``P`` and ``N`` (rows, rows) of bound 2 (module doc) of cell-voltage transfer matrices
+    ``t`` (A, rows, cols, rows)."""
+    d = t - torch.eye(t.shape[1], dtype=t.dtype)[None, :, None, :]
+    return d.clamp(min=0).amax(dim=(0, 2)), (-d).clamp(min=0).amax(dim=(0, 2))
+
+
+def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
+                       pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower and upper bounds (n, rows) in V on the cell voltages of every row of every array
+    with cell-voltage transfer matrices ``t`` (A, rows, cols, rows) under reads ``v`` (n, rows)
+    (bound 2 of the module doc; ``pos_neg`` its :func:`deviation_bounds` if known)."""
+    pos, neg = deviation_bounds(t) if pos_neg is None else pos_neg
+    vp = v.clamp(min=0)
+    hi = v + vp @ pos.T
+    lo = v - vp @ neg.T
+    if bool((v < 0).any()):                                  # bipolar reads
+        vn = (-v).clamp(min=0)
+        hi += vn @ neg.T
+        lo -= vn @ pos.T
+    return lo, hi
+
+
+class _Device:
+    """VTEAM's bare rates (without window, 1/s) and windows, from the dynamic surrogate."""
+
+    def __init__(self, spec: TileSpec, p: VTEAMParams) -> None:
+        self.p = p
+        self.dyn = DynamicTileSurrogate(spec, p)
+        self.k_off = p.k_off_m_per_s / p.x_span_m
+        self.k_on = p.k_on_m_per_s / p.x_span_m
+
+    def windows(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The window factors of OFF (rate > 0) and ON (rate < 0) motion at states ``w``:
+        DynamicTileSurrogate.rate_per_s at twice each threshold, where the bare rate is k."""
+        f_off = self.dyn.rate_per_s(torch.full_like(w, 2 * self.p.v_off_v), w) / self.k_off
+        f_on = self.dyn.rate_per_s(torch.full_like(w, 2 * self.p.v_on_v), w) / self.k_on
+        return f_off, f_on
+
+    def doses(self, v_cell: torch.Tensor, pulse: ReadPulse) -> tuple[torch.Tensor, torch.Tensor]:
+        """State change without window (OFF part ≥ 0, ON part ≤ 0) of one pulse per cell
+        voltage (V): plateau plus the ramps' exact integral at frozen conductances."""
+        p, ramps = self.p, pulse.rise_s + pulse.fall_s
+        out = []
+        for k, v_th, alpha in ((self.k_off, p.v_off_v, p.alpha_off),
+                               (self.k_on, p.v_on_v, p.alpha_on)):
+            u = (v_cell / v_th - 1.0).clamp(min=0.0)
+            t_eff = pulse.width_s + (ramps * u / ((alpha + 1.0) * (1.0 + u)) if ramps else 0.0)
+            out.append(k * u ** alpha * t_eff)
+        return out[0], out[1]
+
+
+def _segment_change(dev: _Device, cache: "TransferCache", w: torch.Tensor, v: torch.Tensor,
+                    pulse: ReadPulse, stats: DisturbStats) -> torch.Tensor:
+    """State change (A, rows, cols) of reads ``v`` (n, rows) at frozen ``cache.t`` and ``w``."""
+    p, t = dev.p, cache.t
+    A, R, C, _ = t.shape
+    lo, hi = row_voltage_bounds(t, v, cache.pos_neg)
+    can_move = (hi > p.v_off_v) | (lo < p.v_on_v)
+    off = torch.zeros((A, R, C), dtype=t.dtype)
+    on = torch.zeros_like(off)
+    if p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0:
+        sure = (lo > p.v_off_v) & can_move                   # (n, R)
+        if bool(sure.any()):
+            s = sure.T.to(t.dtype) @ v                       # (R, R): Σ v of sure reads per row
+            n_i = sure.sum(0).to(t.dtype)                    # (R,)
+            v_sum = torch.einsum("aijk,ik->aij", t, s)
+            off += dev.k_off * pulse.width_s * (v_sum / p.v_off_v - n_i[None, :, None])
+            stats.rows_aggregated += int(sure.sum())
+            can_move = can_move & ~sure
+    stats.rows_skipped += int((~((hi > p.v_off_v) | (lo < p.v_on_v))).sum())
+    stats.rows_exact += int(can_move.sum())
+    for i in torch.nonzero(can_move.any(0)).flatten().tolist():
+        vi = v[can_move[:, i]]                               # (m, R)
+        v_cell = torch.einsum("mk,ajk->amj", vi, t[:, i])    # (A, m, C)
+        d_off, d_on = dev.doses(v_cell, pulse)
+        off[:, i] += d_off.sum(1)
+        on[:, i] += d_on.sum(1)
+    f_off, f_on = dev.windows(w)
+    return off * f_off + on * f_on
+
+
+@dataclass
+class TransferCache:
+    """A group's cell-voltage transfer matrices ``t`` (A, rows, cols, rows) and the states
+    ``w_built`` they were built at; kept across calls of :func:`advance_arrays` while the
+    states stay within ``dw_max`` of ``w_built``."""
+
+    t: torch.Tensor | None = None
+    w_built: torch.Tensor | None = None
+    pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None
+
+
+def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarray,
+                   pulse: ReadPulse, *, dw_max: float = 0.01, wires: bool = True,
+                   cache: TransferCache | None = None) -> tuple[np.ndarray, DisturbStats]:
+    """Conductances (A, rows, cols) in S of 0T1R arrays programmed to ``g_s`` (A, rows, cols)
+    after the reads ``v`` (n, rows) in V, in order, each a ``pulse`` (see module doc; cells
+    of 0 S are open and stay so; cells that did not move keep their conductance exactly).
+    ``wires=False``: ideal wires, ``V_cell = v_i``. ``cache``: the group's transfer matrices
+    from earlier calls (updated in place); they are rebuilt once any state has moved by more
+    than ``dw_max`` since they were built, so every segment sees conductances within
+    ``2·dw_max`` of the present ones."""
+    if not dw_max > 0:
+        raise ValueError(f"dw_max must be > 0, got {dw_max!r}")
+    stats = DisturbStats(reads=len(v))
+    g0 = torch.as_tensor(np.asarray(g_s, dtype=np.float64))
+    live = ~inert_reads(v, p) if len(v) else np.zeros(0, bool)
+    stats.inert_reads = int(len(v) - live.sum())
+    if not live.any():
+        return np.asarray(g_s, dtype=np.float64).copy(), stats
+    vl = torch.as_tensor(np.ascontiguousarray(v[live], dtype=np.float64))
+    dev = _Device(spec, p)
+    open_cell = g0 <= 0
+    w = w0 = dev.dyn.states_for_conductances(torch.where(open_cell, torch.ones_like(g0), g0))
+    cache = TransferCache() if cache is None else cache
+
+    def transfer() -> TransferCache:
+        stale = (cache.t is None or cache.w_built.shape != w.shape
+                 or float((w - cache.w_built).abs().max()) > dw_max)
+        if stale and wires:
+            g = torch.where(open_cell, torch.zeros_like(w), dev.dyn.conductances(w))
+            cache.t, cache.w_built = cell_voltage_transfer(spec, g), w.clone()
+            stats.transfer_builds += 1
+        elif stale:
+            R = spec.rows
+            cache.t = torch.eye(R, dtype=torch.float64)[None, :, None, :].expand(
+                g0.shape[0], R, spec.cols, R)
+            cache.w_built = w.clone()
+        if stale:
+            cache.pos_neg = deviation_bounds(cache.t)
+        return cache
+
+    stack = [(0, len(vl))]
+    while stack:
+        lo, hi = stack.pop()
+        dw = _segment_change(dev, transfer(), w, vl[lo:hi], pulse, stats)
+        big = float(dw.abs().max())
+        if big > dw_max and hi - lo > 1:
+            mid = (lo + hi) // 2
+            stack += [(mid, hi), (lo, mid)]                  # first half next, same T
+            continue
+        if big > dw_max:                                     # one pulse: cut it in time
+            n = math.ceil(big / dw_max)
+            part = pulse.scaled(1.0 / n)
+            for k in range(n):
+                dw = dw / n if k == 0 else _segment_change(dev, transfer(), w, vl[lo:hi], part,
+                                                           stats)
+                w = (w + dw).clamp(0.0, 1.0)
+                stats.segments += 1
+            continue
+        w = (w + dw).clamp(0.0, 1.0)
+        stats.segments += 1
+    g = torch.where(open_cell | (w == w0), g0, dev.dyn.conductances(w))   # unmoved: as given
+    return g.numpy(), stats
