@@ -207,3 +207,15 @@ def test_cli_bad_read_disturb_options_are_one_line(argv, bad, capsys):
     rc = main(["infer", "--read-disturb", "--limit", "4", "--spice-check", "0", *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and bad in err, err
+
+
+@pytest.mark.parametrize("argv, bad", [
+    (["--read-pulse-ns", "50"], "--read-pulse-ns"),
+    (["--disturb-chunk", "10"], "--disturb-chunk"),
+    (["--plot", "x.png"], "--plot"),
+    (["--read-disturb", "--spice-loop"], "--spice-loop"),
+])
+def test_cli_read_disturb_options_need_read_disturb(argv, bad, capsys):
+    rc = main(["infer", "--limit", "4", "--spice-check", "0", *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and bad in err, err

@@ -219,9 +219,26 @@ def _print_programming(p: dict) -> None:
           f"of the range, {p['pulses']} pulses, {p['programmed_time_s']:.3g} s of pulses")
 
 
+def _check_read_disturb_options(args: argparse.Namespace) -> None:
+    """--read-disturb's own options are refused without it (one line); with it, their
+    defaults (100 ns pulses, chunks of 100 images) are filled in."""
+    own = {"--read-pulse-ns": args.read_pulse_ns, "--disturb-chunk": args.disturb_chunk,
+           "--plot": args.plot}
+    if not args.read_disturb:
+        given = [k for k, v in own.items() if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} applies to --read-disturb only")
+        return
+    if args.spice_loop:
+        raise ValueError("--read-disturb cannot be combined with --spice-loop")
+    args.read_pulse_ns = 100.0 if args.read_pulse_ns is None else args.read_pulse_ns
+    args.disturb_chunk = 100 if args.disturb_chunk is None else args.disturb_chunk
+
+
 def _cmd_infer(args: argparse.Namespace) -> int:
     from ..nn.inference import infer
 
+    _check_read_disturb_options(args)
     if args.spice_loop:
         return _cmd_infer_spice_loop(args)
     config = config_from_args(args)
@@ -311,9 +328,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--read-disturb", action="store_true",
                    help="stream the test images through VTEAM devices that every read moves "
                         "(exact cell voltages of the wire network; 0t1r); accuracy per chunk")
-    p.add_argument("--read-pulse-ns", type=_POSITIVE, default="100", metavar="NS",
+    p.add_argument("--read-pulse-ns", type=_POSITIVE, default=None, metavar="NS",
                    help="--read-disturb: width of every read pulse (ns, default 100)")
-    p.add_argument("--disturb-chunk", type=positive_int, default="100", metavar="N",
+    p.add_argument("--disturb-chunk", type=positive_int, default=None, metavar="N",
                    help="--read-disturb: images inferred between device updates (default 100)")
     p.add_argument("--plot", default=None, metavar="PNG",
                    help="--read-disturb: write accuracy against images read as a PNG")
