@@ -29,3 +29,24 @@ def assert_plot_png(path, min_px: int = 300) -> None:
     rgb = (img[..., :3] * 255).astype(int).reshape(-1, 3)
     assert len(np.unique(rgb, axis=0)) > 20, f"{path} looks blank"
     assert (rgb.min(axis=1) < 128).mean() > 0.005, f"{path} has almost nothing drawn"
+
+
+@pytest.fixture(scope="module")
+def module_osdi_cache(tmp_path_factory):
+    """A fresh OSDI (compiled Verilog-A) cache per test module: the VTEAM modules' tests
+    compile their own, so none depends on a cache another module left."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SPICECROSS_OSDI_CACHE", str(tmp_path_factory.mktemp("osdi")))
+        yield
+
+
+def programmed(rows, cols, seed=0):
+    """pt_hf_ti device conductances (S), (rows, cols), spread over the device's range away from
+    both bounds."""
+    import numpy as np
+
+    from spicecross.devices.vteam import get_parameter_set
+
+    p = get_parameter_set("pt_hf_ti")
+    rng = np.random.default_rng(seed)
+    return 1.0 / rng.uniform(1.2 * p.r_on_ohm, 0.8 * p.r_off_ohm, (rows, cols))

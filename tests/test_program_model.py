@@ -17,11 +17,7 @@ from spicecross.surrogate.program_model import (ProgrammingModel, calibrate_prog
 P = get_parameter_set("pt_hf_ti")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _osdi_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPICECROSS_OSDI_CACHE", str(tmp_path_factory.mktemp("osdi")))
-        yield
+pytestmark = pytest.mark.usefixtures("module_osdi_cache")
 
 
 def test_open_loop_width_reaches_the_target_on_the_nominal_device():

@@ -24,11 +24,7 @@ G_RANGE = 1 / P.r_on_ohm - 1 / P.r_off_ohm
 PULSES = {"reset": (1.4, 10e-3), "set": (-1.4, 3e-12)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _osdi_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPICECROSS_OSDI_CACHE", str(tmp_path_factory.mktemp("osdi")))
-        yield
+pytestmark = pytest.mark.usefixtures("module_osdi_cache")
 
 
 def conductance(w):

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import programmed
 import torch
 
 from spicecross.circuit.tile import TileSpec
@@ -20,17 +21,7 @@ from spicecross.surrogate.read_disturb_update import (ReadPulse, advance_arrays,
 P = get_parameter_set("pt_hf_ti")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _osdi_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPICECROSS_OSDI_CACHE", str(tmp_path_factory.mktemp("osdi")))
-        yield
-
-
-def programmed(rows, cols, seed=0):
-    """Conductances spread over the device's range (S), away from both bounds."""
-    rng = np.random.default_rng(seed)
-    return 1.0 / rng.uniform(1.2 * P.r_on_ohm, 0.8 * P.r_off_ohm, (rows, cols))
+pytestmark = pytest.mark.usefixtures("module_osdi_cache")
 
 
 def states(g):

@@ -3,6 +3,7 @@ ngspice (behavioural subcircuit) and VACASK (Verilog-A), and the dynamic torch s
 must agree with both on states, sense currents and charge per pulse."""
 import numpy as np
 import pytest
+from conftest import programmed
 import torch
 
 from spicecross.circuit.netlist import ngspice_netlist_from_elements, vacask_netlist_from_elements
@@ -19,17 +20,7 @@ P = get_parameter_set("pt_hf_ti")
 SIMS = ("ngspice", "vacask")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _osdi_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPICECROSS_OSDI_CACHE", str(tmp_path_factory.mktemp("osdi")))
-        yield
-
-
-def programmed(rows, cols, seed=0):
-    """Conductances spread over the device's range (S), away from both bounds."""
-    rng = np.random.default_rng(seed)
-    return 1.0 / rng.uniform(1.2 * P.r_on_ohm, 0.8 * P.r_off_ohm, (rows, cols))
+pytestmark = pytest.mark.usefixtures("module_osdi_cache")
 
 
 def initial_w(g):

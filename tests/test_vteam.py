@@ -26,11 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 FORMS = {"ngspice": run_ngspice_transient, "vacask": run_vacask_transient}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _osdi_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPICECROSS_OSDI_CACHE", str(tmp_path_factory.mktemp("osdi")))
-        yield
+pytestmark = pytest.mark.usefixtures("module_osdi_cache")
 
 
 def rms_pct(t_ref, i_ref, t, i):
