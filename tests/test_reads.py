@@ -134,3 +134,27 @@ def test_warm_started_sweep_of_a_larger_tile_equals_one_op_per_vector(cell):
     assert_equal_per_vector(res.currents_a[live], ref[live])
     # the all-zero vectors: no current beyond the simulators' abstol (1e-15 A)
     assert np.abs(res.currents_a[~live]).max() <= 1e-15 and np.abs(res.currents_a[4]).min() > 0
+
+
+def test_superposed_reads_of_a_linear_tile_equal_one_op_per_vector(tmp_path):
+    """More vectors than rows on a 0T1R tile: the simulator solves the 6 unit vectors and the
+    12 reads follow by superposition; 1T1R and short batches are solved as they are."""
+    spec, g, v = tile("0t1r", seed=6)
+    v = np.vstack([v, np.abs(v[1:6])])             # 12 vectors > 6 rows, signed and not
+    spec1, g1, v1 = tile("1t1r", seed=6)
+    jobs = [(spec, g, v), (spec1, g1, np.abs(v1)), (spec, g, v[:ROWS])]
+    res = solve_many_reads(jobs, backend="vacask", n_jobs=1, cache_dir=tmp_path, progress=False,
+                           superpose=True)
+    assert [r.superposed for r in res] == [True, False, False] and all(r.ok for r in res)
+    assert res[0].currents_a.shape == (len(v), COLS)
+    for (s, gg, vv), r in zip(jobs[::2], res[::2]):
+        ref = np.array([solve_tile(s, gg, x, backend="vacask", cache_dir=None).sense_currents_a
+                        for x in vv])
+        assert_equal_per_vector(r.currents_a, ref)
+    np.testing.assert_array_equal(res[1].currents_a,
+                                  solve_reads(*jobs[1], backend="vacask", cache_dir=None).currents_a)
+    # other vectors on the same array: the unit-vector solve is a cache hit
+    again = solve_many_reads([(spec, g, -v[::-1])], backend="vacask", n_jobs=1,
+                             cache_dir=tmp_path, progress=False, superpose=True)[0]
+    assert again.superposed and again.cached and again.netlist_hashes == res[0].netlist_hashes
+    np.testing.assert_allclose(again.currents_a, -res[0].currents_a[::-1], rtol=0, atol=1e-18)

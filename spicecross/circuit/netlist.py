@@ -271,6 +271,16 @@ def ngspice_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray
     return "\n".join(out) + "\n"
 
 
+#: Element kinds of a linear network (resistors and independent sources).
+LINEAR_KINDS = ("R", "V")
+
+
+def is_linear(elements: list[Element]) -> bool:
+    """True when every element is a resistor or an independent source (a 0T1R tile read):
+    its sense currents are a linear map of the inputs (superposition holds)."""
+    return all(e.kind in LINEAR_KINDS for e in elements)
+
+
 def reads_continue_previous(elements: list[Element]) -> bool:
     """Whether a VACASK reads sweep starts each vector's Newton iterations from the previous
     vector's solution (``continuation=1``): only for tiles with nonlinear elements (selectors,
@@ -278,7 +288,7 @@ def reads_continue_previous(elements: list[Element]) -> bool:
     within ~1e-13 of one ``op`` per vector (tests/test_reads.py demands ≤ 1e-9). A linear
     (0T1R) network converges in 2 iterations either way, so it keeps ``continuation=0``, which
     is bit-identical to one ``op`` per vector (measured; benchmarks/spice_reads.py)."""
-    return any(e.kind in ("M", "MEM") for e in elements)
+    return not is_linear(elements)
 
 
 def vacask_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray, *,
@@ -337,6 +347,6 @@ def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.
 
 __all__ = ["ngspice_netlist", "vacask_netlist", "ngspice_netlist_from_elements",
            "vacask_netlist_from_elements", "selector_model_params", "selector_instance_params",
-           "ngspice_reads_netlist", "vacask_reads_netlist", "reads_continue_previous",
+           "ngspice_reads_netlist", "vacask_reads_netlist", "reads_continue_previous", "is_linear",
            "netlist_hash", "write_netlist", "Element", "EMITTED_KINDS", "VTEAM_SUBCKT",
            "VTEAM_MODEL"]
