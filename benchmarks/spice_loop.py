@@ -6,6 +6,7 @@ against one ``.op`` per read.
     .venv/bin/python benchmarks/spice_loop.py                       # 64×64, 0T1R and 1T1R, VACASK
     .venv/bin/python benchmarks/spice_loop.py --data ../shared/data  # a real MNIST test image
     .venv/bin/python benchmarks/spice_loop.py --cells 0t1r --tile 32 --single 2
+    .venv/bin/python benchmarks/spice_loop.py --cells 0t1r --modes direct superposed
 
 Method. Per cell type: the shipped MNIST CNN is patched with the default AnalogConfig (tile
 ``--tile``², linear surrogate, two-phase reads, 8-bit DAC/ADC, 256 calibration images), then
@@ -16,6 +17,10 @@ with the word-line vectors that image puts on it, the batched path (``solve_read
 of ``--vectors`` vectors, serial) and ``--single`` of the same vectors one ``.op`` each
 (``solve_tile``) are timed, interleaved, min of ``--repeats``; both include netlist emission,
 the simulator process and parsing. No timing is asserted anywhere.
+
+``--modes``: ``direct`` solves every distinct array read in SPICE; ``superposed`` solves, for
+linear (0T1R) arrays read with more distinct vectors than rows, the unit vectors and takes the
+reads by superposition (``SpiceLoopSettings.superpose_linear``); 1T1R is always direct.
 """
 from __future__ import annotations
 
@@ -67,7 +72,7 @@ def per_read_costs(analog, x, simulator: str, vectors: int, single: int, repeats
             "ratio": min(per_op) / min(batched), "rel_diff": diff}
 
 
-def run_cell(cell: str, args) -> dict:
+def run_cell(cell: str, args, superpose: bool) -> dict:
     config = AnalogConfig.build(tile_rows=args.tile, tile_cols=args.tile, cell=cell)
     net = load_network("mnist")
     data = load_eval_data("mnist", args.data, 1, config.calibration_images)
@@ -80,14 +85,16 @@ def run_cell(cell: str, args) -> dict:
         sur = analog(x)
     sur_s = time.perf_counter() - t0
     settings = SpiceLoopSettings(simulator=args.simulator, n_jobs=args.jobs, cache_dir=None,
-                                 progress=False)
+                                 progress=False, superpose_linear=superpose)
     t0 = time.perf_counter()
     spice, readers = forward_in_spice(analog, x, settings)
     spice_s = time.perf_counter() - t0
     reads = sum(r.reads for r in readers.values())
+    superposed = sum(r.superposed for r in readers.values())
     vectors = sum(r.vectors for r in readers.values())
     costs = per_read_costs(analog, x, args.simulator, args.vectors, args.single, args.repeats)
-    return {"cell": cell, "program_s": program_s, "surrogate_s": sur_s, "spice_s": spice_s,
+    return {"cell": cell + (" superposed" if superpose else ""), "superposed": superposed,
+            "program_s": program_s, "surrogate_s": sur_s, "spice_s": spice_s,
             "reads": reads, "vectors": vectors, "label": int(y[0]),
             "class_spice": int(spice.argmax(1)[0]), "class_surrogate": int(sur.argmax(1)[0]),
             "logit_rel_diff": float((spice - sur).abs().max() / spice.abs().max()),
@@ -106,15 +113,19 @@ def main() -> None:
     ap.add_argument("--vectors", type=int, default=64, help="vectors of the batched per-read run")
     ap.add_argument("--single", type=int, default=4, help="vectors solved one .op each")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--modes", nargs="+", default=["direct"], choices=["direct", "superposed"],
+                    help="0T1R: every read in SPICE, and/or unit vectors + superposition")
     args = ap.parse_args()
     print(header("SPICE loop: one MNIST image with every array read in SPICE"))
     print(f"\n{args.tile}×{args.tile} tiles, {args.simulator}, {args.jobs} workers, cache off, "
           "default AnalogConfig (linear surrogate, two-phase reads, 8-bit DAC/ADC)\n")
     rows = []
-    for cell in args.cells:
-        r = run_cell(cell, args)
+    runs = [(c, m == "superposed") for c in args.cells for m in args.modes
+            if c == "0t1r" or m == "direct"]
+    for cell, superpose in runs:
+        r = run_cell(cell, args, superpose)
         rows.append(r)
-        print(f"{cell}: per layer (array reads, s in the reader, simulators): {r['layers']}; "
+        print(f"{r['cell']}: {r['superposed']} reads by superposition; per layer (array reads, s in the reader, simulators): {r['layers']}; "
               f"SPICE forward {r['spice_s']:.1f} s, {r['reads']} array reads; per read one .op "
               f"{r['per_op_s']:.4f} s vs batched {r['batched_s']:.4f} s ({r['ratio']:.1f}×)",
               flush=True)

@@ -94,3 +94,67 @@ def test_solve_many_reads_matches_solve_reads():
     empty = solve_many_reads([(jobs[0][0], jobs[0][1], np.zeros((0, ROWS)))], n_jobs=1,
                              cache_dir=None, progress=False)
     assert empty[0].ok and empty[0].currents_a.shape == (0, COLS)
+
+
+@pytest.mark.parametrize("backend", ["ngspice", "vacask"])
+def test_reads_decks_save_only_the_sense_currents(backend):
+    spec, g, v = tile("1t1r", seed=5)
+    sim = get_simulator(backend)
+    plots = sim.run(sim.emit_reads(spec, g, v))
+    sense = {sim.current_key(f"vsense{j}") for j in range(COLS)}
+    index = {"ngspice": "v(v-sweep)", "vacask": "read_k"}[backend]
+    assert set(plots[0].data) == sense | {index}
+
+
+def test_vacask_continues_from_the_previous_vector_only_for_nonlinear_tiles():
+    sim = get_simulator("vacask")
+    for cell, flag in (("0t1r", "continuation=0"), ("1t1r", "continuation=1")):
+        spec, g, v = tile(cell)
+        assert flag in sim.emit_reads(spec, g, v), cell
+
+
+@pytest.mark.parametrize("cell", ["0t1r", "1t1r"])
+def test_warm_started_sweep_of_a_larger_tile_equals_one_op_per_vector(cell):
+    """16×16, 20 non-negative vectors (the two-phase reads) with large jumps between
+    neighbours: the all-zero vector after full scale, single rows, a constant vector."""
+    n = 16
+    spec = TileSpec.uniform_wires(n, n, 2.5, cell=cell)
+    rng = np.random.default_rng(7)
+    g = rng.uniform(4e-4, 1e-2, (n, n)) if cell == "1t1r" else rng.uniform(1e-6, 1e-4, (n, n))
+    v = rng.uniform(0.0, 0.2, (20, n))
+    v[rng.random(v.shape) < 0.3] = 0.0
+    v[4], v[5], v[9], v[10] = 0.2, 0.0, 0.0, 0.2
+    v[12] = 0.0
+    v[12, 3] = 0.2
+    res = solve_reads(spec, g, v, backend="vacask", cache_dir=None)
+    assert res.ok, res.error
+    ref = np.array([solve_tile(spec, g, vec, backend="vacask", cache_dir=None).sense_currents_a
+                    for vec in v])
+    live = np.abs(v).max(axis=1) > 0
+    assert_equal_per_vector(res.currents_a[live], ref[live])
+    # the all-zero vectors: no current beyond the simulators' abstol (1e-15 A)
+    assert np.abs(res.currents_a[~live]).max() <= 1e-15 and np.abs(res.currents_a[4]).min() > 0
+
+
+def test_superposed_reads_of_a_linear_tile_equal_one_op_per_vector(tmp_path):
+    """More vectors than rows on a 0T1R tile: the simulator solves the 6 unit vectors and the
+    12 reads follow by superposition; 1T1R and short batches are solved as they are."""
+    spec, g, v = tile("0t1r", seed=6)
+    v = np.vstack([v, np.abs(v[1:6])])             # 12 vectors > 6 rows, signed and not
+    spec1, g1, v1 = tile("1t1r", seed=6)
+    jobs = [(spec, g, v), (spec1, g1, np.abs(v1)), (spec, g, v[:ROWS])]
+    res = solve_many_reads(jobs, backend="vacask", n_jobs=1, cache_dir=tmp_path, progress=False,
+                           superpose=True)
+    assert [r.superposed for r in res] == [True, False, False] and all(r.ok for r in res)
+    assert res[0].currents_a.shape == (len(v), COLS)
+    for (s, gg, vv), r in zip(jobs[::2], res[::2]):
+        ref = np.array([solve_tile(s, gg, x, backend="vacask", cache_dir=None).sense_currents_a
+                        for x in vv])
+        assert_equal_per_vector(r.currents_a, ref)
+    np.testing.assert_array_equal(res[1].currents_a,
+                                  solve_reads(*jobs[1], backend="vacask", cache_dir=None).currents_a)
+    # other vectors on the same array: the unit-vector solve is a cache hit
+    again = solve_many_reads([(spec, g, -v[::-1])], backend="vacask", n_jobs=1,
+                             cache_dir=tmp_path, progress=False, superpose=True)[0]
+    assert again.superposed and again.cached and again.netlist_hashes == res[0].netlist_hashes
+    np.testing.assert_allclose(again.currents_a, -res[0].currents_a[::-1], rtol=0, atol=1e-18)

@@ -1,6 +1,7 @@
 """The Simulator interface: ngspice and VACASK emit, run and parse the same small tiles and agree
 with each other and with the independent nodal solve; lookups and emitters fail with one-line
 errors naming the bad value."""
+import re
 import subprocess
 import sys
 
@@ -121,3 +122,19 @@ def test_every_simulator_has_a_device_transient_runner():
     from spicecross.devices import TRANSIENT_RUNNERS
 
     assert tuple(TRANSIENT_RUNNERS) == SIMULATOR_NAMES
+
+
+def test_one_simulator_process_runs_single_threaded(tmp_path):
+    """VACASK's own report of its CPUs under the command line and environment every run uses
+    (workers × simulator threads ≤ cores)."""
+    from spicecross.spice.simulators import SIMULATOR_THREADS, simulator_env
+
+    spec, g, v = read_4x4("0t1r")
+    deck = tmp_path / "deck.sim"
+    deck.write_text(VACASK.emit(spec, g, v))
+    env = {**simulator_env(), "OMP_NUM_THREADS": "2"}   # the command line alone pins VACASK
+    out = subprocess.run(VACASK._command(VACASK.executable(), deck, tmp_path), cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=60).stdout
+    assert SIMULATOR_THREADS == 1
+    assert re.search(r"CPUs used:\s+1\b", out) and re.search(r"OpenBLAS CPUs:\s+1\b", out), out
+    assert simulator_env()["OMP_NUM_THREADS"] == "1"

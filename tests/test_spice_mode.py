@@ -217,3 +217,13 @@ def test_cli_verify_network_json_and_plot(tmp_path):
     assert inf["accuracy"] == rep["accuracy_spice"] and inf["spice_loop"]["images"] == 1
     with h5py.File(out) as f:
         assert list(f["image_index"][()]) == [0]
+
+
+def test_superposed_0t1r_spice_loop_equals_the_direct_one():
+    model = patched()
+    x, _ = images(2)
+    direct, _ = forward_in_spice(model, x, SpiceLoopSettings(**SETTINGS))
+    sup, readers = forward_in_spice(model, x, SpiceLoopSettings(**SETTINGS, superpose_linear=True))
+    assert rel_diff(sup, direct) <= 1e-9
+    # the first convolution reads its array with more distinct vectors than its 16 rows
+    assert readers["0"].superposed > 0 and all(r.superposed <= r.reads for r in readers.values())

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .tile import SPICE_IS_A, SPICE_TEMP_K, Element, SelectorSpec, TileSpec, tile_elements
+from .tile import (SPICE_IS_A, SPICE_TEMP_K, Element, SelectorSpec, TileSpec, sense_name,
+                   tile_elements)
 
 # PySpice warns about the ngspice version on import of its shared-library module only; the
 # Circuit builder is pure Python.
@@ -31,6 +32,11 @@ VTEAM_MODEL = "vteam_dev"
 def _fmt(x: float) -> str:
     """Shortest exact text of a float (round-trips), so emitted values lose no precision."""
     return repr(float(x))
+
+
+def _options(options: dict[str, float]) -> str:
+    """Simulator options as ``name=value`` words, e.g. ``reltol=1e-06 vntol=1e-09``."""
+    return " ".join(f"{k}={v:g}" for k, v in options.items())
 
 
 def _header(spec: TileSpec, title_extra: str = "") -> list[str]:
@@ -143,7 +149,7 @@ def ngspice_netlist_from_elements(spec: TileSpec, elements: list[Element], *, de
         circuit.raw_spice = vteam_subckt(params, VTEAM_SUBCKT)
     for e in elements:
         _writer(writers, e)(e)
-    opts = " ".join(f"{k}={v:g}" for k, v in NGSPICE_OPTIONS.items())
+    opts = _options(NGSPICE_OPTIONS)
     body = str(circuit).splitlines()
     lines = [f".title {head[0]}", *head[1:], f".options {opts}", *body[1:]]
     if lines[-1].strip().lower() == ".end":
@@ -201,10 +207,12 @@ def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element], *, dev
     return "\n".join(lines)
 
 
-#: The reads decks' tolerances: ngspice's DC sweep continues each vector from the previous
-#: one's solution, so its Newton iterations stop elsewhere than a fresh ``.op``'s; reltol 1e-9
-#: brings 1T1R sweeps to within ~1e-14 of one ``.op`` per vector (measured; 1e-6 left 4e-9).
-READS_NGSPICE_OPTIONS = {"reltol": 1e-9, "vntol": 1e-9, "abstol": 1e-15}
+#: The tolerances of reads decks that continue each vector from the previous one's solution
+#: (ngspice's DC sweep always; VACASK's for nonlinear tiles): their Newton iterations stop
+#: elsewhere than a fresh ``.op``'s, and reltol 1e-9 brings 1T1R sweeps to within ~1e-14 of one
+#: ``.op`` per vector (measured: 1e-6 left 4e-9 in ngspice, 3e-7 in VACASK after an all-zero
+#: vector). In VACASK it costs no extra Newton iteration (64×64 1T1R: 4 per vector either way).
+READS_OPTIONS = {"reltol": 1e-9, "vntol": 1e-9, "abstol": 1e-15}
 #: The sweep index node (ngspice) / parameter (VACASK) of a reads deck: vector k is read at
 #: index value k (an integer, so no interpolation between vectors).
 READS_INDEX = "read_k"
@@ -227,15 +235,17 @@ def _split_inputs(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray
     return v, [e for e in elements if not (e.kind == "V" and e.name in names)], sources
 
 
-def ngspice_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
+def ngspice_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray, *,
+                          save_nodes: bool = False) -> str:
     """Many reads of one programmed tile as one ngspice deck: a ``.dc`` sweep of the index
     source ``Vread_k`` over 0 … n−1 (step 1), each input ``Bin<i>`` a ``pwl`` of the index
     through row ``i`` of every vector, so sweep point k is exactly vector k's operating point.
 
-    ``g_s``: (rows, cols) conductances in S; ``v_batch_v``: (n, rows) input voltages in V. The
-    sense currents ``i(vsense<j>)`` (A) have one value per vector. One ``.dc`` pays ngspice's
-    parse, setup and matrix ordering once for all n vectors (one ``.op`` per vector pays them
-    n times).
+    ``g_s``: (rows, cols) conductances in S; ``v_batch_v``: (n, rows) input voltages in V. Only
+    the sense currents ``i(vsense<j>)`` (A) are saved, one value per vector (``save_nodes``:
+    every node voltage too, ngspice's default). One ``.dc`` pays
+    ngspice's parse, setup and matrix ordering once for all n vectors (one ``.op`` per vector
+    pays them n times).
     """
     v, elements, sources = _split_inputs(spec, g_s, v_batch_v)
     text = ngspice_netlist_from_elements(spec, elements)
@@ -245,8 +255,11 @@ def ngspice_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray
     lines = [f"B{e.name} {e.nodes[0]} {e.nodes[1]} V=pwl(V({READS_INDEX}), "
              + ", ".join(f"{k}, {_fmt(x)}" for k, x in zip(knots, col[:, i])) + ")"
              for i, e in enumerate(sources)]
-    lines += [f"V{READS_INDEX} {READS_INDEX} 0 0", f".dc V{READS_INDEX} 0 {n - 1} 1"]
-    opts = ".options " + " ".join(f"{k}={x:g}" for k, x in READS_NGSPICE_OPTIONS.items())
+    lines.append(f"V{READS_INDEX} {READS_INDEX} 0 0")
+    if not save_nodes:
+        lines.append(".save " + " ".join(f"i(v{sense_name(j)})" for j in range(spec.cols)))
+    lines.append(f".dc V{READS_INDEX} 0 {n - 1} 1")
+    opts = ".options " + _options(READS_OPTIONS)
     out = []
     for ln in text.splitlines():
         if ln.startswith(".options "):
@@ -258,11 +271,34 @@ def ngspice_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray
     return "\n".join(out) + "\n"
 
 
-def vacask_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
+#: Element kinds of a linear network (resistors and independent sources).
+LINEAR_KINDS = ("R", "V")
+
+
+def is_linear(elements: list[Element]) -> bool:
+    """True when every element is a resistor or an independent source (a 0T1R tile read):
+    its sense currents are a linear map of the inputs (superposition holds)."""
+    return all(e.kind in LINEAR_KINDS for e in elements)
+
+
+def reads_continue_previous(elements: list[Element]) -> bool:
+    """Whether a VACASK reads sweep starts each vector's Newton iterations from the previous
+    vector's solution (``continuation=1``): only for tiles with nonlinear elements (selectors,
+    memristors). A 64×64 1T1R point then takes 4 Newton iterations instead of 7 from scratch,
+    within ~1e-13 of one ``op`` per vector (tests/test_reads.py demands ≤ 1e-9). A linear
+    (0T1R) network converges in 2 iterations either way, so it keeps ``continuation=0``, which
+    is bit-identical to one ``op`` per vector (measured; benchmarks/spice_reads.py)."""
+    return not is_linear(elements)
+
+
+def vacask_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray, *,
+                         warm_start: bool | None = None, save_nodes: bool = False) -> str:
     """Many reads of one programmed tile as one VACASK netlist: one ``op`` analysis (``reads``)
     swept over the integer parameter ``read_k`` = 0 … n−1, input ``vin<i>`` at
-    ``dc=vread<i>[read_k]`` (row ``i`` of every vector), ``continuation=0`` so each point is
-    solved from scratch exactly as one ``op`` per vector (bit-identical, measured).
+    ``dc=vread<i>[read_k]`` (row ``i`` of every vector); each point starts from scratch or,
+    for nonlinear tiles, from the previous point's solution (:func:`reads_continue_previous`;
+    ``warm_start`` True/False overrides it). Only the sense currents ``vsense<j>:flow(br)`` (A)
+    are saved (``save_nodes``: every node voltage too, which cost ~10 % of a 64×64 run).
 
     ``g_s``: (rows, cols) conductances in S; ``v_batch_v``: (n, rows) input voltages in V.
     """
@@ -274,12 +310,18 @@ def vacask_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray)
                for i in range(spec.rows)]
     params += [f"v{e.name} ({e.nodes[0]} {e.nodes[1]}) vsource dc=vread{i}[{READS_INDEX}]"
                for i, e in enumerate(sources)]
+    warm = reads_continue_previous(elements) if warm_start is None else warm_start
     sweep = (f'  sweep {READS_INDEX} instance="__topinst__" parameter="{READS_INDEX}" '
-             f'values=[{", ".join(str(k) for k in range(n))}] continuation=0')
+             f'values=[{", ".join(str(k) for k in range(n))}] continuation={int(warm)}')
+    save = "  save " + " ".join(f"i(v{sense_name(j)})" for j in range(spec.cols))
     out = []
     for ln in text.splitlines():
         if ln == "ground 0":
             out += [ln, *params]
+        elif ln.startswith("  options ") and warm:
+            out.append("  options " + _options(READS_OPTIONS))
+        elif ln == "  save default" and not save_nodes:
+            out.append(save)
         elif ln.strip() == "analysis op1 op":
             out += [sweep, "    analysis reads op"]
         else:
@@ -305,6 +347,6 @@ def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.
 
 __all__ = ["ngspice_netlist", "vacask_netlist", "ngspice_netlist_from_elements",
            "vacask_netlist_from_elements", "selector_model_params", "selector_instance_params",
-           "ngspice_reads_netlist", "vacask_reads_netlist",
+           "ngspice_reads_netlist", "vacask_reads_netlist", "reads_continue_previous", "is_linear",
            "netlist_hash", "write_netlist", "Element", "EMITTED_KINDS", "VTEAM_SUBCKT",
            "VTEAM_MODEL"]

@@ -82,6 +82,21 @@ def vacask_version() -> str:
         return "vacask-unknown"
 
 
+#: Threads of one simulator process. Parallelism is across simulator processes (the joblib/dask
+#: workers of spicecross.spice.solve, one per core by default), so each runs single-threaded:
+#: workers × threads ≤ cores. VACASK's ``-n`` (OpenMP device evaluation) and ``-b`` (OpenBLAS)
+#: are set on its command line; ``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` in the environment
+#: of every simulator process (ngspice's OpenMP device models).
+SIMULATOR_THREADS = 1
+
+
+def simulator_env() -> dict[str, str]:
+    """This process's environment with the thread counts of one simulator process
+    (:data:`SIMULATOR_THREADS`)."""
+    n = str(SIMULATOR_THREADS)
+    return {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
+
+
 def _error_lines(text: str, limit: int = 3) -> str:
     keep = [ln.strip() for ln in text.splitlines()
             if re.search(r"error|fatal|abort|singular|converge|not found|unknown|failed", ln, re.I)]
@@ -160,7 +175,8 @@ class Simulator(ABC):
             t1 = time.perf_counter()
             try:
                 proc = subprocess.run(self._command(exe, deck, tmp), capture_output=True,
-                                      text=True, cwd=tmp, timeout=timeout_s)
+                                      text=True, cwd=tmp, timeout=timeout_s,
+                                      env=simulator_env())
             except subprocess.TimeoutExpired as exc:
                 raise SimulationError(f"{self.label} timed out after {timeout_s:g} s") from exc
             t2 = time.perf_counter()
@@ -295,7 +311,8 @@ class Ngspice(Simulator):
 
 @dataclass(frozen=True)
 class Vacask(Simulator):
-    """VACASK (``vacask deck.sim``), which writes ``<analysis>.raw`` per analysis."""
+    """VACASK (``vacask --ncpu 1 --blas-ncpu 1 deck.sim``), which writes ``<analysis>.raw`` per
+    analysis."""
 
     _sense: ClassVar[re.Pattern] = re.compile(r"^vsense(\d+):flow\(br\)$")
     _analysis: ClassVar[re.Pattern] = re.compile(r"^\s*analysis\s+(\S+)", re.M)
@@ -307,7 +324,8 @@ class Vacask(Simulator):
         return vacask_version()
 
     def _command(self, exe: str, deck: Path, tmp: Path) -> list[str]:
-        return [exe, str(deck)]
+        n = str(SIMULATOR_THREADS)
+        return [exe, "--ncpu", n, "--blas-ncpu", n, str(deck)]
 
     def analyses(self, text: str) -> tuple[str, ...]:
         """Names of the analyses a VACASK netlist declares, in order."""
@@ -373,27 +391,3 @@ def simulator_for_path(path: str | Path) -> Simulator:
     """The simulator a netlist file is for, by suffix: ``.sim`` → VACASK, anything else ngspice."""
     suffix = Path(path).suffix.lower()
     return next((s for s in SIMULATORS.values() if s.suffix == suffix), NGSPICE)
-
-
-# -- the original function-style runners (kept for callers) --
-def run_ngspice(netlist: str, workdir: str | Path | None = None, timeout_s: float = 3600.0
-                ) -> list[RawPlot]:
-    """Run ``ngspice -b -r`` on the netlist text; return the raw file's plots."""
-    return NGSPICE.run(netlist, workdir=workdir, timeout_s=timeout_s)
-
-
-def run_vacask(netlist: str, analyses: tuple[str, ...] = ("op1",),
-               workdir: str | Path | None = None, extra_files: dict[str, str | Path] | None = None,
-               timeout_s: float = 3600.0) -> dict[str, RawPlot]:
-    """Run VACASK on the netlist text; return ``{analysis name: plot}`` for ``analyses``.
-
-    ``extra_files`` maps a file name in the run directory to a path to copy there (e.g. a
-    compiled ``.osdi`` module the netlist loads).
-    """
-    plots = dict(zip(VACASK.analyses(netlist),
-                     VACASK.run(netlist, workdir=workdir, extra_files=extra_files,
-                                timeout_s=timeout_s)))
-    missing = [a for a in analyses if a not in plots]
-    if missing:
-        raise SimulationError(f"VACASK: the netlist declares no analysis {', '.join(missing)}")
-    return {a: plots[a] for a in analyses}

@@ -271,7 +271,9 @@ class ReadsResult:
     ``currents_a``: (n, cols) sense currents in A, row k for input vector k (NaN rows for a
     failed chunk); ``ok`` False if any chunk failed, ``error`` naming the vectors and the
     simulator's own words; ``seconds`` the simulator time of the chunks solved now (0 for cache
-    hits); ``cached`` True when every chunk came from the cache.
+    hits); ``cached`` True when every chunk came from the cache; ``superposed`` True when the
+    simulator solved the unit vectors and the currents are their superposition
+    (:mod:`~spicecross.spice.superposition`).
     """
 
     currents_a: np.ndarray
@@ -282,6 +284,7 @@ class ReadsResult:
     netlist_hashes: tuple[str, ...] = ()
     seconds: float = 0.0
     cached: bool = False
+    superposed: bool = False
 
 
 def solve_reads_text(text: str, n: int, simulator: str | Simulator,
@@ -371,11 +374,16 @@ def solve_many_reads(jobs: Sequence[tuple[TileSpec, np.ndarray, np.ndarray]],
                      backend: str = "vacask", n_jobs: int | None = None,
                      parallel_backend: str = "loky", scheduler: str | None = None,
                      cache_dir: Path | None | str = "default", progress: bool = True,
-                     desc: str = "solving reads", chunk: int = READS_CHUNK_MAX
-                     ) -> list[ReadsResult]:
+                     desc: str = "solving reads", chunk: int = READS_CHUNK_MAX,
+                     superpose: bool = False) -> list[ReadsResult]:
     """:func:`solve_reads` for many programmed tiles, ``jobs`` = [(spec, G in S, V batch in
     V), …], in input order. Every job's chunks go through the same joblib/dask machinery as
-    :func:`solve_many` (so one large batch also spreads over the workers)."""
+    :func:`solve_many` (so one large batch also spreads over the workers). ``superpose``: a
+    linear tile read with more vectors than rows is solved for its unit vectors and the
+    currents follow by superposition (:mod:`~spicecross.spice.superposition`)."""
+    from .superposition import combine, superpose_jobs
+
+    jobs, plan = superpose_jobs(list(jobs)) if superpose else (jobs, [])
     cdir = _resolve_cache_dir(cache_dir)
     per_job, sims = [], []
     for spec, g, v in jobs:
@@ -388,4 +396,4 @@ def solve_many_reads(jobs: Sequence[tuple[TileSpec, np.ndarray, np.ndarray]],
     for (spec, _, _), js, sim in zip(jobs, per_job, sims):
         out.append(_merge_reads(spec, js, parts[k:k + len(js)], sim))
         k += len(js)
-    return out
+    return combine(plan, out)
