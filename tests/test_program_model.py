@@ -70,11 +70,14 @@ def test_model_draws_calibration_errors_and_leaves_reset_cells_alone():
     w_t = np.array([[1.0, 0.3, 0.5], [0.7, 1.0, 0.2]])
     g_t = 1.0 / resistance_at_state_ohm(w_t, P.r_on_ohm, P.r_off_ohm)
     g, info = model.program(g_t, P, np.random.default_rng(0))
-    w = (1.0 / g - P.r_on_ohm) / (P.r_off_ohm - P.r_on_ohm)
     reset = w_t == 1.0
-    np.testing.assert_allclose(w[reset], 1.0)
-    moved = w[~reset] - w_t[~reset]
-    assert all(np.min(np.abs(dw - m)) < 1e-9 for m in moved)
+    np.testing.assert_allclose(g[reset], g_t[reset])
+    g_range = 1 / P.r_on_ohm - 1 / P.r_off_ohm
+    cal_w = np.asarray(model.w_target)
+    cal_dg = (1 / resistance_at_state_ohm(cal_w + dw, P.r_on_ohm, P.r_off_ohm)
+              - 1 / resistance_at_state_ohm(cal_w, P.r_on_ohm, P.r_off_ohm)) / g_range
+    moved = (g[~reset] - g_t[~reset]) / g_range
+    assert all(np.min(np.abs(cal_dg - m)) < 1e-9 for m in moved)   # conductance errors drawn
     assert info["written_cells"] == 4 and info["pulses"] == 8
     g2, _ = model.program(g_t, P, np.random.default_rng(0))
     np.testing.assert_array_equal(g, g2)                  # seeded

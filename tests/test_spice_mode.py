@@ -227,3 +227,20 @@ def test_superposed_0t1r_spice_loop_equals_the_direct_one():
     assert rel_diff(sup, direct) <= 1e-9
     # the first convolution reads its array with more distinct vectors than its 16 rows
     assert readers["0"].superposed > 0 and all(r.superposed <= r.reads for r in readers.values())
+
+
+def test_cli_verify_network_superpose_linear_equals_direct(tmp_path):
+    """--superpose-linear through the CLI: the same classes and logits as every read solved."""
+    reps = []
+    for extra in ([], ["--superpose-linear"]):
+        out = tmp_path / f"v{len(extra)}.h5"
+        cmd = [sys.executable, "-m", "spicecross.cli", "verify-network", "--tile", "16x16",
+               "--cell", "0t1r", "--limit", "1", "--calibration-images", "16", "--spice-out",
+               str(out), "--jobs", "1", "--quiet", "--json", "--no-cache", *extra]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        reps.append(json.loads(r.stdout))
+    direct, sup = reps
+    assert direct["superpose_linear"] is False and sup["superpose_linear"] is True
+    assert sup["accuracy_spice"] == direct["accuracy_spice"]
+    assert sup["max_logit_rel_diff"] <= 1e-6 and sup["max_err_lsb"] < 1e-3

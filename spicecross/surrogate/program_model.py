@@ -18,8 +18,8 @@ write scheme leaves behind, calibrated on the network's own tile:
    needs to go from the RESET state to the target, pulse ramps included
    (:func:`open_loop_width_s`, bisection on :func:`~spicecross.devices.vteam_reference.simulate`).
 2. **Network** (:meth:`ProgrammingModel.program`): every written cell (target below the
-   RESET state) of every array takes the state error of a calibration sample drawn at random
-   from the same target-state bin (quantile bins of the calibration targets); cells whose
+   RESET state) of every array takes the conductance error (fraction of 1/r_on − 1/r_off) of a
+   calibration sample drawn at random from the same target-state bin (quantile bins of the calibration targets); cells whose
    target is the RESET state are not written and keep it. The model carries the position
    dependence of the calibration tile only as spread (the sample is drawn regardless of
    position), and no disturb between written cells (V/3 keeps half-selected cells below the
@@ -58,6 +58,12 @@ RESET_EPS = 1e-9
 CACHE_VERSION = 1
 
 
+def _g(p: VTEAMParams, w) -> np.ndarray:
+    """Device conductance (S) at normalised state ``w`` (clipped to [0, 1])."""
+    return 1.0 / resistance_at_state_ohm(np.clip(w, 0.0, 1.0), p.r_on_ohm, p.r_off_ohm,
+                                         p.r_model)
+
+
 @dataclass(frozen=True)
 class ProgrammingModel:
     """What a write scheme leaves behind, measured on a calibration tile: per written
@@ -85,7 +91,10 @@ class ProgrammingModel:
                 ) -> tuple[np.ndarray, dict]:
         """Device conductances (S, shape of ``g_target_s``) the model leaves for targets
         ``g_target_s`` (S) and a summary: written cells, their conductance error (fraction of
-        1/r_on − 1/r_off, RMS and max), pulses and programmed time per written cell."""
+        1/r_on − 1/r_off, RMS and max), pulses and programmed time per written cell. A written
+        cell takes the *conductance* error (fraction of the range) of a calibration cell from its
+        target-state bin: write-verify's tolerance is a conductance band, and near r_off a large
+        state error is a small conductance error."""
         p = params
         w_t = np.clip(state_at_resistance(1.0 / np.asarray(g_target_s, np.float64), p.r_on_ohm,
                                           p.r_off_ohm, p.r_model), 0.0, 1.0)
@@ -100,26 +109,31 @@ class ProgrammingModel:
                 members = np.arange(cal_w.size)
             sel = net_bin == b
             pick[sel] = rng.choice(members, size=int(sel.sum()))
-        w = w_t.copy()
-        w[written] = np.clip(w_t[written] + cal_dw[pick], 0.0, 1.0)
-        g = 1.0 / resistance_at_state_ohm(w, p.r_on_ohm, p.r_off_ohm, p.r_model)
         g_range = 1.0 / p.r_on_ohm - 1.0 / p.r_off_ohm
+        cal_dg = (_g(p, cal_w + cal_dw) - _g(p, cal_w)) / g_range    # fraction of the range
+        g = np.array(g_target_s, dtype=np.float64)
+        g[written] = np.clip(g[written] + cal_dg[pick] * g_range, 1.0 / p.r_off_ohm,
+                             1.0 / p.r_on_ohm)
         err = (g - np.asarray(g_target_s))[written] / g_range
         n = int(written.sum())
-        return g, {"written_cells": n, "cells": int(w.size),
+        return g, {"written_cells": n, "cells": int(g.size),
                    "g_error_rms_of_range": float(np.sqrt(np.mean(err ** 2))) if n else 0.0,
                    "g_error_max_of_range": float(np.max(np.abs(err))) if n else 0.0,
                    "pulses": int(np.asarray(self.pulses)[pick].sum()),
                    "programmed_time_s": float(np.asarray(self.time_s)[pick].sum())}
 
-    def summary(self) -> dict:
-        dw = np.asarray(self.dw)
+    def summary(self, params: VTEAMParams) -> dict:
+        """The calibration in numbers; ``calibration_within_tolerance`` is the share of its cells
+        whose final conductance is within ``tolerance`` of the range of the target."""
+        dw, w_t, p = np.asarray(self.dw), np.asarray(self.w_target), params
+        err = np.abs(_g(p, w_t + dw) - _g(p, w_t)) / (1.0 / p.r_on_ohm - 1.0 / p.r_off_ohm)
         return {"method": self.method, "scheme": SCHEME, "tolerance": self.tolerance,
                 "calibration_tile": self.tile, "calibration_cells": len(self.dw),
                 "v_set_v": self.v_set_v,
                 "calibration_dw_rms": float(np.sqrt(np.mean(dw ** 2))),
                 "calibration_dw_max": float(np.max(np.abs(dw))),
                 "calibration_max_disturb": self.max_disturb,
+                "calibration_within_tolerance": float(np.mean(err <= self.tolerance)),
                 "calibration_wall_s": self.wall_s}
 
 
@@ -301,7 +315,7 @@ def program_network(layers, method: str, *, cells: int = 16, tolerance: float = 
         e_max = max(e_max, info["g_error_max_of_range"])
         pulses += info["pulses"]
         t_all += info["programmed_time_s"]
-    return {**model.summary(), "written_cells": n_all,
+    return {**model.summary(layers[0][1].array.config.device_params()), "written_cells": n_all,
             "g_error_rms_of_range": float(np.sqrt(errs2 / n_all)) if n_all else 0.0,
             "g_error_max_of_range": e_max, "pulses": pulses, "programmed_time_s": t_all,
             "per_layer": per_layer}
