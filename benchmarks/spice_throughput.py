@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="fewer reads; skip ngspice above 64×64 (its 128×128 solve takes ≈100 s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
+    ap.add_argument("--backends", nargs="+", default=list(SIMULATOR_NAMES),
+                    choices=SIMULATOR_NAMES, help="simulators to measure (default both)")
     args = ap.parse_args(argv)
+    global BACKENDS
+    BACKENDS = tuple(args.backends)
     if args.reads is not None and args.reads < 2:
         ap.error("--reads must be ≥ 2 (two workers need two tiles)")
 
