@@ -1,5 +1,6 @@
 """SPICE in the loop: every array read of a network solved by a real simulator (VACASK,
 ngspice), compared with the surrogate on the same images."""
+import copy
 import json
 import subprocess
 import sys
@@ -119,8 +120,8 @@ def test_resume_skips_finished_images(tmp_path):
     res = load_results(out)
     assert list(res["image_index"]) == [0, 1, 2, 3]
     assert res["layers"]["7"]["max_err_lsb"].shape == (4,)
-    # all four images agree with a fresh run of all four at once
-    spice, _ = forward_in_spice(model, x, settings)
+    # all four images agree with a fresh run of all four at once (the loop runs in float64)
+    spice, _ = forward_in_spice(copy.deepcopy(model).double(), x.double(), settings)
     np.testing.assert_allclose(res["logits_spice"], spice.double().numpy(), rtol=0, atol=0)
     # a file of another run is refused, and so are other images under the same indices
     with pytest.raises(ValueError, match="another network"):

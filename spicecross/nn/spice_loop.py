@@ -30,6 +30,7 @@ The resumable driver over many images is :func:`run_spice_loop` (HDF5 via
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -278,7 +279,8 @@ def run_spice_loop(analog: nn.Module, x: Tensor, y: Tensor, out: str | Path,
                    digital: nn.Module | None = None, max_batches: int | None = None,
                    log=None) -> dict[str, Any]:
     """Run test images ``x`` (labels ``y``) through the calibrated patched ``analog`` network
-    with every read in SPICE and through its surrogate, ``batch_images`` at a time, appending
+    (a float64 copy of it) with every read in SPICE and through its surrogate,
+    ``batch_images`` at a time, appending
     each batch's per-image results atomically to the HDF5 file ``out``; images already in
     ``out`` (same ``fingerprint``, same image content) are skipped, so an interrupted run
     continues where it stopped. ``max_batches`` stops after that many new batches (resume
@@ -298,16 +300,20 @@ def run_spice_loop(analog: nn.Module, x: Tensor, y: Tensor, out: str | Path,
         if i < len(ids) and done[i] != ids[i]:
             raise ValueError(f"{out}: image {i} differs from the one stored there (other data); "
                              "remove the file or pass another output")
-    analog.eval()
+    # float64 throughout (the network's digital parts too; the surrogate then reads with its
+    # float64 read matrices): SPICE's currents are float64, and in float32 the surrogate's own
+    # rounding (~1e-7) flips ADC codes that sit on a step boundary, which SPICE did not flip
+    analog = copy.deepcopy(analog).double().eval()
     for b, lo in enumerate(range(0, len(todo), batch_images)):
         if max_batches is not None and b >= max_batches:
             break
         idx = todo[lo:lo + batch_images]
-        xb = x[idx]
+        xb = x[idx].double()
         t0 = time.perf_counter()
         with torch.no_grad():
             sur = analog(xb)
-            dig = digital(xb) if digital is not None else torch.full_like(sur, float("nan"))
+            dig = (digital(xb.to(next(digital.parameters()).dtype)) if digital is not None
+                   else torch.full_like(sur, float("nan")))
         spice, readers = forward_in_spice(analog, xb, settings)
         secs = time.perf_counter() - t0
         store.append_images(out, {
