@@ -69,6 +69,11 @@ def test_inputs_outside_the_fit_range_are_refused():
         TileSurrogate(spec, g, "polynomial", v_range_v=(0.0, 0.2)).read(np.full(4, 0.5))
     with pytest.raises(ValueError, match="read range"):
         fit_voltages_v(0.1, 0.2)
+    # the DAC's full scale in float32 (0.2 V → 0.200000003 V) is inside; 0.1 % beyond is not
+    sur = TileSurrogate(spec, g, "polynomial", v_range_v=(0.0, 0.2))
+    sur.read(np.full(4, float(np.float32(0.2))))
+    with pytest.raises(ValueError, match="outside the polynomial mode's fit range"):
+        sur.read(np.full(4, 0.2 * 1.001))
 
 
 def _config(**kw):

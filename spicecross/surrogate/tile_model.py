@@ -122,7 +122,8 @@ class TileSurrogate:
         elif self.mode == "polynomial" and self.spec.cell == "1t1r":
             model = self.polynomial_model()
             lo, hi = self.fit_range_v
-            bad = v2[(v2 < lo - 1e-12) | (v2 > hi + 1e-12)]
+            tol = 1e-6 * max(hi - lo, 1e-3)     # float32 DAC levels (0.2 V → 0.200000003 V)
+            bad = v2[(v2 < lo - tol) | (v2 > hi + tol)]
             if bad.size:
                 raise ValueError(f"word-line voltage {bad.flat[0]:g} V is outside the polynomial "
                                  f"mode's fit range [{lo:g}, {hi:g}] V: pass v_range_v or use "
