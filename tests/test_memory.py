@@ -104,6 +104,18 @@ def test_cache_off_writes_nothing(tmp_path, monkeypatch, built_tiles):
     assert built_tiles["tiles"] == 2 and not any(tmp_path.rglob("*.npz"))
 
 
+def test_cache_disabled_block_writes_nothing(cache_dir, built_tiles):
+    """transfer_cache.disabled(): off inside the block (nested too), on again after it."""
+    g = _random_g(5, (24, 20))
+    with transfer_cache.disabled():
+        with transfer_cache.disabled():
+            assert transfer_cache.cache_dir() is None
+        transfer_matrices(SPEC, g, cache=True)
+    assert _entries(cache_dir) == [] and built_tiles["tiles"] == 1
+    transfer_matrices(SPEC, g, cache=True)
+    assert len(_entries(cache_dir)) == 1
+
+
 def test_cache_follows_the_solve_cache_override(tmp_path, monkeypatch):
     monkeypatch.delenv(transfer_cache.CACHE_ENV_VAR, raising=False)
     monkeypatch.setenv("SPICECROSS_CACHE", str(tmp_path / "solves"))

@@ -30,12 +30,12 @@ def random_targets(p, rows: int, cols: int, seed: int):
     needed from a random start), and initial states uniform in [0.2, 0.8], seeded."""
     import numpy as np
 
-    from ..devices.vteam import resistance_at_state_ohm
+    from ..devices.vteam import conductance_at_state_s
 
     rng = np.random.default_rng(seed)
     w_t = rng.uniform(0.1, 0.9, (rows, cols))
     w0 = rng.uniform(0.2, 0.8, (rows, cols))
-    return 1.0 / resistance_at_state_ohm(w_t, p.r_on_ohm, p.r_off_ohm, p.r_model), w0
+    return conductance_at_state_s(p, w_t), w0
 
 
 def _cmd_program(args: argparse.Namespace) -> int:

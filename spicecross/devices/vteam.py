@@ -209,15 +209,28 @@ def conductance_s(params: VTEAMParams, x_m) -> np.ndarray:
     return 1.0 / resistance_ohm(params, x_m)
 
 
+def conductance_at_state_s(params: VTEAMParams, w) -> np.ndarray:
+    """1/R (S) at normalised states ``w`` (clipped to [0, 1])."""
+    w = np.clip(np.asarray(w, dtype=np.float64), 0.0, 1.0)
+    return 1.0 / resistance_at_state_ohm(w, params.r_on_ohm, params.r_off_ohm, params.r_model)
+
+
+def state_at_conductance(params: VTEAMParams, g_s) -> np.ndarray:
+    """Normalised states w in [0, 1] of conductances ``g_s`` (S), g clipped to
+    [1/r_off, 1/r_on] first (0 S reads as r_off)."""
+    r = 1.0 / np.clip(np.asarray(g_s, dtype=np.float64), 1.0 / params.r_off_ohm,
+                      1.0 / params.r_on_ohm)
+    w = state_at_resistance(r, params.r_on_ohm, params.r_off_ohm, params.r_model)
+    return np.clip(w, 0.0, 1.0)
+
+
 def state_for_conductance(params: VTEAMParams, g_s) -> np.ndarray:
     """The state x (m) whose conductance is g; g is clipped to [1/r_off, 1/r_on] first (as
     MemTorch's ``set_conductance`` does). ValueError for g <= 0 or not finite."""
     g = np.asarray(g_s, dtype=np.float64)
     if not np.all(np.isfinite(g)) or np.any(g <= 0):
         raise ValueError("state_for_conductance: conductances must be finite and > 0 S")
-    r = 1.0 / np.clip(g, 1.0 / params.r_off_ohm, 1.0 / params.r_on_ohm)
-    w = state_at_resistance(r, params.r_on_ohm, params.r_off_ohm, params.r_model)
-    return params.x_on_m + np.clip(w, 0.0, 1.0) * params.x_span_m
+    return params.x_on_m + state_at_conductance(params, g) * params.x_span_m
 
 
 def state_derivative_m_per_s(params: VTEAMParams, v_v) -> np.ndarray:

@@ -20,20 +20,19 @@ network's second layer: 784 reads × 144 inputs per image, 0.9 MB per image).
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from ..surrogate import transfer_cache
 from ..surrogate.read_disturb_update import (DisturbStats, ReadPulse, TransferCache,
-                                             advance_arrays)
+                                             advance_arrays, inert_reads)
 
 __all__ = ["check_disturb_config", "disturb_network", "read_disturb_infer", "plot_read_disturb"]
 
@@ -51,22 +50,6 @@ def check_disturb_config(config) -> None:
         raise ValueError(f"--read-disturb would move stuck devices (the programmed arrays keep "
                          f"no stuck-at mask): drop --stuck-hrs {nid.stuck_hrs_p:g} / --stuck-lrs "
                          f"{nid.stuck_lrs_p:g}")
-
-
-@contextlib.contextmanager
-def _transfer_cache_off() -> Iterator[None]:
-    """The transfer-matrix disk cache off for this block (spicecross.surrogate.transfer_cache)."""
-    from ..surrogate.transfer_cache import CACHE_ENV_VAR
-
-    old = os.environ.get(CACHE_ENV_VAR)
-    os.environ[CACHE_ENV_VAR] = "off"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(CACHE_ENV_VAR, None)
-        else:
-            os.environ[CACHE_ENV_VAR] = old
 
 
 def _infer_chunk(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -93,9 +76,8 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
     cfg = layer.config
     R, C = cfg.tile_rows, cfg.tile_cols
     p = cfg.device_params()
-    v_lo, v_hi = arr.read_range_v()        # the DAC's range bounds every read (passive bound)
-    span = max(v_hi, 0.0) - min(v_lo, 0.0)
-    if span <= p.v_off_v and -span >= p.v_on_v:
+    dac_range = np.array([arr.read_range_v()])  # bounds every read of the layer (passive bound)
+    if inert_reads(dac_range, p)[0]:
         n = len(_word_line_vectors(layer, x[:1])) * x.shape[0]       # reads per image × images
         stats.reads += n
         stats.inert_reads += n
@@ -106,8 +88,7 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
     for r in range(arr.n_row_tiles):
         part = vecs[:, arr.tile_rows_of(r)]
         # the passive-network bound per row tile first, so inert reads are never copied
-        span = np.maximum(part.max(axis=1), 0.0) - np.minimum(part.min(axis=1), 0.0)
-        idx = np.flatnonzero((span > p.v_off_v) | (-span < p.v_on_v))
+        idx = np.flatnonzero(~inert_reads(part, p))
         stats.reads += M - len(idx)
         stats.inert_reads += M - len(idx)
         if len(idx) == 0:
@@ -123,7 +104,7 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
             arr.g_dev[:, r] = g_new.reshape(arr.g_dev[:, r].shape)
             changed = True
     if changed:
-        with _transfer_cache_off():
+        with transfer_cache.disabled():            # evolving arrays would only fill it
             arr._build_readout()
     return changed
 
@@ -131,19 +112,17 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
 def _state_change(model: nn.Module, start: dict[str, np.ndarray]) -> tuple[float, float, float]:
     """Share of cells whose state moved, mean and largest |Δstate| (of the state range) since
     the stream began (conductances ``start`` per layer), over every array of every layer."""
-    from ..surrogate.dynamic import DynamicTileSurrogate
+    from ..devices.vteam import state_at_conductance
     from .analog import analog_layers
 
     moved = total = 0
     dsum = dmax = 0.0
     for name, layer in analog_layers(model):
         arr = layer.array
-        dyn = DynamicTileSurrogate(arr.spec, layer.config.device_params())
-        w0 = dyn.states_for_conductances(torch.as_tensor(start[name]))
-        w1 = dyn.states_for_conductances(torch.as_tensor(arr.g_dev))
-        d = (w1 - w0).abs()
+        p = layer.config.device_params()
+        d = np.abs(state_at_conductance(p, arr.g_dev) - state_at_conductance(p, start[name]))
         moved += int((arr.g_dev != start[name]).sum())
-        total += d.numel()
+        total += d.size
         dsum += float(d.sum())
         dmax = max(dmax, float(d.max()))
     return moved / total, dsum / total, dmax

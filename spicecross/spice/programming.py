@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from ..circuit.tile import TileSpec
-from ..devices.vteam import (VTEAMParams, get_parameter_set, resistance_at_state_ohm,
-                             state_at_resistance, state_derivative_m_per_s)
+from ..devices.vteam import (VTEAMParams, conductance_at_state_s, get_parameter_set,
+                             state_at_conductance, state_derivative_m_per_s)
 from .tile_transient import PulseTrain, run_tile_transient
 
 __all__ = ["SCHEMES", "BACKENDS", "line_voltages", "write_train", "open_loop_train",
@@ -132,7 +132,7 @@ class SpiceWriter:
 
     def conductances(self, w: np.ndarray) -> np.ndarray:
         p = self.params
-        return 1.0 / resistance_at_state_ohm(w, p.r_on_ohm, p.r_off_ohm, p.r_model)
+        return conductance_at_state_s(p, w)
 
     def pulse(self, w: np.ndarray, train: PulseTrain) -> np.ndarray:
         from .simulators import SimulationError
@@ -290,8 +290,7 @@ def program_tile(spec: TileSpec, targets_s, *, scheme: str, backend: str = "surr
     g_range = 1.0 / p.r_on_ohm - 1.0 / p.r_off_ohm
 
     def state(g):
-        return float(np.clip(state_at_resistance(1.0 / g, p.r_on_ohm, p.r_off_ohm, p.r_model),
-                             0.0, 1.0))
+        return float(state_at_conductance(p, g))
 
     def nominal_rate(v):
         return abs(float(state_derivative_m_per_s(p, v))) / p.x_span_m
@@ -346,7 +345,7 @@ def program_tile(spec: TileSpec, targets_s, *, scheme: str, backend: str = "surr
             pending = (pol, width, w_read)
         if progress is not None:
             progress(n_done + 1, len(cells))
-    g_final = 1.0 / resistance_at_state_ohm(w, p.r_on_ohm, p.r_off_ohm, p.r_model)
+    g_final = conductance_at_state_s(p, w)
     extra = {"sim_s": getattr(writer, "sim_s", None)}
     return ProgrammingResult(w0, w, np.where(np.isfinite(g_t), g_t, np.nan), g_final,
                              g_final - g_t, disturb, pulses, time_s, converged, g_range, scheme,

@@ -40,8 +40,8 @@ from typing import Callable
 import numpy as np
 
 from ..circuit.tile import TileSpec
-from ..devices.vteam import (VTEAMParams, get_parameter_set, resistance_at_state_ohm,
-                             state_at_resistance)
+from ..devices.vteam import (VTEAMParams, conductance_at_state_s, get_parameter_set,
+                             state_at_conductance)
 from .modes import PROGRAM_METHODS
 
 __all__ = ["METHODS", "ProgrammingModel", "calibrate_programming", "open_loop_width_s",
@@ -56,12 +56,6 @@ BINS = 4
 #: Cells whose target state is within this of the RESET state (1) are not written.
 RESET_EPS = 1e-9
 CACHE_VERSION = 1
-
-
-def _g(p: VTEAMParams, w) -> np.ndarray:
-    """Device conductance (S) at normalised state ``w`` (clipped to [0, 1])."""
-    return 1.0 / resistance_at_state_ohm(np.clip(w, 0.0, 1.0), p.r_on_ohm, p.r_off_ohm,
-                                         p.r_model)
 
 
 @dataclass(frozen=True)
@@ -96,8 +90,7 @@ class ProgrammingModel:
         target-state bin: write-verify's tolerance is a conductance band, and near r_off a large
         state error is a small conductance error."""
         p = params
-        w_t = np.clip(state_at_resistance(1.0 / np.asarray(g_target_s, np.float64), p.r_on_ohm,
-                                          p.r_off_ohm, p.r_model), 0.0, 1.0)
+        w_t = state_at_conductance(p, g_target_s)
         written = w_t < 1.0 - RESET_EPS
         cal_w, cal_dw = np.asarray(self.w_target), np.asarray(self.dw)
         edges = self.bins()
@@ -110,7 +103,7 @@ class ProgrammingModel:
             sel = net_bin == b
             pick[sel] = rng.choice(members, size=int(sel.sum()))
         g_range = 1.0 / p.r_on_ohm - 1.0 / p.r_off_ohm
-        cal_dg = (_g(p, cal_w + cal_dw) - _g(p, cal_w)) / g_range    # fraction of the range
+        cal_dg = (conductance_at_state_s(p, cal_w + cal_dw) - conductance_at_state_s(p, cal_w)) / g_range    # fraction of the range
         g = np.array(g_target_s, dtype=np.float64)
         g[written] = np.clip(g[written] + cal_dg[pick] * g_range, 1.0 / p.r_off_ohm,
                              1.0 / p.r_on_ohm)
@@ -126,7 +119,7 @@ class ProgrammingModel:
         """The calibration in numbers; ``calibration_within_tolerance`` is the share of its cells
         whose final conductance is within ``tolerance`` of the range of the target."""
         dw, w_t, p = np.asarray(self.dw), np.asarray(self.w_target), params
-        err = np.abs(_g(p, w_t + dw) - _g(p, w_t)) / (1.0 / p.r_on_ohm - 1.0 / p.r_off_ohm)
+        err = np.abs(conductance_at_state_s(p, w_t + dw) - conductance_at_state_s(p, w_t)) / (1.0 / p.r_on_ohm - 1.0 / p.r_off_ohm)
         return {"method": self.method, "scheme": SCHEME, "tolerance": self.tolerance,
                 "calibration_tile": self.tile, "calibration_cells": len(self.dw),
                 "v_set_v": self.v_set_v,
@@ -251,8 +244,7 @@ def calibrate_programming(spec: TileSpec, w_network: np.ndarray, *, method: str,
     w0 = np.ones((spec.rows, spec.cols))
     if method == "write-verify":
         targets = np.full((spec.rows, spec.cols), np.nan)
-        targets[rows, cols] = 1.0 / resistance_at_state_ohm(w_t, p.r_on_ohm, p.r_off_ohm,
-                                                            p.r_model)
+        targets[rows, cols] = conductance_at_state_s(p, w_t)
         res = program_tile(spec, targets, scheme=SCHEME, backend="surrogate", w_initial=w0,
                            tolerance=tolerance, max_pulses=max_pulses, v_set_v=v_set_v,
                            v_reset_v=v_reset_v, progress=progress)
@@ -281,10 +273,8 @@ def network_target_states(layers) -> np.ndarray:
     below the RESET state), over all arrays of ``layers`` ((name, AnalogLayer) pairs)."""
     out = []
     for _, layer in layers:
-        p = layer.array.config.device_params()
-        w = state_at_resistance(1.0 / layer.array.g_dev_programmed, p.r_on_ohm, p.r_off_ohm,
-                                p.r_model)
-        w = np.clip(w, 0.0, 1.0).ravel()
+        w = state_at_conductance(layer.array.config.device_params(),
+                                 layer.array.g_dev_programmed).ravel()
         out.append(w[w < 1.0 - RESET_EPS])
     return np.concatenate(out) if out else np.zeros(0)
 

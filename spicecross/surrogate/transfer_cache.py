@@ -16,18 +16,20 @@ rejected with a ``RuntimeWarning`` naming the file, and the caller recomputes an
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
 from ..store import atomic_path
 
-__all__ = ["CACHE_ENV_VAR", "FORMAT", "cache_dir", "content_key", "load_arrays", "store_arrays"]
+__all__ = ["CACHE_ENV_VAR", "FORMAT", "cache_dir", "content_key", "disabled", "load_arrays",
+           "store_arrays"]
 
 #: Environment variable naming the cache directory (``off`` turns the cache off).
 CACHE_ENV_VAR = "SPICECROSS_TRANSFER_CACHE"
@@ -36,8 +38,27 @@ CACHE_ENV_VAR = "SPICECROSS_TRANSFER_CACHE"
 FORMAT = "spicecross-transfer-cache-1"
 
 
+#: Depth of :func:`disabled` blocks in this process.
+_disabled_depth = 0
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """No disk cache inside this block, whatever the environment says (arrays whose
+    conductances evolve, e.g. under read disturb, would only fill it)."""
+    global _disabled_depth
+    _disabled_depth += 1
+    try:
+        yield
+    finally:
+        _disabled_depth -= 1
+
+
 def cache_dir() -> Path | None:
-    """The cache directory, or None when the cache is off (see module doc)."""
+    """The cache directory, or None when the cache is off (see module doc and
+    :func:`disabled`)."""
+    if _disabled_depth:
+        return None
     env = os.environ.get(CACHE_ENV_VAR)
     if env is not None:
         return None if env.strip().lower() in ("", "off", "0", "none") else Path(env)
