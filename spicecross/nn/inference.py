@@ -118,8 +118,12 @@ SPICE_CHECK_IMAGES = 64
 
 def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_size: int = 500,
                spice_check_reads: int = 0, spice_backend: str = DEFAULT_CHECK_BACKEND,
-               n_jobs: int | None = None, programming=None) -> dict[str, Any]:
+               n_jobs: int | None = None, programming=None,
+               digital_too: bool = False) -> dict[str, Any]:
     """Patch ``model`` (a copy), calibrate on ``data.calibration``, evaluate on ``data.test``.
+    ``digital_too``: also evaluate the unpatched ``model`` on the same images
+    (``"digital_accuracy"``, ``"digital_seconds"``), after programming, so that a SPICE check
+    solves beside the digital inference as well as the analog one.
     With ``programming`` (keyword arguments of
     :func:`~spicecross.surrogate.program_model.program_network`: ``method`` and its options)
     the arrays are programmed through the calibrated programming model before the converters
@@ -151,13 +155,17 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
         calibrate_model(analog, data.calibration)
     program_s = time.perf_counter() - t0
     check = None
+
+    def evaluate() -> tuple[float, float, tuple[float, float] | None]:
+        digital = _accuracy(model, data.test, batch_size) if digital_too else None
+        return (*_accuracy(analog, data.test, batch_size), digital)
+
     if spice_check_reads:      # SPICE solves beside the inference (network_check.check_beside)
-        (acc, secs), check = check_beside(
-            analog, data.test.tensors[0][:SPICE_CHECK_IMAGES],
-            lambda: _accuracy(analog, data.test, batch_size), spice_check_reads,
+        (acc, secs, digital), check = check_beside(
+            analog, data.test.tensors[0][:SPICE_CHECK_IMAGES], evaluate, spice_check_reads,
             backend=spice_backend, n_jobs=n_jobs, seed=config.seed)
     else:
-        acc, secs = _accuracy(analog, data.test, batch_size)
+        acc, secs, digital = evaluate()
     layers = analog_layers(analog)
     return {
         "accuracy": acc,
@@ -173,6 +181,7 @@ def run_analog(model: nn.Module, config: AnalogConfig, data: EvalData, batch_siz
         "peak_rss_mib": peak_rss_mib(),
         **({"spice_check": check} if check is not None else {}),
         **({"programming": programmed} if programmed is not None else {}),
+        **({"digital_accuracy": digital[0], "digital_seconds": digital[1]} if digital else {}),
     }
 
 
@@ -183,14 +192,14 @@ def infer(model_name: str, data_root: str | Path | None, config: AnalogConfig,
     """Accuracy of ``model_name`` on crossbars per ``config`` and of the digital network on the
     same images. Returns ``accuracy``, ``digital_accuracy`` (percent), ``seconds`` (analog
     inference time), ``images``, plus ``program_seconds``, ``digital_seconds``, ``data`` and,
-    with ``spice_check_reads`` > 0, the ``spice_check`` report (see :func:`run_analog`)."""
+    with ``spice_check_reads`` > 0, the ``spice_check`` report (see :func:`run_analog`). The
+    digital network runs after programming, so a SPICE check also solves beside it (its
+    ``digital_seconds`` then share the cores with the simulators)."""
     if not isinstance(config, AnalogConfig):
         raise ValueError("config must be an AnalogConfig")
     model = load_network(model_name, weights)
     data = load_eval_data(model_name, data_root, limit, config.calibration_images)
-    digital_acc, digital_s = _accuracy(model, data.test, batch_size)
     res = run_analog(model, config, data, batch_size, spice_check_reads, spice_backend, n_jobs,
-                     programming)
-    res.update(digital_accuracy=digital_acc, digital_seconds=digital_s, data=data.source,
-               model=model_name, config=config.to_dict())
+                     programming, digital_too=True)
+    res.update(data=data.source, model=model_name, config=config.to_dict())
     return res
