@@ -41,6 +41,7 @@ import torch
 
 from ..circuit.tile import TileSpec
 from .cells import SPICE_GMIN_S, _EXP_ARG_MAX, nmos_level1_id, series_node_1t1r
+from .nonlinear_chains import ChainNetwork, contraction_bound, wire_conductances
 
 #: Newton steps of the series nodes per outer iteration at most.
 MAX_CELL_STEPS = 50
@@ -85,15 +86,6 @@ class BlockNetwork:
         return rw_h + torch.matmul(g * b, self.h), b
 
 
-def wire_conductances(spec: TileSpec) -> tuple[float, float, float, float]:
-    """(g_in, g_wl, g_bl, g_out) in S: driver plus first word-line segment, word-line segment,
-    bit-line segment, last bit-line segment plus sense resistance (``spec`` as the solvers see
-    it, 0 Ω segments replaced)."""
-    spec = spec.for_solvers()
-    return (1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm), 1.0 / spec.r_wire_wl_ohm,
-            1.0 / spec.r_wire_bl_ohm, 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm))
-
-
 def block_network(spec: TileSpec, g_lin_s: np.ndarray | torch.Tensor,
                   dtype: torch.dtype = torch.float32) -> BlockNetwork:
     """Factor ``A_lin`` of tiles with linear cell conductances ``g_lin_s`` (T, R, C) in S."""
@@ -117,6 +109,26 @@ def block_network(spec: TileSpec, g_lin_s: np.ndarray | torch.Tensor,
         piv = s[:, i] if i == 0 else s[:, i] - g_b * g_b * s_inv[:, i - 1]
         s_inv[:, i] = torch.cholesky_inverse(torch.linalg.cholesky(piv))
     return BlockNetwork(h.to(dtype), s_inv.to(dtype), g[:, :, None, :].to(dtype), g_b)
+
+
+#: Linear parts of :class:`BlockSolver`: dense row blocks, the chains' explicit voltages with
+#: Chebyshev steps (:mod:`~spicecross.surrogate.nonlinear_chains`), or the cheaper of the two.
+LINEAR_PARTS = ("auto", "block", "chains")
+#: ``auto`` takes the chains when the contraction bound μ of the tile is at most this.
+CHAINS_MU_MAX = 4.0
+
+
+def linear_network(spec: TileSpec, g_lin_s, dtype: torch.dtype = torch.float32,
+                   linear: str = "auto") -> "BlockNetwork | ChainNetwork":
+    """The linear part ``A_lin⁻¹`` for tiles with linear cell conductances ``g_lin_s``
+    (T, R, C) in S: ``linear`` one of :data:`LINEAR_PARTS`."""
+    if linear not in LINEAR_PARTS:
+        raise ValueError(f"linear part must be one of {LINEAR_PARTS}, got {linear!r}")
+    if linear != "block":
+        mu = contraction_bound(spec, torch.as_tensor(g_lin_s, dtype=torch.float64))
+        if linear == "chains" or float(mu.max()) <= CHAINS_MU_MAX:
+            return ChainNetwork(spec, g_lin_s, dtype, mu)
+    return block_network(spec, g_lin_s, dtype)
 
 
 def _channel(sel, m: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,12 +182,12 @@ class BlockSolver:
 
     def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray,
                  dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200,
-                 chunk: int = 128):
+                 chunk: int = 128, linear: str = "auto"):
         self.spec = spec.for_solvers()
         self.g_dev = torch.as_tensor(np.asarray(g_dev_s, dtype=np.float64))[:, :, None, :]
         self.on = self.g_dev > 0
         self.all_on = bool(self.on.all())
-        self.net = block_network(self.spec, g_lin_s, dtype)
+        self.net = linear_network(self.spec, g_lin_s, dtype, linear)
         self.g_in, self.g_w, self.g_b, self.g_out = wire_conductances(self.spec)
         self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
         self.stats = SolveStats()
