@@ -107,10 +107,10 @@ class ChainNetwork:
     :class:`~spicecross.surrogate.nonlinear.BlockNetwork`."""
 
     def __init__(self, spec: TileSpec, g_lin_s, dtype: torch.dtype = torch.float32,
-                 mu: torch.Tensor | None = None, reduction: float = CHEBYSHEV_REDUCTION):
+                 reduction: float = CHEBYSHEV_REDUCTION):
         self.r_in, self.r_wl, self.r_bl, self.r_out = chain_resistances(spec)
         g = torch.as_tensor(g_lin_s, dtype=torch.float64)
-        self.mu = float((contraction_bound(spec, g) if mu is None else mu).max())
+        self.mu = float(contraction_bound(spec, g).max())
         self.steps = chebyshev_steps(self.mu, reduction)
         self.g_lin_s = g[:, :, None, :].to(dtype)          # (T, R, 1, C) in S
         self.dtype = dtype
