@@ -21,7 +21,13 @@ junctions) and Kirchhoff's current law on every wire node. One iteration:
    (``cols × cols`` pivots ``Σ_i``, coupled by ``g_bl``). All blocks are inverted once per tile
    (Cholesky, float64); applying ``A_lin⁻¹`` to a batch is ``2·rows + 1`` batched matmuls,
    ``4·rows·cols²`` multiply-adds per vector, in ``dtype`` (float32 by default: ``δ`` is a
-   correction driven by a float64 residual, so the fixed point is the float64 one).
+   correction driven by a float64 residual, so the fixed point is the float64 one). Or
+   (``linear="chains"``, :mod:`~spicecross.surrogate.nonlinear_chains`) ``A_lin⁻¹`` applied
+   approximately with the wire chains' explicit voltages (cumulative sums, ``O(rows·cols)``)
+   and a fixed number of Chebyshev steps: same fixed point, a slower outer rate. ``auto``
+   (the default) takes the chains only where their steps cost less than the block solve
+   (:func:`linear_network`); on a 64×64 read tile (0.1 Ω or 2.5 Ω segments, cells of 100 Ω
+   to 2.5 kΩ) the block solve is faster (benchmarks/nonlinear.py).
 
 This is the sparse-LU fixed point of ``tile_model`` (``method="sparse_lu"``) with the same
 linear part, rewritten as a residual correction: same iterates up to rounding when the cells
