@@ -168,7 +168,8 @@ def _channel(sel, m: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.where(swap, i0.neg(), i0), gd.add_(gm.mul_(swap))
 
 
-def _junction(sel, v_v: torch.Tensor, slope: bool = True) -> tuple[torch.Tensor, torch.Tensor | float]:
+def _junction(sel, v_v: torch.Tensor, slope: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor | float]:
     """Bulk-junction current (A, bulk into the terminal) at bulk-to-terminal voltage ``v_v``
     and its derivative (S), as :func:`~.cells.junction_current`; with ``slope=False`` only the
     derivative's largest value (S), which is the one at the largest ``v_v`` (it never falls)."""
@@ -226,8 +227,8 @@ class BlockSolver:
         ``u = 2q/(p + √(p² − 2βq))``, ``p = βV_ov + g``, ``q = gw + J``; exact once ``m`` stops
         moving. ``frozen``: both junctions' currents (A) from an earlier iteration, used when
         the nodes have since moved too little to change them (see ``_read_chunk``). Returns
-        (j_wl, j_bl, m_new, (j_bd, j_bd + j_sb, g_j)), g_j the junctions' largest conductance (S), or
-        None if some on-cell is not in that regime (the caller takes Newton steps instead)."""
+        (j_wl, j_bl, m_new, (j_bd, j_bd + j_sb, g_j)), g_j the junctions' largest conductance
+        (S), or None if some on-cell is not in that regime (the caller takes Newton steps instead)."""
         sel = self.spec.selector
         beta, g = sel.beta_a_per_v2, self.g_dev
         if frozen is None:

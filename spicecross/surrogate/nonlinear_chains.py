@@ -124,9 +124,9 @@ class ChainNetwork:
         nodes, each (T, R, B, C), in this network's dtype."""
         r_wl, r_bl = r_wl.to(self.dtype), r_bl.to(self.dtype)
         g = self.g_lin_s
-        da = word_line_drops(r_wl, self.r_in, self.r_wl)          # W_wl·r_w
-        db = bit_line_rises(r_bl, self.r_bl, self.r_out)   # W_bl·r_b
-        res = da - db                                             # residual of (I + W·G)s = c, s = 0
+        da = word_line_drops(r_wl, self.r_in, self.r_wl)      # W_wl·r_w
+        db = bit_line_rises(r_bl, self.r_bl, self.r_out)      # W_bl·r_b
+        res = da - db                # residual of (I + W·G)·s = c at s = 0
         # Chebyshev iteration on [1, 1 + μ] (Saad, Iterative Methods, alg. 12.1); the cells'
         # currents G·s reach the wires as W_wl·G·s and W_bl·G·s, accumulated into δa and δb
         theta, delta = 1.0 + 0.5 * self.mu, 0.5 * self.mu
