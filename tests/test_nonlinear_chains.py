@@ -9,7 +9,8 @@ import torch
 from spicecross.circuit.tile import SelectorSpec, TileSpec
 from spicecross.surrogate.mapping import effective_cell_conductance
 from spicecross.surrogate.network import build_network
-from spicecross.surrogate.nonlinear import BlockNetwork, BlockSolver, block_network, linear_network
+from spicecross.surrogate.nonlinear import (BlockNetwork, BlockSolver, block_network, linear_network,
+                                            read_many)
 from spicecross.surrogate.nonlinear_chains import (ChainNetwork, bit_line_rises, chain_resistances,
                                                    chebyshev_steps, contraction_bound,
                                                    word_line_drops)
@@ -149,3 +150,14 @@ def test_auto_takes_the_chains_only_where_they_are_cheaper():
 def test_bad_linear_part():
     with pytest.raises(ValueError, match="'dense'"):
         linear_network(SPEC, np.full((1, SPEC.rows, SPEC.cols), 1e-3), linear="dense")
+
+
+def test_read_many_with_chains_equals_blocks():
+    """Several tiles at once (one with an open word line) through the chains."""
+    spec = TileSpec(rows=10, cols=6, cell="1t1r", r_wire_wl_ohm=1.0, r_wire_bl_ohm=2.0,
+                    r_driver_ohm=5.0, r_sense_ohm=1.0)
+    rng = np.random.default_rng(9)
+    g = rng.uniform(1 / 2500, 1 / 100, (3, 10, 6))
+    g[1, 4, :] = 0.0
+    v = rng.uniform(-0.2, 0.2, (3, 5, 10))
+    assert rel_max(read_many(spec, g, v, linear="chains"), read_many(spec, g, v, linear="block")) <= 1e-9
