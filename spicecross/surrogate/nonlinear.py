@@ -21,7 +21,13 @@ junctions) and Kirchhoff's current law on every wire node. One iteration:
    (``cols × cols`` pivots ``Σ_i``, coupled by ``g_bl``). All blocks are inverted once per tile
    (Cholesky, float64); applying ``A_lin⁻¹`` to a batch is ``2·rows + 1`` batched matmuls,
    ``4·rows·cols²`` multiply-adds per vector, in ``dtype`` (float32 by default: ``δ`` is a
-   correction driven by a float64 residual, so the fixed point is the float64 one).
+   correction driven by a float64 residual, so the fixed point is the float64 one). Or
+   (``linear="chains"``, :mod:`~spicecross.surrogate.nonlinear_chains`) ``A_lin⁻¹`` applied
+   approximately with the wire chains' explicit voltages (cumulative sums, ``O(rows·cols)``)
+   and a fixed number of Chebyshev steps: same fixed point, a slower outer rate. ``auto``
+   (the default) takes the chains only where their steps cost less than the block solve
+   (:func:`linear_network`); on a 64×64 read tile (0.1 Ω or 2.5 Ω segments, cells of 100 Ω
+   to 2.5 kΩ) the block solve is faster (benchmarks/nonlinear.py).
 
 This is the sparse-LU fixed point of ``tile_model`` (``method="sparse_lu"``) with the same
 linear part, rewritten as a residual correction: same iterates up to rounding when the cells
@@ -41,6 +47,7 @@ import torch
 
 from ..circuit.tile import TileSpec
 from .cells import SPICE_GMIN_S, _EXP_ARG_MAX, nmos_level1_id, series_node_1t1r
+from .nonlinear_chains import ChainNetwork, wire_conductances
 
 #: Newton steps of the series nodes per outer iteration at most.
 MAX_CELL_STEPS = 50
@@ -48,8 +55,11 @@ MAX_CELL_STEPS = 50
 #: current from the last iteration (its conductance there, < 1e-7 S, is far below any cell's).
 LAG_JUNCTION_MAX_V = 0.3
 #: Junction currents are kept once they would change by less than this fraction of the
-#: tolerance's voltage times the weakest cell's conductance.
-JUNCTION_FREEZE = 1e-3
+#: tolerance's voltage times the weakest cell's conductance: at 1, by no more than the error
+#: the stopping tolerance already admits in that cell's current (1e-3 cost a 64×64 read tile
+#: about a quarter more time, two or three more junction evaluations, for answers within
+#: 2e-12 relative).
+JUNCTION_FREEZE = 1.0
 #: Series-node steps continue until their Newton remainder is below this fraction of the last
 #: outer update (looser lets strongly forward-biased junctions diverge).
 CELL_TOL = 1e-4
@@ -71,27 +81,17 @@ class BlockNetwork:
         r_wl, r_bl = r_wl.to(dt), r_bl.to(dt)
         g = self.g_lin_s
         rw_h = torch.matmul(r_wl, self.h)                  # H_i r_w,i   (T, R, B, C)
-        rhs = r_bl + g * rw_h
-        R = rhs.shape[1]
-        z = torch.empty_like(rhs)
-        y = rhs[:, 0]
-        for i in range(R):
-            z[:, i] = torch.matmul(y, self.s_inv[:, i])
-            if i + 1 < R:
-                y = torch.add(rhs[:, i + 1], z[:, i], alpha=self.g_bl_s)
-        b = z
+        y = torch.addcmul(r_bl, g, rw_h)                   # right-hand sides, then y_i in place
+        R = y.shape[1]
+        z = torch.empty_like(y)
+        for i in range(R):     # forward: z_i = (y_i + g_bl·z_{i−1})·Σ_i⁻¹
+            if i:
+                y[:, i].add_(z[:, i - 1], alpha=self.g_bl_s)
+            torch.matmul(y[:, i], self.s_inv[:, i], out=z[:, i])
+        b = z                  # backward: b_i = z_i + g_bl·b_{i+1}·Σ_i⁻¹, in place
         for i in range(R - 2, -1, -1):
-            b[:, i] += self.g_bl_s * torch.matmul(b[:, i + 1], self.s_inv[:, i])
-        return rw_h + torch.matmul(g * b, self.h), b
-
-
-def wire_conductances(spec: TileSpec) -> tuple[float, float, float, float]:
-    """(g_in, g_wl, g_bl, g_out) in S: driver plus first word-line segment, word-line segment,
-    bit-line segment, last bit-line segment plus sense resistance (``spec`` as the solvers see
-    it, 0 Ω segments replaced)."""
-    spec = spec.for_solvers()
-    return (1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm), 1.0 / spec.r_wire_wl_ohm,
-            1.0 / spec.r_wire_bl_ohm, 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm))
+            b[:, i].baddbmm_(b[:, i + 1], self.s_inv[:, i], alpha=self.g_bl_s)
+        return rw_h.add_(torch.matmul(b * g, self.h)), b
 
 
 def block_network(spec: TileSpec, g_lin_s: np.ndarray | torch.Tensor,
@@ -119,6 +119,33 @@ def block_network(spec: TileSpec, g_lin_s: np.ndarray | torch.Tensor,
     return BlockNetwork(h.to(dtype), s_inv.to(dtype), g[:, :, None, :].to(dtype), g_b)
 
 
+#: Linear parts of :class:`BlockSolver`: dense row blocks, the chains' explicit voltages with
+#: Chebyshev steps (:mod:`~spicecross.surrogate.nonlinear_chains`), or the cheaper of the two.
+LINEAR_PARTS = ("auto", "block", "chains")
+#: Cost of one chain Chebyshev step per cell, in the block solve's multiply-adds (it does
+#: ``4·cols`` per cell). Measured with torch 2.13 on one core (float32): applying both chain
+#: sums ≈ 8.5 ns per cell, a step with its elementwise passes ≈ 10 ns, the 64×64 block solve
+#: ≈ 20 ns per cell for its 256 multiply-adds.
+CHAIN_STEP_MACS = 130.0
+
+
+def linear_network(spec: TileSpec, g_lin_s, dtype: torch.dtype = torch.float32,
+                   linear: str = "auto") -> "BlockNetwork | ChainNetwork":
+    """The linear part ``A_lin⁻¹`` for tiles with linear cell conductances ``g_lin_s``
+    (T, R, C) in S: ``linear`` one of :data:`LINEAR_PARTS`. ``auto`` takes the chains when
+    their Chebyshev steps (one more for the right-hand side) cost less than the block solve,
+    ``(steps + 1)·CHAIN_STEP_MACS < 4·cols``: weakly coupled tiles (small contraction bound
+    μ: weak cells, thin wires) with long word lines; otherwise the block solve."""
+    if linear not in LINEAR_PARTS:
+        raise ValueError(f"linear part must be one of {LINEAR_PARTS}, got {linear!r}")
+    if linear != "block":
+        chains = ChainNetwork(spec, g_lin_s, dtype)
+        cols = chains.g_lin_s.shape[-1]
+        if linear == "chains" or (chains.steps + 1) * CHAIN_STEP_MACS < 4 * cols:
+            return chains
+    return block_network(spec, g_lin_s, dtype)
+
+
 def _channel(sel, m: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Selector channel current (A, from the series node ``m`` to the bit line ``b``) and its
     derivative dI/dm (S): the level-1 equations of :func:`~.cells.nmos_level1_id` in one
@@ -141,14 +168,26 @@ def _channel(sel, m: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
     return torch.where(swap, i0.neg(), i0), gd.add_(gm.mul_(swap))
 
 
-def _junction(sel, v_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _junction(sel, v_v: torch.Tensor, slope: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor | float]:
     """Bulk-junction current (A, bulk into the terminal) at bulk-to-terminal voltage ``v_v``
-    and its derivative (S), as :func:`~.cells.junction_current`."""
+    and its derivative (S), as :func:`~.cells.junction_current`; with ``slope=False`` only the
+    derivative's largest value (S), which is the one at the largest ``v_v`` (it never falls)."""
     vt = sel.vt_v
     fwd = v_v > -3.0 * vt
     e = (v_v / vt).clamp_max_(_EXP_ARG_MAX).exp_().mul_(fwd)
     i = torch.add(v_v * SPICE_GMIN_S, e, alpha=sel.is_a).sub_(sel.is_a)
-    return i, e.mul_(sel.is_a / vt).add_(SPICE_GMIN_S)
+    if slope:
+        return i, e.mul_(sel.is_a / vt).add_(SPICE_GMIN_S)
+    x = float(v_v.max())
+    e_max = np.exp(min(x / vt, _EXP_ARG_MAX)) if x > -3.0 * vt else 0.0
+    return i, sel.is_a / vt * e_max + SPICE_GMIN_S
+
+
+def _max_abs(x: torch.Tensor) -> float:
+    """Largest magnitude of ``x`` (one pass); inf if ``x`` has a NaN or ±inf."""
+    lo, hi = (float(t) for t in torch.aminmax(x))
+    return max(-lo, hi) if np.isfinite(lo) and np.isfinite(hi) else np.inf
 
 
 @dataclass
@@ -170,12 +209,12 @@ class BlockSolver:
 
     def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray,
                  dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200,
-                 chunk: int = 128):
+                 chunk: int = 128, linear: str = "auto"):
         self.spec = spec.for_solvers()
         self.g_dev = torch.as_tensor(np.asarray(g_dev_s, dtype=np.float64))[:, :, None, :]
         self.on = self.g_dev > 0
         self.all_on = bool(self.on.all())
-        self.net = block_network(self.spec, g_lin_s, dtype)
+        self.net = linear_network(self.spec, g_lin_s, dtype, linear)
         self.g_in, self.g_w, self.g_b, self.g_out = wire_conductances(self.spec)
         self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
         self.stats = SolveStats()
@@ -188,31 +227,34 @@ class BlockSolver:
         ``u = 2q/(p + √(p² − 2βq))``, ``p = βV_ov + g``, ``q = gw + J``; exact once ``m`` stops
         moving. ``frozen``: both junctions' currents (A) from an earlier iteration, used when
         the nodes have since moved too little to change them (see ``_read_chunk``). Returns
-        (j_wl, j_bl, m_new, (j_bd, j_sb, g_j)), g_j the junctions' largest conductance (S), or
-        None if some on-cell is not in that regime (the caller takes Newton steps instead)."""
+        (j_wl, j_bl, m_new, (j_bd, j_bd + j_sb, g_j)), g_j the junctions' largest conductance
+        (S), or None if some on-cell is not in that regime (the caller takes Newton steps instead)."""
         sel = self.spec.selector
         beta, g = sel.beta_a_per_v2, self.g_dev
         if frozen is None:
             x_bd = sel.v_bulk_v - m
             if float(x_bd.max()) > LAG_JUNCTION_MAX_V:   # a conducting junction: no lag
                 return None
-            j_bd, g_bd = _junction(sel, x_bd)
-            j_sb, g_sb = _junction(sel, sel.v_bulk_v - b)
-            frozen = (j_bd, j_sb, max(float(g_bd.max()), float(g_sb.max())))
-        j_bd, j_sb, _ = frozen
+            j_bd, g_bd = _junction(sel, x_bd, slope=False)
+            j_sb, g_sb = _junction(sel, sel.v_bulk_v - b, slope=False)
+            frozen = (j_bd, j_bd + j_sb, max(g_bd, g_sb))
+        j_bd, j_both, _ = frozen
         w = a - b
         vov = b.neg().add_(sel.v_gate_v - sel.vto_v)
         p = torch.add(g, vov, alpha=beta)
         q = torch.addcmul(j_bd, g, w)
         root = (p * p).sub_(q, alpha=2.0 * beta).sqrt_().add_(p)
-        u = q.mul_(2.0).div_(root)
-        ok = torch.minimum(vov, vov - u) > 0            # on, in triode (NaN fails too)
-        if not self.all_on:
-            ok |= ~self.on
-        if not bool(ok.all()):
-            return None
+        u = q.div_(root).mul_(2.0)
+        # on and in triode: V_ov > max(u, 0); checked elementwise only if the extremes fail it
+        # (NaN fails both)
+        if not float(vov.min()) > max(float(u.max()), 0.0):
+            ok = vov > u.clamp_min(0.0)
+            if not self.all_on:
+                ok |= ~self.on
+            if not bool(ok.all()):
+                return None
         j_wl = w.sub_(u).mul_(g)
-        j_bl = (j_wl + j_bd).add_(j_sb)
+        j_bl = j_wl + j_both
         m_new = u.add_(b)
         if not self.all_on:
             j_wl *= self.on
@@ -310,8 +352,9 @@ class BlockSolver:
                 j_wl, j_bl, m_new, junctions = cells
             r_w, r_b = self._residual(v, a, b, j_wl, j_bl)
             da, db = self.net.solve(r_w, r_b)
-            delta = max(float(da.abs().max()), float(db.abs().max()), float((m_new - m).abs().max()))
-            if not np.isfinite(delta):
+            moves = (_max_abs(da), _max_abs(db), _max_abs(m_new.sub(m)))
+            delta = max(moves)
+            if not np.isfinite(moves).all():
                 break
             a += da
             b += db
