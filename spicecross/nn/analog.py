@@ -50,6 +50,14 @@ from .calibrator import LayerCalibration, calibrate_model
 
 __all__ = ["AnalogConfig", "AnalogConv2d", "AnalogLinear", "analog_layers", "patch_model"]
 
+#: Bytes of one row tile's currents per piece of a convolution's read: small enough to stay in
+#: the cache between the convolution and the ADC's passes over them (measured, see
+#: ``benchmarks/inference.py``).
+READ_CHUNK_BYTES = 1 << 20
+#: Fewest images per piece (a one-image convolution takes another algorithm in oneDNN, whose
+#: sums differ in the last bits).
+MIN_CHUNK_IMAGES = 4
+
 
 class _AnalogLayer(nn.Module):
     """Shared converters and calibration of AnalogLinear/AnalogConv2d."""
@@ -87,41 +95,66 @@ class _AnalogLayer(nn.Module):
         dac = DAC(self.config.read_voltage_v, self.config.dac_bits)
         if not cal.signed or self.config.read_scheme == "bipolar":
             return [(1.0, dac(x, cal.x_fs, cal.signed))]
-        return [(1.0, dac(x.clamp(min=0), cal.x_fs, False)),
-                (-1.0, dac((-x).clamp(min=0), cal.x_fs, False))]
+        return [(1.0, dac.voltages_(x.clamp(min=0).div_(cal.x_fs), False)),
+                (-1.0, dac.voltages_(x.neg().clamp_(min=0).div_(cal.x_fs), False))]
 
-    def _adc_sum(self, currents: list[Tensor], cal: LayerCalibration) -> Tensor:
-        """Every row tile's per-column ADC (ranges ``cal.adc_range_a``) on its currents
-        (column axis 1), summed over the row tiles: one stacked tensor converted in place
+    def _tile_currents(self, v: Tensor) -> list[Tensor]:
+        """Differential currents (A) per row tile for word-line voltages ``v`` (V), output
+        channels on axis 1."""
+        return [i for _, block in self._current_blocks(v) for i in block]
+
+    def _adc_sum(self, v: Tensor, cal: LayerCalibration) -> Tensor:
+        """Every row tile's per-column ADC (ranges ``cal.adc_range_a``) on its currents for
+        word-line voltages ``v`` (V), summed over the row tiles in tile order (the same sums
+        whatever the batch size). Each block of tile currents is converted in place as soon as
+        it is read, while it is still in the cache
         (:func:`~spicecross.surrogate.converters.quantize_currents_`, as
         :class:`~spicecross.surrogate.converters.ADC` does)."""
         bits = self.config.adc_bits
-        if bits is None:
-            out = currents[0].clone()
-            for i in currents[1:]:
-                out.add_(i)
-            return out
-        t = torch.stack(currents)                                   # (nr, N, C_out, …)
-        shape = [t.shape[0], 1, t.shape[2]] + [1] * (t.dim() - 3)
-        quantize_currents_(t, cal.adc_range_a.to(t.dtype).view(shape), bits)
-        out = t[0]
-        for q in t[1:]:            # tile by tile: the same sums whatever the batch size
-            out = out.add_(q)
+        out = None
+        for r0, block in self._current_blocks(v):                 # (k, N, C_out, …), owned
+            if bits is not None:
+                shape = [block.shape[0], 1, block.shape[2]] + [1] * (block.dim() - 3)
+                rng = cal.adc_range_a[r0:r0 + block.shape[0]].to(block.dtype).view(shape)
+                quantize_currents_(block, rng, bits)
+            for q in block:
+                out = q if out is None else out.add_(q)
         return out
 
-    def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
+    def _read_unscaled(self, x: Tensor, cal: LayerCalibration) -> Tensor:
         """DAC → tile reads → ADC of every row tile and phase, partial sums and phases
-        combined digitally, scaled back to weight units (times the re-calibrated gain)."""
-        if self.config.compat == "memtorch":
-            return self._read_memtorch(x, cal)
+        combined digitally (A)."""
         out = None
         for sign, v in self._dac(x, cal):
-            q = self._adc_sum(self._tile_currents(v), cal)
+            q = self._adc_sum(v, cal)
             if out is None:
                 out = q if sign > 0 else q.neg_()
             else:
                 out = out.add_(q) if sign > 0 else out.sub_(q)
-        return out * (self.array.weight_units_per_a(cal.x_fs) * cal.gain)
+        return out
+
+    def _chunk_bounds(self, x: Tensor) -> list[int]:
+        """Sample boundaries of the pieces a read of ``x`` is done in (one piece by default;
+        convolutions override)."""
+        return [0, x.shape[0]]
+
+    def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
+        """:meth:`_read_unscaled` scaled back to weight units (times the re-calibrated gain),
+        piece by piece over the batch (:meth:`_chunk_bounds`): every sample's result is the
+        same whatever the pieces."""
+        if self.config.compat == "memtorch":
+            return self._read_memtorch(x, cal)
+        scale = self.array.weight_units_per_a(cal.x_fs) * cal.gain
+        bounds = self._chunk_bounds(x)
+        if len(bounds) == 2:
+            return self._read_unscaled(x, cal).mul_(scale)
+        out = None
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            part = self._read_unscaled(x[lo:hi], cal)
+            if out is None:
+                out = part.new_empty((x.shape[0],) + part.shape[1:])
+            torch.mul(part, scale, out=out[lo:hi])
+        return out
 
     # ---- MemTorch 1.1.6 (compat="memtorch") ----------------------------------------------------
     def _read_memtorch(self, x: Tensor, cal: LayerCalibration) -> Tensor:
@@ -178,6 +211,8 @@ class _AnalogLayer(nn.Module):
         bits = self.config.adc_bits
         if bits is None:
             return None
+        if self.config.adc_overflow_pct == 0:
+            return self._adc_max_ranges(phases)
         per_phase = [self._tile_currents(v) for _, v in phases]
         ranges = []
         for r in range(self.n_row_tiles):
@@ -187,6 +222,24 @@ class _AnalogLayer(nn.Module):
                 cols = cols[::-(-cols.numel() // (1 << 23))]      # quantile size limit
             rng = ADC(bits).calibrate(cols, self.config.adc_overflow_pct).range_a
             ranges.append(rng.to(per_phase[0][r].dtype))
+        return torch.stack(ranges).to(torch.float32)
+
+    def _adc_max_ranges(self, phases: list[tuple[float, Tensor]]) -> Tensor:
+        """Per (row tile, column) ADC ranges (A) as the largest differential current of all read
+        phases, reduced block by block without copying the currents (the values
+        :meth:`_adc_ranges` gets from the full list)."""
+        peak = None
+        for _, v in phases:
+            for r0, block in self._current_blocks(v):              # (k, N, C_out, …)
+                dims = [1] + list(range(3, block.dim()))
+                m = torch.maximum(block.amax(dims), block.amin(dims).neg_())   # (k, C_out)
+                if peak is None:
+                    peak = [None] * self.n_row_tiles
+                for k in range(m.shape[0]):
+                    old = peak[r0 + k]
+                    peak[r0 + k] = m[k] if old is None else torch.maximum(old, m[k])
+        ranges = [ADC(self.config.adc_bits).calibrate(p.unsqueeze(0).to(torch.float64))
+                  .range_a.to(p.dtype) for p in peak]
         return torch.stack(ranges).to(torch.float32)
 
     def fit_calibration(self, x: Tensor) -> LayerCalibration:
@@ -236,11 +289,13 @@ class AnalogLinear(_AnalogLayer):
                      if linear.bias is not None else None)
         self._program(self.weight.detach().double().T.numpy(), config, layer_index)
 
-    def _tile_currents(self, v: Tensor) -> list[Tensor]:
-        """Differential currents (A) per row tile, (N, C_out) each, for voltages (…, K)."""
+    def _current_blocks(self, v: Tensor):
+        """Differential currents (A) for voltages (…, K) in V: one block (row tiles, N, C_out)
+        with the first row tile's index 0, a tensor the caller may overwrite."""
         v = v.reshape(-1, self.in_features)
         if self.array.uses_tile_reads:
-            return self.array.tile_read_currents(v)
+            yield 0, torch.stack(self.array.tile_read_currents(v))
+            return
         R = self.config.tile_rows
         pad = self.n_row_tiles * R - self.in_features
         vp = F.pad(v, (0, pad)) if pad else v
@@ -250,7 +305,7 @@ class AnalogLinear(_AnalogLayer):
         out = torch.bmm(vt, terms[0][1])
         for k, a in terms[1:]:                  # the polynomial mode's v^k terms
             out = out + torch.bmm(vt ** k, a)
-        return list(out.unbind(0))                                   # (N, C_out) each
+        yield 0, out                                                 # (nr, N, C_out)
 
     def _digital(self, x: Tensor) -> Tensor:
         """The digital layer without its bias (the reference of tune_ and re-calibration)."""
@@ -316,19 +371,40 @@ class AnalogConv2d(_AnalogLayer):
         self._kernel_cache = (readout64, kernels)
         return kernels
 
-    def _tile_currents(self, v: Tensor) -> list[Tensor]:
-        """Differential currents (A) per row tile, (N, C_out, Ho, Wo) each."""
+    def _output_size(self, h: int, w: int) -> tuple[int, int]:
+        """Output height and width for an input of ``h`` × ``w``."""
+        kh, kw = self.kernel_size
+        ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        return ho, wo
+
+    def _chunk_bounds(self, x: Tensor) -> list[int]:
+        """Pieces of the batch whose one row tile's currents take about
+        :data:`READ_CHUNK_BYTES` (at least :data:`MIN_CHUNK_IMAGES` images, sizes as equal as
+        possible), so that a tile's currents are still in the cache when the ADC converts them.
+        One piece when the array is read tile by tile (nonlinear mode, SPICE)."""
+        n = x.shape[0]
+        if self.array.uses_tile_reads or n <= MIN_CHUNK_IMAGES:
+            return [0, n]
+        ho, wo = self._output_size(x.shape[-2], x.shape[-1])
+        per_image = max(1, self.c_out * ho * wo * x.element_size())
+        size = max(MIN_CHUNK_IMAGES, READ_CHUNK_BYTES // per_image)
+        pieces = -(-n // size)
+        return [n * i // pieces for i in range(pieces + 1)]
+
+    def _current_blocks(self, v: Tensor):
+        """Differential currents (A) per row tile for voltages (N, C_in, H, W) in V: blocks
+        (1, N, C_out, Ho, Wo) with their row tile's index, tensors the caller may overwrite."""
         if self.array.uses_tile_reads:
             N, _, H, W = v.shape
-            kh, kw = self.kernel_size
-            Ho = (H + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-            Wo = (W + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+            Ho, Wo = self._output_size(H, W)
             cols = F.unfold(v, self.kernel_size, self.dilation, self.padding, self.stride)
             vmat = cols.transpose(1, 2).reshape(-1, cols.shape[1])          # (N·L, K)
-            return [i.view(N, Ho * Wo, self.c_out).transpose(1, 2).reshape(N, self.c_out, Ho, Wo)
-                    for i in self.array.tile_read_currents(vmat)]
-        out = []
-        for lo, hi, per_term in self._kernels():
+            for r, i in enumerate(self.array.tile_read_currents(vmat)):
+                yield r, (i.view(N, Ho * Wo, self.c_out).transpose(1, 2)
+                          .reshape(1, N, self.c_out, Ho, Wo).clone())
+            return
+        for r, (lo, hi, per_term) in enumerate(self._kernels()):
             x = v[:, lo:hi]
             acc = None
             for k, k32, k64 in per_term:      # zero padding stays 0 V in every power v^k
@@ -336,8 +412,7 @@ class AnalogConv2d(_AnalogLayer):
                 y = F.conv2d(x if k == 1 else x ** k, ker, None, self.stride, self.padding,
                              self.dilation)
                 acc = y if acc is None else acc + y
-            out.append(acc)
-        return out
+            yield r, acc.unsqueeze(0)
 
     def _digital(self, x: Tensor) -> Tensor:
         """The digital layer without its bias (the reference of tune_ and re-calibration)."""

@@ -38,13 +38,18 @@ class DAC:
 
     def __call__(self, x: torch.Tensor, full_scale: float | torch.Tensor, signed: bool) -> torch.Tensor:
         """Voltages (V) for inputs ``x`` whose magnitude bound is ``full_scale`` (clipped beyond)."""
-        u = x / full_scale
-        u = u.clamp(-1.0, 1.0) if signed else u.clamp(0.0, 1.0)
+        return self.voltages_(x / full_scale, signed)
+
+    def voltages_(self, u: torch.Tensor, signed: bool) -> torch.Tensor:
+        """In place: inputs already divided by their full scale, ``u`` (a tensor the caller
+        owns), clipped, quantized and turned into voltages (V); returns ``u``. The same
+        operations in the same order as :meth:`__call__`, without temporaries."""
+        u = u.clamp_(-1.0, 1.0) if signed else u.clamp_(0.0, 1.0)
         if self.bits is not None:
             steps = (2 ** (self.bits - 1) - 1) if signed else (2 ** self.bits - 1)
             steps = max(steps, 1)
-            u = torch.round(u * steps) / steps
-        return u * self.max_input_voltage_v
+            u = u.mul_(steps).round_().div_(steps)
+        return u.mul_(self.max_input_voltage_v)
 
 
 def quantize_currents_(i_a: torch.Tensor, range_a: torch.Tensor, bits: int) -> torch.Tensor:
