@@ -389,7 +389,7 @@ class AnalogConv2d(_AnalogLayer):
         ho, wo = self._output_size(x.shape[-2], x.shape[-1])
         per_image = max(1, self.c_out * ho * wo * x.element_size())
         size = max(MIN_CHUNK_IMAGES, READ_CHUNK_BYTES // per_image)
-        pieces = -(-n // size)
+        pieces = max(1, n // size)
         return [n * i // pieces for i in range(pieces + 1)]
 
     def _current_blocks(self, v: Tensor):

@@ -1,0 +1,147 @@
+"""The fast read path of analog layers against a straightforward computation.
+
+The layers read convolutions in pieces of the batch, convert each row tile's currents in place
+as soon as they are read and reduce ADC ranges block by block (``spicecross.nn.analog``); the
+reference here unfolds the input (im2col), reads every row tile with
+``ProgrammedArray.row_tile_currents`` (float64 numpy), converts with the ``ADC`` class (not in
+place) and sums, as the documentation of ``spicecross.nn.analog`` describes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spicecross.nn import analog
+from spicecross.nn.analog import AnalogConv2d, AnalogLinear, patch_model
+from spicecross.surrogate.config import AnalogConfig
+from spicecross.surrogate.converters import ADC, DAC
+
+
+def _conv_net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1, bias=True), nn.ReLU(),
+                         nn.Conv2d(6, 5, 3, padding=1, stride=2, bias=False), nn.Flatten(),
+                         nn.Linear(5 * 4 * 4, 7))
+
+
+def _config(**kw) -> AnalogConfig:
+    base = dict(tile_rows=16, tile_cols=4, r_wire_ohm=0.5, mode="linear", dac_bits=8,
+                adc_bits=6, cell="0t1r", ir_compensation=False)
+    base.update(kw)
+    return AnalogConfig.build(**base)
+
+
+def _reference_dac(x: torch.Tensor, layer) -> list[tuple[float, torch.Tensor]]:
+    """Word-line voltages (V) per read phase, written out: x⁺ and x⁻ for signed inputs."""
+    cal, cfg = layer.calibration, layer.config
+    steps = 2 ** cfg.dac_bits - 1
+
+    def volts(u):
+        return torch.round((u / cal.x_fs).clamp(0.0, 1.0) * steps) / steps * cfg.read_voltage_v
+    if not cal.signed:
+        return [(1.0, volts(x))]
+    return [(1.0, volts(x.clamp(min=0))), (-1.0, volts((-x).clamp(min=0)))]
+
+
+def _reference_read(layer, x: torch.Tensor) -> torch.Tensor:
+    """Layer output (float64) by im2col, per-row-tile reads, the ADC class, sums, scaling."""
+    arr, cal = layer.array, layer.calibration
+    conv = isinstance(layer, AnalogConv2d)
+    total = None
+    for sign, v in _reference_dac(x.double(), layer):
+        if conv:
+            cols = F.unfold(v, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+            vmat = cols.transpose(1, 2).reshape(-1, cols.shape[1]).numpy()      # (N·L, K)
+        else:
+            vmat = v.reshape(-1, layer.in_features).numpy()
+        phase = 0.0
+        for r in range(arr.n_row_tiles):
+            i = torch.from_numpy(arr.row_tile_currents(vmat[:, arr.tile_rows_of(r)], r))
+            if layer.config.adc_bits is not None:
+                i = ADC(layer.config.adc_bits, cal.adc_range_a[r].double())(i)
+            phase = phase + i
+        total = sign * phase if total is None else total + sign * phase
+    y = total * (arr.weight_units_per_a(cal.x_fs) * cal.gain)
+    if conv:
+        n, _, h, w = x.shape
+        ho, wo = layer._output_size(h, w)
+        y = y.reshape(n, ho * wo, layer.c_out).transpose(1, 2).reshape(n, layer.c_out, ho, wo)
+        return y + (layer.bias.double().view(1, -1, 1, 1) if layer.bias is not None else 0.0)
+    return y + (layer.bias.double() if layer.bias is not None else 0.0)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(adc_bits=None), dict(cell="1t1r", mode="polynomial")],
+                            ids=["0t1r-adc6", "ideal-adc", "1t1r-polynomial"])
+def test_layers_equal_the_straightforward_computation(kw):
+    """Every layer of a small CNN (signed first input: two phases; 2–5 row tiles per layer),
+    in float64, equals the reference to 1e-9 of its largest output."""
+    torch.manual_seed(1)
+    x = torch.randn(9, 3, 8, 8, dtype=torch.float64)
+    pm = patch_model(_conv_net().double(), _config(**kw), x)
+    layers = [m for m in pm.modules() if isinstance(m, (AnalogConv2d, AnalogLinear))]
+    assert [m.n_row_tiles for m in layers] == [2, 4, 5]
+    assert layers[0].calibration.signed and not layers[1].calibration.signed
+    h = x
+    with torch.no_grad():
+        for m in pm:
+            if isinstance(m, (AnalogConv2d, AnalogLinear)):
+                got, want = m(h), _reference_read(m, h)
+                assert got.shape == want.shape
+                err = float((got - want).abs().max() / want.abs().max())
+                assert err <= 1e-9, (type(m).__name__, err)
+            h = m(h)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(cell="1t1r", mode="polynomial")], ids=["0t1r", "1t1r"])
+def test_adc_ranges_are_the_largest_current_of_every_phase(kw):
+    """The block-by-block ADC ranges equal the largest |current| per (row tile, column) over
+    both read phases of the calibration batch, computed from the full list of currents."""
+    torch.manual_seed(2)
+    x = torch.randn(6, 3, 8, 8)
+    pm = patch_model(_conv_net(), _config(**kw), x)
+    layer = pm[0]
+    phases = layer._dac(x, layer.calibration)
+    assert len(phases) == 2
+    want = torch.stack([torch.stack([cur[r].abs().amax(dim=(0, 2, 3)) for _, v in phases
+                                     for cur in [layer._tile_currents(v)]]).amax(0)
+                        for r in range(layer.n_row_tiles)])
+    assert torch.equal(layer.calibration.adc_range_a, want.float())
+
+
+def test_reads_in_pieces_equal_one_piece(monkeypatch):
+    """A batch read in pieces of a few images gives every image the bits it gets in one piece
+    (float32, the default dtype of inference)."""
+    torch.manual_seed(3)
+    x = torch.randn(37, 3, 8, 8)
+    pm = patch_model(_conv_net(), _config(), x[:8])
+    layer = pm[0]
+    monkeypatch.setattr(analog, "READ_CHUNK_BYTES", 1 << 40)
+    assert len(layer._chunk_bounds(x)) == 2
+    with torch.no_grad():
+        whole = pm(x)
+    monkeypatch.setattr(analog, "READ_CHUNK_BYTES", 1)
+    bounds = layer._chunk_bounds(x)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == 37 and len(bounds) > 3
+    assert sizes.min() >= analog.MIN_CHUNK_IMAGES and sizes.max() - sizes.min() <= 1
+    with torch.no_grad():
+        pieces = pm(x)
+    assert torch.equal(whole, pieces)
+
+
+def test_dac_in_place_equals_the_dac():
+    """``DAC.voltages_`` overwrites its argument with exactly what ``DAC.__call__`` returns."""
+    torch.manual_seed(4)
+    x = torch.randn(1000) * 3
+    for signed in (True, False):
+        for bits in (None, 1, 4, 8):
+            dac = DAC(0.2, bits)
+            want = dac(x, 2.5, signed)
+            u = x / 2.5
+            got = dac.voltages_(u, signed)
+            assert got.data_ptr() == u.data_ptr()
+            assert torch.equal(got, want)
+            assert float(want.abs().max()) == pytest.approx(0.2) and (signed or float(want.min()) >= 0)
