@@ -16,7 +16,11 @@ from torch import nn
 
 from spicecross.nn import analog
 from spicecross.nn.analog import AnalogConv2d, AnalogLinear, patch_model
+from spicecross.circuit.tile import TileSpec
+from spicecross.surrogate import transfer as tr
+from spicecross.surrogate.array import ProgrammedArray
 from spicecross.surrogate.config import AnalogConfig
+from spicecross.surrogate.transfer import transfer_matrices
 from spicecross.surrogate.converters import ADC, DAC
 
 
@@ -145,3 +149,53 @@ def test_dac_in_place_equals_the_dac():
             assert got.data_ptr() == u.data_ptr()
             assert torch.equal(got, want)
             assert float(want.abs().max()) == pytest.approx(0.2) and (signed or float(want.min()) >= 0)
+
+
+# ---------------------------------------------------------------- transfer matrices of used bit lines
+def _tiles_with_unused_columns(n: int, used: int, seed: int) -> torch.Tensor:
+    """Three n×n tiles: ``used`` columns of random cells, the rest at one baseline conductance;
+    the third tile has one cell off the baseline (no uniform remainder)."""
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.full((3, n, n), 4e-4, dtype=torch.float64)
+    g[:, :, :used] = 4e-4 + 1e-2 * torch.rand(3, n, used, generator=gen, dtype=torch.float64)
+    g[2, n // 2, -1] = 1e-3
+    return g
+
+
+@pytest.mark.parametrize("n, used, rows", [(16, 5, 16), (32, 12, 20), (64, 16, 64)])
+def test_transfer_of_used_bit_lines_equals_the_full_transfer(n, used, rows):
+    """T of the first ``used`` bit lines, with the uniform rest attached as one port matrix,
+    equals those rows of the full nested-dissection T to 1e-12 (also for tile heights that
+    need padding, and for a tile whose rest is not uniform; driver and sense resistances
+    distinguish the first column and the last row)."""
+    spec = TileSpec(rows=rows, cols=n, r_wire_wl_ohm=0.1, r_wire_bl_ohm=0.2, r_driver_ohm=5.0,
+                    r_sense_ohm=3.0)
+    g = _tiles_with_unused_columns(n, used, seed=n)[:, :rows]
+    full = transfer_matrices(spec, g, cache=False)
+    tr._REST_PORTS.clear()
+    part = transfer_matrices(spec, g, n_cols=used, cache=False)
+    assert part.shape == (3, used, rows)
+    assert len(tr._REST_PORTS) == 1                        # the two uniform tiles share it
+    assert float((part - full[:, :used]).abs().max() / full.abs().max()) <= 1e-12
+
+
+def test_transfer_n_cols_out_of_range_is_refused():
+    spec = TileSpec.uniform_wires(8, 8, 0.1)
+    g = torch.full((8, 8), 1e-3, dtype=torch.float64)
+    for bad in (0, 9, 2.5, True):
+        with pytest.raises(ValueError, match="n_cols"):
+            transfer_matrices(spec, g, n_cols=bad)
+
+
+def test_array_reads_only_used_bit_lines_and_matches_full_t():
+    """A layer of 10 outputs on 32×32 tiles: its read matrices equal the differences of the
+    full per-array transfer matrices (no NaN of an unread bit line leaks into them)."""
+    torch.manual_seed(5)
+    w = torch.randn(40, 10, dtype=torch.float64).numpy()
+    cfg = _config(tile_rows=32, tile_cols=32)
+    arr = ProgrammedArray(w, cfg)
+    t = transfer_matrices(cfg.tile_spec().for_solvers(),
+                          torch.as_tensor(arr.cell_conductances()), cache=False)
+    want = (t[0] - t[1])[:, 0, :10, :].transpose(-1, -2)               # (nr, R, 10)
+    assert torch.isfinite(arr.readout64).all()
+    assert float((arr.readout64 - want).abs().max() / want.abs().max()) <= 1e-12
