@@ -50,10 +50,11 @@ from .calibrator import LayerCalibration, calibrate_model
 
 __all__ = ["AnalogConfig", "AnalogConv2d", "AnalogLinear", "analog_layers", "patch_model"]
 
-#: Bytes of one row tile's currents per piece of a convolution's read: small enough to stay in
-#: the cache between the convolution and the ADC's passes over them (measured, see
-#: ``benchmarks/inference.py``).
-READ_CHUNK_BYTES = 1 << 20
+#: Bytes of one row tile's currents per piece of a convolution's read and per torch thread:
+#: small enough to stay in the cache between the convolution and the ADC's passes over them
+#: (MNIST at 64×64, one thread: 0.5 / 1 / 2 / 4 / 8 MiB gave 2.16 / 1.83 / 1.81 / 2.07 / 2.71×
+#: digital under load 6; the whole batch at once 3.7×).
+READ_CHUNK_BYTES = 2 << 20
 #: Fewest images per piece (a one-image convolution takes another algorithm in oneDNN, whose
 #: sums differ in the last bits).
 MIN_CHUNK_IMAGES = 4
@@ -380,7 +381,7 @@ class AnalogConv2d(_AnalogLayer):
 
     def _chunk_bounds(self, x: Tensor) -> list[int]:
         """Pieces of the batch whose one row tile's currents take about
-        :data:`READ_CHUNK_BYTES` (at least :data:`MIN_CHUNK_IMAGES` images, sizes as equal as
+        :data:`READ_CHUNK_BYTES` per torch thread (at least :data:`MIN_CHUNK_IMAGES` images, sizes as equal as
         possible), so that a tile's currents are still in the cache when the ADC converts them.
         One piece when the array is read tile by tile (nonlinear mode, SPICE)."""
         n = x.shape[0]
@@ -388,7 +389,7 @@ class AnalogConv2d(_AnalogLayer):
             return [0, n]
         ho, wo = self._output_size(x.shape[-2], x.shape[-1])
         per_image = max(1, self.c_out * ho * wo * x.element_size())
-        size = max(MIN_CHUNK_IMAGES, READ_CHUNK_BYTES // per_image)
+        size = max(MIN_CHUNK_IMAGES, READ_CHUNK_BYTES * torch.get_num_threads() // per_image)
         pieces = max(1, n // size)
         return [n * i // pieces for i in range(pieces + 1)]
 
