@@ -45,8 +45,8 @@ from torch import Tensor, nn
 from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
-from ..surrogate.converters import ADC, DAC, quantize_currents_
-from .calibrator import LayerCalibration, calibrate_model
+from ..surrogate.converters import DAC, adc_sum_
+from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges, calibrate_model
 
 __all__ = ["AnalogConfig", "AnalogConv2d", "AnalogLinear", "analog_layers", "patch_model"]
 
@@ -55,6 +55,9 @@ __all__ = ["AnalogConfig", "AnalogConv2d", "AnalogLinear", "analog_layers", "pat
 #: (MNIST at 64×64, one thread: 0.5 / 1 / 2 / 4 / 8 MiB gave 2.16 / 1.83 / 1.81 / 2.07 / 2.71×
 #: digital under load 6; the whole batch at once 3.7×).
 READ_CHUNK_BYTES = 2 << 20
+#: Largest tile currents (bytes, all row tiles and phases) a calibration batch keeps so that the
+#: forward pass right after calibration reuses its read instead of reading again.
+CALIBRATION_KEEP_BYTES = 256 << 20
 #: Fewest images per piece (a one-image convolution takes another algorithm in oneDNN, whose
 #: sums differ in the last bits).
 MIN_CHUNK_IMAGES = 4
@@ -104,30 +107,17 @@ class _AnalogLayer(nn.Module):
         channels on axis 1."""
         return [i for _, block in self._current_blocks(v) for i in block]
 
-    def _adc_sum(self, v: Tensor, cal: LayerCalibration) -> Tensor:
-        """Every row tile's per-column ADC (ranges ``cal.adc_range_a``) on its currents for
-        word-line voltages ``v`` (V), summed over the row tiles in tile order (the same sums
-        whatever the batch size). Each block of tile currents is converted in place as soon as
-        it is read, while it is still in the cache
-        (:func:`~spicecross.surrogate.converters.quantize_currents_`, as
-        :class:`~spicecross.surrogate.converters.ADC` does)."""
-        bits = self.config.adc_bits
+    def _read_unscaled(self, x: Tensor, cal: LayerCalibration, phases: list | None = None
+                       ) -> Tensor:
+        """DAC → tile reads → ADC of every row tile and phase (each block of tile currents
+        converted in place as soon as it is read: :func:`~spicecross.surrogate.converters.
+        adc_sum_`), partial sums and phases combined digitally (A). ``phases``: the phases'
+        ``(sign, current blocks)`` if already read."""
+        if phases is None:
+            phases = [(s, self._current_blocks(v)) for s, v in self._dac(x, cal)]
         out = None
-        for r0, block in self._current_blocks(v):                 # (k, N, C_out, …), owned
-            if bits is not None:
-                shape = [block.shape[0], 1, block.shape[2]] + [1] * (block.dim() - 3)
-                rng = cal.adc_range_a[r0:r0 + block.shape[0]].to(block.dtype).view(shape)
-                quantize_currents_(block, rng, bits)
-            for q in block:
-                out = q if out is None else out.add_(q)
-        return out
-
-    def _read_unscaled(self, x: Tensor, cal: LayerCalibration) -> Tensor:
-        """DAC → tile reads → ADC of every row tile and phase, partial sums and phases
-        combined digitally (A)."""
-        out = None
-        for sign, v in self._dac(x, cal):
-            q = self._adc_sum(v, cal)
+        for sign, blocks in phases:
+            q = adc_sum_(blocks, cal.adc_range_a, self.config.adc_bits)
             if out is None:
                 out = q if sign > 0 else q.neg_()
             else:
@@ -213,35 +203,10 @@ class _AnalogLayer(nn.Module):
         if bits is None:
             return None
         if self.config.adc_overflow_pct == 0:
-            return self._adc_max_ranges(phases)
-        per_phase = [self._tile_currents(v) for _, v in phases]
-        ranges = []
-        for r in range(self.n_row_tiles):
-            cols = torch.cat([cur[r].detach().movedim(1, -1).reshape(-1, cur[r].shape[1])
-                              for cur in per_phase]).to(torch.float64)
-            if self.config.adc_overflow_pct > 0 and cols.numel() > (1 << 23):
-                cols = cols[::-(-cols.numel() // (1 << 23))]      # quantile size limit
-            rng = ADC(bits).calibrate(cols, self.config.adc_overflow_pct).range_a
-            ranges.append(rng.to(per_phase[0][r].dtype))
-        return torch.stack(ranges).to(torch.float32)
-
-    def _adc_max_ranges(self, phases: list[tuple[float, Tensor]]) -> Tensor:
-        """Per (row tile, column) ADC ranges (A) as the largest differential current of all read
-        phases, reduced block by block without copying the currents (the values
-        :meth:`_adc_ranges` gets from the full list)."""
-        peak = None
-        for _, v in phases:
-            for r0, block in self._current_blocks(v):              # (k, N, C_out, …)
-                dims = [1] + list(range(3, block.dim()))
-                m = torch.maximum(block.amax(dims), block.amin(dims).neg_())   # (k, C_out)
-                if peak is None:
-                    peak = [None] * self.n_row_tiles
-                for k in range(m.shape[0]):
-                    old = peak[r0 + k]
-                    peak[r0 + k] = m[k] if old is None else torch.maximum(old, m[k])
-        ranges = [ADC(self.config.adc_bits).calibrate(p.unsqueeze(0).to(torch.float64))
-                  .range_a.to(p.dtype) for p in peak]
-        return torch.stack(ranges).to(torch.float32)
+            return adc_max_ranges([self._current_blocks(v) for _, v in phases],
+                                  self.n_row_tiles, bits)
+        return adc_percentile_ranges([self._tile_currents(v) for _, v in phases], bits,
+                                     self.config.adc_overflow_pct)
 
     def fit_calibration(self, x: Tensor) -> LayerCalibration:
         """DAC full scale and ADC ranges (A) from a calibration batch ``x`` of layer inputs:
@@ -264,11 +229,26 @@ class _AnalogLayer(nn.Module):
         # voltage): reads that would disturb a real array
         above = sum(float((v.abs() > limit).float().sum()) for _, v in phases)
         cal.read_disturb_fraction = above / sum(v.numel() for _, v in phases)
-        cal.adc_range_a = self._adc_ranges(phases)
+        self._pending_read = None
+        if (self.config.adc_bits is None or self.config.adc_overflow_pct > 0
+                or self.array.uses_tile_reads
+                or self._currents_bytes(x) * len(phases) > CALIBRATION_KEEP_BYTES):
+            cal.adc_range_a = self._adc_ranges(phases)
+            return cal
+        # the ranges and this batch's read from one computation of the currents: the forward
+        # pass that follows calibration (calibrator.fit_calibrations) reuses the read
+        blocks = [list(self._current_blocks(v)) for _, v in phases]
+        cal.adc_range_a = adc_max_ranges(blocks, self.n_row_tiles, self.config.adc_bits)
+        y = self._read_unscaled(x, cal, [(s, b) for (s, _), b in zip(phases, blocks)])
+        self._pending_read = (x, cal, y.mul_(self.array.weight_units_per_a(cal.x_fs) * cal.gain))
         return cal
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._add_bias(self._read(x, self._calibrated()))
+        cal = self._calibrated()
+        pending, self._pending_read = getattr(self, "_pending_read", None), None
+        if pending is not None and pending[0] is x and pending[1] is cal and cal.gain == 1.0:
+            return self._add_bias(pending[2])
+        return self._add_bias(self._read(x, cal))
 
     def extra_repr(self) -> str:
         return (f"tiles={self.n_row_tiles}x{self.n_col_tiles} of {self.config.tile_rows}x"
@@ -307,6 +287,10 @@ class AnalogLinear(_AnalogLayer):
         for k, a in terms[1:]:                  # the polynomial mode's v^k terms
             out = out + torch.bmm(vt ** k, a)
         yield 0, out                                                 # (nr, N, C_out)
+
+    def _currents_bytes(self, x: Tensor) -> int:
+        """Bytes of the tile currents of all row tiles for one read phase of inputs ``x``."""
+        return (x.numel() // self.in_features) * self.c_out * self.n_row_tiles * x.element_size()
 
     def _digital(self, x: Tensor) -> Tensor:
         """The digital layer without its bias (the reference of tune_ and re-calibration)."""
@@ -378,6 +362,11 @@ class AnalogConv2d(_AnalogLayer):
         ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
         return ho, wo
+
+    def _currents_bytes(self, x: Tensor) -> int:
+        """Bytes of the tile currents of all row tiles for one read phase of inputs ``x``."""
+        ho, wo = self._output_size(x.shape[-2], x.shape[-1])
+        return x.shape[0] * self.c_out * ho * wo * self.n_row_tiles * x.element_size()
 
     def _chunk_bounds(self, x: Tensor) -> list[int]:
         """Pieces of the batch whose one row tile's currents take about

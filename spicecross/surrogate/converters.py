@@ -59,6 +59,24 @@ def quantize_currents_(i_a: torch.Tensor, range_a: torch.Tensor, bits: int) -> t
     return i_a.div_(range_a).clamp_(-1.0, 1.0).mul_(steps).round_().div_(steps).mul_(range_a)
 
 
+def adc_sum_(blocks, range_a: torch.Tensor | None, bits: int | None) -> torch.Tensor:
+    """Row tiles' currents through their per-column ADCs, summed over the row tiles in tile
+    order (the same sums whatever the batch size). ``blocks`` yields ``(first row tile, currents
+    (k, N, C_out, …) in A)`` that may be overwritten: each block is converted in place
+    (:func:`quantize_currents_` with the ranges ``range_a[r]`` (row tiles, C_out) in A, as
+    :class:`ADC` converts) as soon as it arrives, while it is still in the cache. ``bits`` None:
+    ideal ADCs (plain sums)."""
+    out = None
+    for r0, block in blocks:
+        if bits is not None:
+            shape = [block.shape[0], 1, block.shape[2]] + [1] * (block.dim() - 3)
+            quantize_currents_(block, range_a[r0:r0 + block.shape[0]].to(block.dtype).view(shape),
+                               bits)
+        for q in block:
+            out = q if out is None else out.add_(q)
+    return out
+
+
 @dataclass
 class ADC:
     """Per-column ADC with ``bits`` (None: ideal) on a fixed symmetric range ±``range_a`` (A).
