@@ -248,26 +248,39 @@ def _rest_ports(spec: TileSpec, rows: int, width: int, g0_s: float) -> torch.Ten
     """Port matrix (a + 1, a + 1) in S of a tile's last ``width`` columns when every cell there
     is ``g0_s``: ports [its left word-line ends (a, padded rows first), ground]; its right
     word-line and top bit-line ends (floating) eliminated, its sense nodes (0 V) joined into the
-    ground node. Depends on no weight, so it is built once per process and shape."""
+    ground node. Built from the right edge, strip by strip of :data:`LEAF_MAX` columns (the
+    first strip takes the remainder), each strip's ports joined to the rest to its right; every
+    width on the way is kept (:data:`_REST_PORTS`), so the remainders of other layers' tiles
+    cost one strip each. Depends on no weight."""
     key = (spec.r_wire_wl_ohm, spec.r_wire_bl_ohm, spec.r_driver_ohm, spec.r_sense_ohm, rows,
            width, float(g0_s))
-    if key not in _REST_PORTS:
-        y, a, b = _block_ports(spec, torch.full((1, rows, width), float(g0_s),
-                                                dtype=torch.float64), driven=False)
-        # ports [left a, right a, top b, bottom b] -> nodes [left a, ground, right a, top b]
-        node = torch.cat([torch.arange(a), a + 1 + torch.arange(a + b),
-                          torch.full((b,), a, dtype=torch.long)])
-        n = 2 * a + b + 1
-        k = y.new_zeros((n, n)).index_add_(0, node, y.new_zeros((n, y.shape[-1])).index_add_(
-            0, node, y[0]).T).T
-        if len(_REST_PORTS) >= 8:
-            _REST_PORTS.pop(next(iter(_REST_PORTS)))
-        _REST_PORTS[key] = _eliminate(k, a + 1)
+    if key in _REST_PORTS:
+        return _REST_PORTS[key]
+    step = width % LEAF_MAX or LEAF_MAX
+    right = _rest_ports(spec, rows, width - step, g0_s) if width > step else None
+    strip_key = key[:5] + (step, float(g0_s), "strip")
+    if strip_key not in _REST_PORTS:
+        _REST_PORTS[strip_key] = _block_ports(spec, torch.full((1, rows, step), float(g0_s),
+                                                               dtype=torch.float64), driven=False)
+    y, a, b = _REST_PORTS[strip_key]
+    # ports [left a, right a, top b, bottom b] -> nodes [left a, ground, right a, top b]
+    node = torch.cat([torch.arange(a), a + 1 + torch.arange(a + b),
+                      torch.full((b,), a, dtype=torch.long)])
+    n = 2 * a + b + 1
+    k = y.new_zeros((n, n)).index_add_(0, node, y.new_zeros((n, y.shape[-1])).index_add_(
+        0, node, y[0]).T).T
+    if right is not None:                        # the columns to the right, at [right, ground]
+        at = torch.cat([torch.arange(a + 1, 2 * a + 1), torch.tensor([a])])
+        k[at[:, None], at[None, :]] += right
+    if len(_REST_PORTS) >= 256:
+        _REST_PORTS.clear()
+    _REST_PORTS[key] = _eliminate(k, a + 1)
     return _REST_PORTS[key]
 
 
-#: Port matrices of uniform remainders (:func:`_rest_ports`), by spec, shape and conductance.
-_REST_PORTS: dict[tuple, torch.Tensor] = {}
+#: Port matrices of uniform remainders and their strips (:func:`_rest_ports`), by spec, shape
+#: and conductance.
+_REST_PORTS: dict[tuple, object] = {}
 
 
 def _build_split(spec: TileSpec, g: torch.Tensor, width: int, n_cols: int, g0_s: float
