@@ -116,14 +116,19 @@ def test_adc_ranges_are_the_largest_current_of_every_phase(kw):
 
 
 def test_reads_in_pieces_equal_one_piece(monkeypatch):
-    """A batch read in pieces of a few images gives every image the bits it gets in one piece
-    (float32, the default dtype of inference)."""
+    """With one torch thread, a batch read in pieces of a few images gives every image the
+    bits it gets in one piece (float32, the default dtype of inference); with several threads
+    the batch is one piece."""
     torch.manual_seed(3)
     x = torch.randn(37, 3, 8, 8)
     pm = patch_model(_conv_net(), _config(), x[:8])
     layer = pm[0]
+    monkeypatch.setattr(analog, "READ_CHUNK_BYTES", 1)
+    monkeypatch.setattr(analog, "torch_threads", lambda: 2)
+    assert layer._chunk_bounds(x) == [0, 37]              # several threads: one piece
+    monkeypatch.setattr(analog, "torch_threads", lambda: 1)
     monkeypatch.setattr(analog, "READ_CHUNK_BYTES", 1 << 40)
-    assert len(layer._chunk_bounds(x)) == 2
+    assert layer._chunk_bounds(x) == [0, 37]
     with torch.no_grad():
         whole = pm(x)
     monkeypatch.setattr(analog, "READ_CHUNK_BYTES", 1)

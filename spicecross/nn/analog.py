@@ -50,11 +50,16 @@ from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges,
 
 __all__ = ["AnalogConfig", "AnalogConv2d", "AnalogLinear", "analog_layers", "patch_model"]
 
-#: Bytes of one row tile's currents per piece of a convolution's read and per torch thread:
-#: small enough to stay in the cache between the convolution and the ADC's passes over them
-#: (MNIST at 64×64, one thread: 0.5 / 1 / 2 / 4 / 8 MiB gave 2.16 / 1.83 / 1.81 / 2.07 / 2.71×
-#: digital under load 6; the whole batch at once 3.7×).
+#: Bytes of one row tile's currents per piece of a single-threaded convolution read: small
+#: enough to stay in the cache between the convolution and the ADC's passes over them (MNIST at
+#: 64×64, one thread: 0.5 / 1 / 2 / 4 / 8 MiB gave 2.16 / 1.83 / 1.81 / 2.07 / 2.71× digital
+#: under load 6; the whole batch at once 3.7×). With several torch threads every operation is a
+#: parallel region whose threads wait for each other, and many small ones cost more than the
+#: cache saves (two threads, load 8: 2 / 8 MiB and the whole batch 5.6 / 3.5 / 2.8× digital), so
+#: then the batch is read in one piece.
 READ_CHUNK_BYTES = 2 << 20
+#: torch's intra-op thread count now (what :meth:`AnalogConv2d._chunk_bounds` adapts to).
+torch_threads = torch.get_num_threads
 #: Largest tile currents (bytes, all row tiles and phases) a calibration batch keeps so that the
 #: forward pass right after calibration reuses its read instead of reading again.
 CALIBRATION_KEEP_BYTES = 256 << 20
@@ -370,15 +375,16 @@ class AnalogConv2d(_AnalogLayer):
 
     def _chunk_bounds(self, x: Tensor) -> list[int]:
         """Pieces of the batch whose one row tile's currents take about
-        :data:`READ_CHUNK_BYTES` per torch thread (at least :data:`MIN_CHUNK_IMAGES` images, sizes as equal as
+        :data:`READ_CHUNK_BYTES` when torch runs one thread (at least :data:`MIN_CHUNK_IMAGES` images, sizes as equal as
         possible), so that a tile's currents are still in the cache when the ADC converts them.
-        One piece when the array is read tile by tile (nonlinear mode, SPICE)."""
+        One piece with several threads, or when the array is read tile by tile (nonlinear mode,
+        SPICE)."""
         n = x.shape[0]
-        if self.array.uses_tile_reads or n <= MIN_CHUNK_IMAGES:
+        if self.array.uses_tile_reads or n <= MIN_CHUNK_IMAGES or torch_threads() > 1:
             return [0, n]
         ho, wo = self._output_size(x.shape[-2], x.shape[-1])
         per_image = max(1, self.c_out * ho * wo * x.element_size())
-        size = max(MIN_CHUNK_IMAGES, READ_CHUNK_BYTES * torch.get_num_threads() // per_image)
+        size = max(MIN_CHUNK_IMAGES, READ_CHUNK_BYTES // per_image)
         pieces = max(1, n // size)
         return [n * i // pieces for i in range(pieces + 1)]
 
