@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from ..circuit.tile import TileSpec
+from ..threads import limited_threads
 from .transfer_cache import content_key, load_arrays, store_arrays
 
 #: Default bound (bytes) on the working memory of one chunk of tiles built together.
@@ -356,13 +357,19 @@ def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor, *,
         uniform = (flat[:, :, width:] == g0[:, None, None]).all(dim=2).all(dim=1)
         groups = [(None, torch.nonzero(~uniform).flatten())] + [
             (float(v), torch.nonzero(uniform & (g0 == v)).flatten()) for v in g0[uniform].unique()]
-    for g0_s, idx in groups:
-        cells = spec.rows * (spec.cols if g0_s is None else width)
-        chunk = max(1, int(work_bytes // (8 * _WORDS_PER_CELL * cells)))
-        for start in range(0, len(idx), chunk):
-            part = idx[start:start + chunk]
-            out[part] = (_build(spec, flat[part], n_cols) if g0_s is None
-                         else _build_split(spec, flat[part], width, n_cols, g0_s))
+    # one torch thread: a build is thousands of small operations, each a parallel region whose
+    # threads wait for each other; on the 2-core machine under load 7-8 the MNIST network's T
+    # at 64x64 took 38.8 s with two threads, 0.56 s with one (benchmarks/inference.py, "T build
+    # alone"). Only Cholesky and triangular solves here: the MKL fault after set_num_threads
+    # (spicecross.threads) is in LU.
+    with limited_threads(1):
+        for g0_s, idx in groups:
+            cells = spec.rows * (spec.cols if g0_s is None else width)
+            chunk = max(1, int(work_bytes // (8 * _WORDS_PER_CELL * cells)))
+            for start in range(0, len(idx), chunk):
+                part = idx[start:start + chunk]
+                out[part] = (_build(spec, flat[part], n_cols) if g0_s is None
+                             else _build_split(spec, flat[part], width, n_cols, g0_s))
     if key is not None:
         store_arrays(key, {"t_s": out.numpy()})
     return out.reshape(batch + shape[1:])
