@@ -116,17 +116,12 @@ def test_adc_ranges_are_the_largest_current_of_every_phase(kw):
 
 
 def test_reads_in_pieces_equal_one_piece(monkeypatch):
-    """With one torch thread, a batch read in pieces of a few images gives every image the
-    bits it gets in one piece (float32, the default dtype of inference); with several threads
-    the batch is one piece."""
+    """A batch read in pieces of a few images, in turn or by several single-threaded workers,
+    gives every image the bits it gets in one piece (float32, the default dtype of inference)."""
     torch.manual_seed(3)
     x = torch.randn(37, 3, 8, 8)
     pm = patch_model(_conv_net(), _config(), x[:8])
     layer = pm[0]
-    monkeypatch.setattr(analog, "READ_CHUNK_BYTES", 1)
-    monkeypatch.setattr(analog, "torch_threads", lambda: 2)
-    assert layer._chunk_bounds(x) == [0, 37]              # several threads: one piece
-    monkeypatch.setattr(analog, "torch_threads", lambda: 1)
     monkeypatch.setattr(analog, "READ_CHUNK_BYTES", 1 << 40)
     assert layer._chunk_bounds(x) == [0, 37]
     with torch.no_grad():
@@ -136,9 +131,11 @@ def test_reads_in_pieces_equal_one_piece(monkeypatch):
     sizes = np.diff(bounds)
     assert bounds[0] == 0 and bounds[-1] == 37 and len(bounds) > 3
     assert sizes.min() >= analog.MIN_CHUNK_IMAGES and sizes.max() - sizes.min() <= 1
-    with torch.no_grad():
-        pieces = pm(x)
-    assert torch.equal(whole, pieces)
+    for workers in (1, 3):                                 # pieces read in turn, by 3 workers
+        monkeypatch.setattr(analog, "torch_threads", lambda: workers)
+        with torch.no_grad():
+            pieces = pm(x)
+        assert torch.equal(whole, pieces)
 
 
 def test_dac_in_place_equals_the_dac():

@@ -36,6 +36,7 @@ affine on the scaled outputs (in hardware it folds into the ADC's digital post-s
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -46,17 +47,17 @@ from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
 from ..surrogate.converters import DAC, adc_sum_
+from ..threads import limited_threads
 from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges, calibrate_model
 
 __all__ = ["AnalogConfig", "AnalogConv2d", "AnalogLinear", "analog_layers", "patch_model"]
 
-#: Bytes of one row tile's currents per piece of a single-threaded convolution read: small
-#: enough to stay in the cache between the convolution and the ADC's passes over them (MNIST at
-#: 64×64, one thread: 0.5 / 1 / 2 / 4 / 8 MiB gave 2.16 / 1.83 / 1.81 / 2.07 / 2.71× digital
-#: under load 6; the whole batch at once 3.7×). With several torch threads every operation is a
-#: parallel region whose threads wait for each other, and many small ones cost more than the
-#: cache saves (two threads, load 8: 2 / 8 MiB and the whole batch 5.6 / 3.5 / 2.8× digital), so
-#: then the batch is read in one piece.
+#: Bytes of one row tile's currents per piece of a convolution read: small enough to stay in
+#: the cache between the convolution and the ADC's passes over them (MNIST at 64×64, one
+#: thread: 0.5 / 1 / 2 / 4 / 8 MiB gave 2.16 / 1.83 / 1.81 / 2.07 / 2.71× digital under load 6;
+#: the whole batch at once 3.7×). Two torch threads running every operation of such pieces
+#: wait for each other at the end of each (load 8: 2 / 8 MiB and the whole batch 5.6 / 3.5 /
+#: 2.8× digital), hence the single-threaded workers of :meth:`_AnalogLayer._read`.
 READ_CHUNK_BYTES = 2 << 20
 #: torch's intra-op thread count now (what :meth:`AnalogConv2d._chunk_bounds` adapts to).
 torch_threads = torch.get_num_threads
@@ -137,19 +138,31 @@ class _AnalogLayer(nn.Module):
     def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
         """:meth:`_read_unscaled` scaled back to weight units (times the re-calibrated gain),
         piece by piece over the batch (:meth:`_chunk_bounds`): every sample's result is the
-        same whatever the pieces."""
+        same whatever the pieces. With n > 1 torch threads the pieces are shared among n
+        workers that each run one thread (every operation single-threaded: no thread waits at
+        the end of each small operation for another that the machine's load has descheduled)."""
         if self.config.compat == "memtorch":
             return self._read_memtorch(x, cal)
         scale = self.array.weight_units_per_a(cal.x_fs) * cal.gain
         bounds = self._chunk_bounds(x)
         if len(bounds) == 2:
             return self._read_unscaled(x, cal).mul_(scale)
-        out = None
-        for lo, hi in zip(bounds[:-1], bounds[1:]):
-            part = self._read_unscaled(x[lo:hi], cal)
-            if out is None:
-                out = part.new_empty((x.shape[0],) + part.shape[1:])
-            torch.mul(part, scale, out=out[lo:hi])
+        pieces = list(zip(bounds[:-1], bounds[1:]))
+        workers = min(torch_threads(), len(pieces))
+        with limited_threads(1):                   # workers started inside: one thread each
+            part = self._read_unscaled(x[:pieces[0][1]], cal)
+            out = part.new_empty((x.shape[0],) + part.shape[1:])
+            torch.mul(part, scale, out=out[:pieces[0][1]])
+
+            def run(piece: tuple[int, int]) -> None:
+                torch.mul(self._read_unscaled(x[piece[0]:piece[1]], cal), scale,
+                          out=out[piece[0]:piece[1]])
+            if workers > 1:
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(run, pieces[1:]))
+            else:
+                for piece in pieces[1:]:
+                    run(piece)
         return out
 
     # ---- MemTorch 1.1.6 (compat="memtorch") ----------------------------------------------------
@@ -375,12 +388,11 @@ class AnalogConv2d(_AnalogLayer):
 
     def _chunk_bounds(self, x: Tensor) -> list[int]:
         """Pieces of the batch whose one row tile's currents take about
-        :data:`READ_CHUNK_BYTES` when torch runs one thread (at least :data:`MIN_CHUNK_IMAGES` images, sizes as equal as
+        :data:`READ_CHUNK_BYTES` (at least :data:`MIN_CHUNK_IMAGES` images, sizes as equal as
         possible), so that a tile's currents are still in the cache when the ADC converts them.
-        One piece with several threads, or when the array is read tile by tile (nonlinear mode,
-        SPICE)."""
+        One piece when the array is read tile by tile (nonlinear mode, SPICE)."""
         n = x.shape[0]
-        if self.array.uses_tile_reads or n <= MIN_CHUNK_IMAGES or torch_threads() > 1:
+        if self.array.uses_tile_reads or n <= MIN_CHUNK_IMAGES:
             return [0, n]
         ho, wo = self._output_size(x.shape[-2], x.shape[-1])
         per_image = max(1, self.c_out * ho * wo * x.element_size())
