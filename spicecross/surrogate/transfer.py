@@ -238,11 +238,10 @@ def _sense_t(y: torch.Tensor, a: int, b: int, rows: int, n_cols: int) -> torch.T
     return t[:, :, a - rows:]
 
 
-def _build(spec: TileSpec, g: torch.Tensor, n_cols: int | None = None) -> torch.Tensor:
-    """T (batch, n_cols, rows) in S for conductances (batch, rows, cols) in S, one chunk: the
-    first ``n_cols`` bit lines (default all)."""
+def _build(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
+    """T (batch, cols, rows) in S for conductances (batch, rows, cols) in S, one chunk."""
     y, a, b = _block_ports(spec, g)
-    return _sense_t(y, a, b, spec.rows, b)[:, :spec.cols if n_cols is None else n_cols]
+    return _sense_t(y, a, b, spec.rows, b)[:, :spec.cols]
 
 
 def _rest_ports(spec: TileSpec, rows: int, width: int, g0_s: float) -> torch.Tensor:
@@ -368,7 +367,7 @@ def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor, *,
             chunk = max(1, int(work_bytes // (8 * _WORDS_PER_CELL * cells)))
             for start in range(0, len(idx), chunk):
                 part = idx[start:start + chunk]
-                out[part] = (_build(spec, flat[part], n_cols) if g0_s is None
+                out[part] = (_build(spec, flat[part])[:, :n_cols] if g0_s is None
                              else _build_split(spec, flat[part], width, n_cols, g0_s))
     if key is not None:
         store_arrays(key, {"t_s": out.numpy()})
