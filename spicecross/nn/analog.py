@@ -36,6 +36,7 @@ affine on the scaled outputs (in hardware it folds into the ADC's digital post-s
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -45,10 +46,27 @@ from torch import Tensor, nn
 from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
-from ..surrogate.converters import ADC, DAC, quantize_currents_
-from .calibrator import LayerCalibration, calibrate_model
+from ..surrogate.converters import DAC, adc_sum_
+from ..threads import limited_threads
+from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges, calibrate_model
 
 __all__ = ["AnalogConfig", "AnalogConv2d", "AnalogLinear", "analog_layers", "patch_model"]
+
+#: Bytes of one row tile's currents per piece of a convolution read: small enough to stay in
+#: the cache between the convolution and the ADC's passes over them (MNIST at 64×64, one
+#: thread: 0.5 / 1 / 2 / 4 / 8 MiB gave 2.16 / 1.83 / 1.81 / 2.07 / 2.71× digital under load 6;
+#: the whole batch at once 3.7×). Two torch threads running every operation of such pieces
+#: wait for each other at the end of each (load 8: 2 / 8 MiB and the whole batch 5.6 / 3.5 /
+#: 2.8× digital), hence the single-threaded workers of :meth:`_AnalogLayer._read`.
+READ_CHUNK_BYTES = 2 << 20
+#: torch's intra-op thread count now (what :meth:`AnalogConv2d._chunk_bounds` adapts to).
+torch_threads = torch.get_num_threads
+#: Largest tile currents (bytes, all row tiles and phases) a calibration batch keeps so that the
+#: forward pass right after calibration reuses its read instead of reading again.
+CALIBRATION_KEEP_BYTES = 256 << 20
+#: Fewest images per piece (a one-image convolution takes another algorithm in oneDNN, whose
+#: sums differ in the last bits).
+MIN_CHUNK_IMAGES = 4
 
 
 class _AnalogLayer(nn.Module):
@@ -87,41 +105,65 @@ class _AnalogLayer(nn.Module):
         dac = DAC(self.config.read_voltage_v, self.config.dac_bits)
         if not cal.signed or self.config.read_scheme == "bipolar":
             return [(1.0, dac(x, cal.x_fs, cal.signed))]
-        return [(1.0, dac(x.clamp(min=0), cal.x_fs, False)),
-                (-1.0, dac((-x).clamp(min=0), cal.x_fs, False))]
+        return [(1.0, dac.voltages_(x.clamp(min=0).div_(cal.x_fs), False)),
+                (-1.0, dac.voltages_(x.neg().clamp_(min=0).div_(cal.x_fs), False))]
 
-    def _adc_sum(self, currents: list[Tensor], cal: LayerCalibration) -> Tensor:
-        """Every row tile's per-column ADC (ranges ``cal.adc_range_a``) on its currents
-        (column axis 1), summed over the row tiles: one stacked tensor converted in place
-        (:func:`~spicecross.surrogate.converters.quantize_currents_`, as
-        :class:`~spicecross.surrogate.converters.ADC` does)."""
-        bits = self.config.adc_bits
-        if bits is None:
-            out = currents[0].clone()
-            for i in currents[1:]:
-                out.add_(i)
-            return out
-        t = torch.stack(currents)                                   # (nr, N, C_out, …)
-        shape = [t.shape[0], 1, t.shape[2]] + [1] * (t.dim() - 3)
-        quantize_currents_(t, cal.adc_range_a.to(t.dtype).view(shape), bits)
-        out = t[0]
-        for q in t[1:]:            # tile by tile: the same sums whatever the batch size
-            out = out.add_(q)
-        return out
+    def _tile_currents(self, v: Tensor) -> list[Tensor]:
+        """Differential currents (A) per row tile for word-line voltages ``v`` (V), output
+        channels on axis 1."""
+        return [i for _, block in self._current_blocks(v) for i in block]
 
-    def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
-        """DAC → tile reads → ADC of every row tile and phase, partial sums and phases
-        combined digitally, scaled back to weight units (times the re-calibrated gain)."""
-        if self.config.compat == "memtorch":
-            return self._read_memtorch(x, cal)
+    def _read_unscaled(self, x: Tensor, cal: LayerCalibration, phases: list | None = None
+                       ) -> Tensor:
+        """DAC → tile reads → ADC of every row tile and phase (each block of tile currents
+        converted in place as soon as it is read: :func:`~spicecross.surrogate.converters.
+        adc_sum_`), partial sums and phases combined digitally (A). ``phases``: the phases'
+        ``(sign, current blocks)`` if already read."""
+        if phases is None:
+            phases = [(s, self._current_blocks(v)) for s, v in self._dac(x, cal)]
         out = None
-        for sign, v in self._dac(x, cal):
-            q = self._adc_sum(self._tile_currents(v), cal)
+        for sign, blocks in phases:
+            q = adc_sum_(blocks, cal.adc_range_a, self.config.adc_bits)
             if out is None:
                 out = q if sign > 0 else q.neg_()
             else:
                 out = out.add_(q) if sign > 0 else out.sub_(q)
-        return out * (self.array.weight_units_per_a(cal.x_fs) * cal.gain)
+        return out
+
+    def _chunk_bounds(self, x: Tensor) -> list[int]:
+        """Sample boundaries of the pieces a read of ``x`` is done in (one piece by default;
+        convolutions override)."""
+        return [0, x.shape[0]]
+
+    def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
+        """:meth:`_read_unscaled` scaled back to weight units (times the re-calibrated gain),
+        piece by piece over the batch (:meth:`_chunk_bounds`): every sample's result is the
+        same whatever the pieces. With n > 1 torch threads the pieces are shared among n
+        workers that each run one thread (every operation single-threaded: no thread waits at
+        the end of each small operation for another that the machine's load has descheduled)."""
+        if self.config.compat == "memtorch":
+            return self._read_memtorch(x, cal)
+        scale = self.array.weight_units_per_a(cal.x_fs) * cal.gain
+        bounds = self._chunk_bounds(x)
+        if len(bounds) == 2:
+            return self._read_unscaled(x, cal).mul_(scale)
+        pieces = list(zip(bounds[:-1], bounds[1:]))
+        workers = min(torch_threads(), len(pieces))
+        with limited_threads(1):                   # workers started inside: one thread each
+            part = self._read_unscaled(x[:pieces[0][1]], cal)
+            out = part.new_empty((x.shape[0],) + part.shape[1:])
+            torch.mul(part, scale, out=out[:pieces[0][1]])
+
+            def run(piece: tuple[int, int]) -> None:
+                torch.mul(self._read_unscaled(x[piece[0]:piece[1]], cal), scale,
+                          out=out[piece[0]:piece[1]])
+            if workers > 1:
+                with ThreadPoolExecutor(workers) as pool:
+                    list(pool.map(run, pieces[1:]))
+            else:
+                for piece in pieces[1:]:
+                    run(piece)
+        return out
 
     # ---- MemTorch 1.1.6 (compat="memtorch") ----------------------------------------------------
     def _read_memtorch(self, x: Tensor, cal: LayerCalibration) -> Tensor:
@@ -178,18 +220,19 @@ class _AnalogLayer(nn.Module):
         bits = self.config.adc_bits
         if bits is None:
             return None
-        per_phase = [self._tile_currents(v) for _, v in phases]
-        ranges = []
-        for r in range(self.n_row_tiles):
-            cols = torch.cat([cur[r].detach().movedim(1, -1).reshape(-1, cur[r].shape[1])
-                              for cur in per_phase]).to(torch.float64)
-            if self.config.adc_overflow_pct > 0 and cols.numel() > (1 << 23):
-                cols = cols[::-(-cols.numel() // (1 << 23))]      # quantile size limit
-            rng = ADC(bits).calibrate(cols, self.config.adc_overflow_pct).range_a
-            ranges.append(rng.to(per_phase[0][r].dtype))
-        return torch.stack(ranges).to(torch.float32)
+        if self.config.adc_overflow_pct == 0:
+            return adc_max_ranges([self._current_blocks(v) for _, v in phases],
+                                  self.n_row_tiles, bits)
+        return adc_percentile_ranges([self._tile_currents(v) for _, v in phases], bits,
+                                     self.config.adc_overflow_pct)
 
     def fit_calibration(self, x: Tensor) -> LayerCalibration:
+        """:meth:`_fit_calibration` on one torch thread: two, under load 5, made MNIST's
+        calibration at 64×64 take 2.5 s instead of 0.26 s (many operations on one batch)."""
+        with limited_threads(1):
+            return self._fit_calibration(x)
+
+    def _fit_calibration(self, x: Tensor) -> LayerCalibration:
         """DAC full scale and ADC ranges (A) from a calibration batch ``x`` of layer inputs:
         the full scale is the largest |x|, each (row tile, column) ADC range the largest (or the
         ``adc_overflow_pct`` percentile) differential current of the batch over all read
@@ -210,11 +253,26 @@ class _AnalogLayer(nn.Module):
         # voltage): reads that would disturb a real array
         above = sum(float((v.abs() > limit).float().sum()) for _, v in phases)
         cal.read_disturb_fraction = above / sum(v.numel() for _, v in phases)
-        cal.adc_range_a = self._adc_ranges(phases)
+        self._pending_read = None
+        if (self.config.adc_bits is None or self.config.adc_overflow_pct > 0
+                or self.array.uses_tile_reads
+                or self._currents_bytes(x) * len(phases) > CALIBRATION_KEEP_BYTES):
+            cal.adc_range_a = self._adc_ranges(phases)
+            return cal
+        # the ranges and this batch's read from one computation of the currents: the forward
+        # pass that follows calibration (calibrator.fit_calibrations) reuses the read
+        blocks = [list(self._current_blocks(v)) for _, v in phases]
+        cal.adc_range_a = adc_max_ranges(blocks, self.n_row_tiles, self.config.adc_bits)
+        y = self._read_unscaled(x, cal, [(s, b) for (s, _), b in zip(phases, blocks)])
+        self._pending_read = (x, cal, y.mul_(self.array.weight_units_per_a(cal.x_fs) * cal.gain))
         return cal
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._add_bias(self._read(x, self._calibrated()))
+        cal = self._calibrated()
+        pending, self._pending_read = getattr(self, "_pending_read", None), None
+        if pending is not None and pending[0] is x and pending[1] is cal and cal.gain == 1.0:
+            return self._add_bias(pending[2])
+        return self._add_bias(self._read(x, cal))
 
     def extra_repr(self) -> str:
         return (f"tiles={self.n_row_tiles}x{self.n_col_tiles} of {self.config.tile_rows}x"
@@ -236,11 +294,13 @@ class AnalogLinear(_AnalogLayer):
                      if linear.bias is not None else None)
         self._program(self.weight.detach().double().T.numpy(), config, layer_index)
 
-    def _tile_currents(self, v: Tensor) -> list[Tensor]:
-        """Differential currents (A) per row tile, (N, C_out) each, for voltages (…, K)."""
+    def _current_blocks(self, v: Tensor):
+        """Differential currents (A) for voltages (…, K) in V: one block (row tiles, N, C_out)
+        with the first row tile's index 0, a tensor the caller may overwrite."""
         v = v.reshape(-1, self.in_features)
         if self.array.uses_tile_reads:
-            return self.array.tile_read_currents(v)
+            yield 0, torch.stack(self.array.tile_read_currents(v))
+            return
         R = self.config.tile_rows
         pad = self.n_row_tiles * R - self.in_features
         vp = F.pad(v, (0, pad)) if pad else v
@@ -250,7 +310,11 @@ class AnalogLinear(_AnalogLayer):
         out = torch.bmm(vt, terms[0][1])
         for k, a in terms[1:]:                  # the polynomial mode's v^k terms
             out = out + torch.bmm(vt ** k, a)
-        return list(out.unbind(0))                                   # (N, C_out) each
+        yield 0, out                                                 # (nr, N, C_out)
+
+    def _currents_bytes(self, x: Tensor) -> int:
+        """Bytes of the tile currents of all row tiles for one read phase of inputs ``x``."""
+        return (x.numel() // self.in_features) * self.c_out * self.n_row_tiles * x.element_size()
 
     def _digital(self, x: Tensor) -> Tensor:
         """The digital layer without its bias (the reference of tune_ and re-calibration)."""
@@ -316,19 +380,45 @@ class AnalogConv2d(_AnalogLayer):
         self._kernel_cache = (readout64, kernels)
         return kernels
 
-    def _tile_currents(self, v: Tensor) -> list[Tensor]:
-        """Differential currents (A) per row tile, (N, C_out, Ho, Wo) each."""
+    def _output_size(self, h: int, w: int) -> tuple[int, int]:
+        """Output height and width for an input of ``h`` × ``w``."""
+        kh, kw = self.kernel_size
+        ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+        return ho, wo
+
+    def _currents_bytes(self, x: Tensor) -> int:
+        """Bytes of the tile currents of all row tiles for one read phase of inputs ``x``."""
+        ho, wo = self._output_size(x.shape[-2], x.shape[-1])
+        return x.shape[0] * self.c_out * ho * wo * self.n_row_tiles * x.element_size()
+
+    def _chunk_bounds(self, x: Tensor) -> list[int]:
+        """Pieces of the batch whose one row tile's currents take about
+        :data:`READ_CHUNK_BYTES` (at least :data:`MIN_CHUNK_IMAGES` images, sizes as equal as
+        possible), so that a tile's currents are still in the cache when the ADC converts them.
+        One piece when the array is read tile by tile (nonlinear mode, SPICE)."""
+        n = x.shape[0]
+        if self.array.uses_tile_reads or n <= MIN_CHUNK_IMAGES:
+            return [0, n]
+        ho, wo = self._output_size(x.shape[-2], x.shape[-1])
+        per_image = max(1, self.c_out * ho * wo * x.element_size())
+        size = max(MIN_CHUNK_IMAGES, READ_CHUNK_BYTES // per_image)
+        pieces = max(1, n // size)
+        return [n * i // pieces for i in range(pieces + 1)]
+
+    def _current_blocks(self, v: Tensor):
+        """Differential currents (A) per row tile for voltages (N, C_in, H, W) in V: blocks
+        (1, N, C_out, Ho, Wo) with their row tile's index, tensors the caller may overwrite."""
         if self.array.uses_tile_reads:
             N, _, H, W = v.shape
-            kh, kw = self.kernel_size
-            Ho = (H + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
-            Wo = (W + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
+            Ho, Wo = self._output_size(H, W)
             cols = F.unfold(v, self.kernel_size, self.dilation, self.padding, self.stride)
             vmat = cols.transpose(1, 2).reshape(-1, cols.shape[1])          # (N·L, K)
-            return [i.view(N, Ho * Wo, self.c_out).transpose(1, 2).reshape(N, self.c_out, Ho, Wo)
-                    for i in self.array.tile_read_currents(vmat)]
-        out = []
-        for lo, hi, per_term in self._kernels():
+            for r, i in enumerate(self.array.tile_read_currents(vmat)):
+                yield r, (i.view(N, Ho * Wo, self.c_out).transpose(1, 2)
+                          .reshape(1, N, self.c_out, Ho, Wo).clone())
+            return
+        for r, (lo, hi, per_term) in enumerate(self._kernels()):
             x = v[:, lo:hi]
             acc = None
             for k, k32, k64 in per_term:      # zero padding stays 0 V in every power v^k
@@ -336,8 +426,7 @@ class AnalogConv2d(_AnalogLayer):
                 y = F.conv2d(x if k == 1 else x ** k, ker, None, self.stride, self.padding,
                              self.dilation)
                 acc = y if acc is None else acc + y
-            out.append(acc)
-        return out
+            yield r, acc.unsqueeze(0)
 
     def _digital(self, x: Tensor) -> Tensor:
         """The digital layer without its bias (the reference of tune_ and re-calibration)."""

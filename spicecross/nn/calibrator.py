@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..surrogate.converters import adc_steps
+from ..surrogate.converters import ADC, adc_steps
 
 
 @dataclass
@@ -43,6 +43,39 @@ class LayerCalibration:
     read_disturb_fraction: float = 0.0
     gain: float = 1.0
     output_map: tuple[float, float] | None = None
+
+
+def adc_max_ranges(phase_blocks, n_row_tiles: int, bits: int) -> Tensor:
+    """Per (row tile, column) ADC ranges (A), float32, as the largest |differential current| of
+    all read phases: ``phase_blocks`` holds per phase the blocks ``(first row tile, currents
+    (k, N, C_out, …) in A)`` of a layer's read, reduced block by block without copying them
+    (the ranges :meth:`ADC.calibrate` sets from the whole list of currents)."""
+    peak: list = [None] * n_row_tiles
+    for blocks in phase_blocks:
+        for r0, block in blocks:
+            dims = [1] + list(range(3, block.dim()))
+            m = torch.maximum(block.amax(dims), block.amin(dims).neg_())      # (k, C_out)
+            for k in range(m.shape[0]):
+                old = peak[r0 + k]
+                peak[r0 + k] = m[k] if old is None else torch.maximum(old, m[k])
+    ranges = [ADC(bits).calibrate(p.unsqueeze(0).to(torch.float64)).range_a.to(p.dtype)
+              for p in peak]
+    return torch.stack(ranges).to(torch.float32)
+
+
+def adc_percentile_ranges(per_phase: list[list[Tensor]], bits: int, overflow_pct: float
+                          ) -> Tensor:
+    """Per (row tile, column) ADC ranges (A), float32, from every read phase's currents per row
+    tile (column axis 1): the ``overflow_pct`` percentile of |current| (:meth:`ADC.calibrate`,
+    on at most 2^23 samples per row tile)."""
+    ranges = []
+    for r in range(len(per_phase[0])):
+        cols = torch.cat([cur[r].detach().movedim(1, -1).reshape(-1, cur[r].shape[1])
+                          for cur in per_phase]).to(torch.float64)
+        if overflow_pct > 0 and cols.numel() > (1 << 23):
+            cols = cols[::-(-cols.numel() // (1 << 23))]          # quantile size limit
+        ranges.append(ADC(bits).calibrate(cols, overflow_pct).range_a.to(per_phase[0][r].dtype))
+    return torch.stack(ranges).to(torch.float32)
 
 
 #: ADC resolution used as the yardstick of current errors when the network's ADC is ideal.

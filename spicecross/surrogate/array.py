@@ -147,7 +147,7 @@ class ProgrammedArray:
         else:
             g_cell = torch.as_tensor(self.cell_conductances(), dtype=torch.float64)
         if self.config.wires:
-            a = transfer_matrices(self.spec.for_solvers(), g_cell).transpose(-1, -2)
+            a = self._transfer_read_matrices(g_cell)
         else:
             a = g_cell
         if poly is not None:
@@ -158,6 +158,20 @@ class ProgrammedArray:
         self.readout64 = self.read_terms64[0][1]                          # (nr, R, C_out), S
         self.readout = self.read_terms[0][1]
         self._surrogates = {}
+
+    def _transfer_read_matrices(self, g_cell: Tensor) -> Tensor:
+        """Per-array read matrices Tᵀ (2, nr, nc, R, C) in S with wires, for cell conductances
+        of that shape: only the bit lines the layer reads are solved in the last column tile
+        (its unused columns hold one conductance, which the transfer matrices exploit); the
+        unread ones stay NaN and :meth:`_per_row_tile` drops them."""
+        spec = self.spec.for_solvers()
+        used = self.c_out - (self.n_col_tiles - 1) * self.config.tile_cols
+        a = torch.full(g_cell.shape, float("nan"), dtype=torch.float64)
+        if self.n_col_tiles > 1:
+            a[:, :, :-1] = transfer_matrices(spec, g_cell[:, :, :-1]).transpose(-1, -2)
+        a[:, :, -1, :, :used] = transfer_matrices(spec, g_cell[:, :, -1],
+                                                  n_cols=used).transpose(-1, -2)
+        return a
 
     def _per_row_tile(self, a: Tensor) -> Tensor:
         """Differential (G⁺ − G⁻) read matrices per row tile, (nr, R, C_out), from per-array

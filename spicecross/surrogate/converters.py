@@ -38,13 +38,18 @@ class DAC:
 
     def __call__(self, x: torch.Tensor, full_scale: float | torch.Tensor, signed: bool) -> torch.Tensor:
         """Voltages (V) for inputs ``x`` whose magnitude bound is ``full_scale`` (clipped beyond)."""
-        u = x / full_scale
-        u = u.clamp(-1.0, 1.0) if signed else u.clamp(0.0, 1.0)
+        return self.voltages_(x / full_scale, signed)
+
+    def voltages_(self, u: torch.Tensor, signed: bool) -> torch.Tensor:
+        """In place: inputs already divided by their full scale, ``u`` (a tensor the caller
+        owns), clipped, quantized and turned into voltages (V); returns ``u``. The same
+        operations in the same order as :meth:`__call__`, without temporaries."""
+        u = u.clamp_(-1.0, 1.0) if signed else u.clamp_(0.0, 1.0)
         if self.bits is not None:
             steps = (2 ** (self.bits - 1) - 1) if signed else (2 ** self.bits - 1)
             steps = max(steps, 1)
-            u = torch.round(u * steps) / steps
-        return u * self.max_input_voltage_v
+            u = u.mul_(steps).round_().div_(steps)
+        return u.mul_(self.max_input_voltage_v)
 
 
 def quantize_currents_(i_a: torch.Tensor, range_a: torch.Tensor, bits: int) -> torch.Tensor:
@@ -52,6 +57,24 @@ def quantize_currents_(i_a: torch.Tensor, range_a: torch.Tensor, bits: int) -> t
     ``bits``-bit ADC's code steps; returns ``i_a``."""
     steps = adc_steps(bits)
     return i_a.div_(range_a).clamp_(-1.0, 1.0).mul_(steps).round_().div_(steps).mul_(range_a)
+
+
+def adc_sum_(blocks, range_a: torch.Tensor | None, bits: int | None) -> torch.Tensor:
+    """Row tiles' currents through their per-column ADCs, summed over the row tiles in tile
+    order (the same sums whatever the batch size). ``blocks`` yields ``(first row tile, currents
+    (k, N, C_out, …) in A)`` that may be overwritten: each block is converted in place
+    (:func:`quantize_currents_` with the ranges ``range_a[r]`` (row tiles, C_out) in A, as
+    :class:`ADC` converts) as soon as it arrives, while it is still in the cache. ``bits`` None:
+    ideal ADCs (plain sums)."""
+    out = None
+    for r0, block in blocks:
+        if bits is not None:
+            shape = [block.shape[0], 1, block.shape[2]] + [1] * (block.dim() - 3)
+            quantize_currents_(block, range_a[r0:r0 + block.shape[0]].to(block.dtype).view(shape),
+                               bits)
+        for q in block:
+            out = q if out is None else out.add_(q)
+    return out
 
 
 @dataclass

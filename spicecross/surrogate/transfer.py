@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from ..circuit.tile import TileSpec
+from ..threads import limited_threads
 from .transfer_cache import content_key, load_arrays, store_arrays
 
 #: Default bound (bytes) on the working memory of one chunk of tiles built together.
@@ -126,6 +127,14 @@ def _merge_part(x: torch.Tensor, px: list[tuple[int, int]], y: torch.Tensor,
         d = k.diagonal(dim1=0, dim2=1)                                  # (*batch, n_keep)
         d.copy_(d - k.sum(1).movedim(0, -1))
         return k
+    return _eliminate(k, n_keep)
+
+
+def _eliminate(k: torch.Tensor, n_keep: int) -> torch.Tensor:
+    """Port matrices (*batch, n_keep, n_keep) in S of Laplacians ``k`` (*batch, n, n) with their
+    last ``n − n_keep`` nodes eliminated (Schur complement by Cholesky; the diagonal recomputed
+    from the off-diagonal entries, which come out without cancellation)."""
+    n_int = k.shape[-1] - n_keep
     chol = torch.linalg.cholesky(k[..., n_keep:, n_keep:])
     w = torch.linalg.solve_triangular(chol, k[..., n_keep:, :n_keep], upper=False)  # (n_int, n_keep)
     batch = k.shape[:-2]
@@ -154,14 +163,18 @@ def _merge_v(x: torch.Tensor, y: torch.Tensor, a1: int, a2: int, b: int, pf: boo
     return _merge(x, px, y, py, nk, b, pf)
 
 
-def _units(spec: TileSpec, g: torch.Tensor, rows_p: int, cols_p: int) -> torch.Tensor:
-    """Port matrices (4, 4, batch, rows_p, cols_p) in S of the unit cells, padded at the top and
-    right with open cells; ports [left WL, right WL (cell node), top BL (cell node), bottom BL]."""
-    R, C = spec.rows, spec.cols
+def _units(spec: TileSpec, g: torch.Tensor, rows_p: int, cols_p: int, driven: bool = True
+           ) -> torch.Tensor:
+    """Port matrices (4, 4, batch, rows_p, cols_p) in S of the unit cells of a block of the
+    tile's full height, padded at the top and right with open cells; ports [left WL, right WL
+    (cell node), top BL (cell node), bottom BL]. ``driven``: the block's first column is the
+    tile's first (its word-line segments include the driver)."""
+    R, C = g.shape[-2:]
     gp = g.new_zeros(g.shape[:-2] + (rows_p, cols_p))
     gp[..., rows_p - R:, :C] = g
     gw = torch.full((rows_p, cols_p), 1.0 / spec.r_wire_wl_ohm, dtype=torch.float64)
-    gw[:, 0] = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
+    if driven:
+        gw[:, 0] = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
     gb = torch.full((rows_p, cols_p), 1.0 / spec.r_wire_bl_ohm, dtype=torch.float64)
     gb[-1, :] = 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm)
     u = g.new_zeros((4, 4) + gp.shape)
@@ -180,13 +193,16 @@ def _half(t: torch.Tensor, axis: int, start: int) -> torch.Tensor:
     return t[(slice(None),) * axis + (slice(start, None, 2),)]
 
 
-def _build(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
-    """T (batch, cols, rows) in S for conductances (batch, rows, cols) in S, one chunk."""
-    R, C = spec.rows, spec.cols
+def _block_ports(spec: TileSpec, g: torch.Tensor, driven: bool = True
+                 ) -> tuple[torch.Tensor, int, int]:
+    """Port matrices (batch, P, P) in S of blocks of the tile's full height with conductances
+    (batch, rows, cols) in S, and their padded sides (a rows, b columns of units): P = 2a + 2b
+    ports ordered [left WL (a), right WL (a), top BL (b), bottom BL (b)]."""
+    R, C = g.shape[-2:]
     (a0, kr), (b0, kc) = _split(R), _split(C)
     rows_p, cols_p = a0 * 2**kr, b0 * 2**kc
     nr, nc = 2**kr, 2**kc
-    u = _units(spec, g, rows_p, cols_p).reshape(4, 4, -1, nr, a0, nc, b0)
+    u = _units(spec, g, rows_p, cols_p, driven).reshape(4, 4, -1, nr, a0, nc, b0)
     strip = u[..., 0]                                           # (P, P, B, nr, a0, nc)
     for j in range(1, b0):
         strip = _merge_h(strip, u[..., j], 1, j, 1, True)
@@ -206,21 +222,105 @@ def _build(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
             blk = _merge_v(_half(blk, ax, 0), _half(blk, ax, 1), a, a, b, pf)
             nr, a = nr // 2, 2 * a
     y = blk[:, :, :, 0, 0].permute(2, 0, 1) if pf else blk[:, 0, 0]   # (B, P, P), P = 2a + 2b
+    return y, a, b
+
+
+def _sense_t(y: torch.Tensor, a: int, b: int, rows: int, n_cols: int) -> torch.Tensor:
+    """T (batch, n_cols, rows) in S from a whole tile's port matrices ``y`` (batch, P, P) with
+    ports [inputs (a), floating right WL ends (a), floating top BL ends (b), sense nodes (b),
+    any further nodes held at 0 V]: the floating ends eliminated, the sense currents of the first
+    ``n_cols`` bit lines for the last ``rows`` inputs."""
     lo, hi = a, 2 * a + b                                       # floating: right WL, top BL ends
     chol = torch.linalg.cholesky(y[:, lo:hi, lo:hi])
     w_in = torch.linalg.solve_triangular(chol, y[:, lo:hi, :a], upper=False)
-    w_out = torch.linalg.solve_triangular(chol, y[:, lo:hi, hi:], upper=False)
-    t = torch.baddbmm(y[:, hi:, :a], w_out.mT, w_in, alpha=-1.0).neg_()
-    return t[:, :C, rows_p - R:]
+    w_out = torch.linalg.solve_triangular(chol, y[:, lo:hi, hi:hi + n_cols], upper=False)
+    t = torch.baddbmm(y[:, hi:hi + n_cols, :a], w_out.mT, w_in, alpha=-1.0).neg_()
+    return t[:, :, a - rows:]
+
+
+def _build(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
+    """T (batch, cols, rows) in S for conductances (batch, rows, cols) in S, one chunk."""
+    y, a, b = _block_ports(spec, g)
+    return _sense_t(y, a, b, spec.rows, b)[:, :spec.cols]
+
+
+def _rest_ports(spec: TileSpec, rows: int, width: int, g0_s: float) -> torch.Tensor:
+    """Port matrix (a + 1, a + 1) in S of a tile's last ``width`` columns when every cell there
+    is ``g0_s``: ports [its left word-line ends (a, padded rows first), ground]; its right
+    word-line and top bit-line ends (floating) eliminated, its sense nodes (0 V) joined into the
+    ground node. Built from the right edge, strip by strip of :data:`LEAF_MAX` columns (the
+    first strip takes the remainder), each strip's ports joined to the rest to its right; every
+    width on the way is kept (:data:`_REST_PORTS`), so the remainders of other layers' tiles
+    cost one strip each. Depends on no weight."""
+    key = (spec.r_wire_wl_ohm, spec.r_wire_bl_ohm, spec.r_driver_ohm, spec.r_sense_ohm, rows,
+           width, float(g0_s))
+    if key in _REST_PORTS:
+        return _REST_PORTS[key]
+    step = width % LEAF_MAX or LEAF_MAX
+    right = _rest_ports(spec, rows, width - step, g0_s) if width > step else None
+    strip_key = key[:5] + (step, float(g0_s), "strip")
+    if strip_key not in _REST_PORTS:
+        _REST_PORTS[strip_key] = _block_ports(spec, torch.full((1, rows, step), float(g0_s),
+                                                               dtype=torch.float64), driven=False)
+    y, a, b = _REST_PORTS[strip_key]
+    # ports [left a, right a, top b, bottom b] -> nodes [left a, ground, right a, top b]
+    node = torch.cat([torch.arange(a), a + 1 + torch.arange(a + b),
+                      torch.full((b,), a, dtype=torch.long)])
+    n = 2 * a + b + 1
+    k = y.new_zeros((n, n)).index_add_(0, node, y.new_zeros((n, y.shape[-1])).index_add_(
+        0, node, y[0]).T).T
+    if right is not None:                        # the columns to the right, at [right, ground]
+        at = torch.cat([torch.arange(a + 1, 2 * a + 1), torch.tensor([a])])
+        k[at[:, None], at[None, :]] += right
+    if len(_REST_PORTS) >= 256:
+        _REST_PORTS.clear()
+    _REST_PORTS[key] = _eliminate(k, a + 1)
+    return _REST_PORTS[key]
+
+
+#: Port matrices of uniform remainders and their strips (:func:`_rest_ports`), by spec, shape
+#: and conductance.
+_REST_PORTS: dict[tuple, object] = {}
+
+
+def _build_split(spec: TileSpec, g: torch.Tensor, width: int, n_cols: int, g0_s: float
+                 ) -> torch.Tensor:
+    """T (batch, n_cols, rows) in S, like :func:`_build`, for tiles whose columns from
+    ``width`` on all hold ``g0_s``: the first ``width`` columns by nested dissection, the rest
+    as its memoized port matrix (:func:`_rest_ports`) attached to their right word-line ends."""
+    y, a, b = _block_ports(spec, g[:, :, :width])
+    rest = _rest_ports(spec, spec.rows, spec.cols - width, g0_s)
+    p = y.shape[-1]
+    full = y.new_zeros((y.shape[0], p + 1, p + 1))
+    full[:, :p, :p] = y
+    at = torch.cat([torch.arange(a, 2 * a), torch.tensor([p])])      # right WL ends, ground
+    full[:, at[:, None], at[None, :]] += rest
+    return _sense_t(full, a, b, spec.rows, n_cols)
+
+
+def _split_width(n_cols: int, cols: int) -> int | None:
+    """Width of the columns built by nested dissection when only the first ``n_cols`` of
+    ``cols`` bit lines are wanted (the smallest unpadded width ≥ ``n_cols``), None if none is
+    narrower than the tile."""
+    b0, k = _split(n_cols)
+    width = b0 * 2**k
+    return width if width < cols else None
 
 
 def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor, *,
-                      work_bytes: int = DEFAULT_WORK_BYTES, cache: bool | None = None) -> torch.Tensor:
-    """Transfer matrices T (..., cols, rows) in S for cell conductances (..., rows, cols) in S.
+                      n_cols: int | None = None, work_bytes: int = DEFAULT_WORK_BYTES,
+                      cache: bool | None = None) -> torch.Tensor:
+    """Transfer matrices T (..., n_cols, rows) in S for cell conductances (..., rows, cols) in S:
+    the sense currents of the first ``n_cols`` bit lines (default all ``cols``).
 
     Any leading batch dimensions are tiles solved together, in chunks whose working memory
     stays near ``work_bytes`` (at least one tile per chunk). ``I = T @ v`` gives the sense
     currents (A) for input voltages ``v`` (V). Float64 throughout.
+
+    With ``n_cols < cols`` a tile whose remaining columns (from the smallest unpadded width ≥
+    ``n_cols`` on) all hold one conductance — the unused columns of a layer's last tiles —
+    solves only its first columns by nested dissection and attaches the rest as one port
+    matrix built once (:func:`_build_split`): the same network, far less work.
 
     ``cache``: look the whole batch up in the on-disk cache (:mod:`.transfer_cache`, keyed by
     the spec and the conductances) and store it there after a build; ``None`` (default) does so
@@ -232,22 +332,43 @@ def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor, *,
         raise ValueError(f"cell conductances must end in shape ({spec.rows}, {spec.cols}), got {tuple(g.shape)}")
     if not bool(torch.isfinite(g).all()) or bool((g < 0).any()):
         raise ValueError("cell conductances must be finite and ≥ 0 S")
+    n_cols = spec.cols if n_cols is None else n_cols
+    if isinstance(n_cols, bool) or not isinstance(n_cols, (int, np.integer)) \
+            or not 1 <= n_cols <= spec.cols:
+        raise ValueError(f"n_cols must be a number of bit lines in 1..{spec.cols}, got {n_cols!r}")
     batch = g.shape[:-2]
     flat = g.reshape(-1, spec.rows, spec.cols)
-    shape = (flat.shape[0], spec.cols, spec.rows)
+    shape = (flat.shape[0], n_cols, spec.rows)
     if cache is None:
         cache = flat.numel() >= CACHE_MIN_CELLS
     key = None
     if cache:
-        key = content_key("T", {"spec": spec.to_json()}, flat.numpy())
+        meta = {"spec": spec.to_json(), **({"n_cols": int(n_cols)} if n_cols < spec.cols else {})}
+        key = content_key("T", meta, flat.numpy())
         hit = load_arrays(key, {"t_s": shape})
         if hit is not None:
-            return torch.from_numpy(hit["t_s"]).reshape(batch + (spec.cols, spec.rows))
+            return torch.from_numpy(hit["t_s"]).reshape(batch + shape[1:])
     out = torch.empty(shape, dtype=torch.float64)
-    per_tile = 8 * _WORDS_PER_CELL * spec.rows * spec.cols
-    chunk = max(1, int(work_bytes // per_tile))
-    for start in range(0, flat.shape[0], chunk):
-        out[start:start + chunk] = _build(spec, flat[start:start + chunk])
+    width = _split_width(n_cols, spec.cols) if n_cols < spec.cols else None
+    groups = [(None, torch.arange(flat.shape[0]))]
+    if width is not None:
+        g0 = flat[:, 0, width]
+        uniform = (flat[:, :, width:] == g0[:, None, None]).all(dim=2).all(dim=1)
+        groups = [(None, torch.nonzero(~uniform).flatten())] + [
+            (float(v), torch.nonzero(uniform & (g0 == v)).flatten()) for v in g0[uniform].unique()]
+    # one torch thread: a build is thousands of small operations, each a parallel region whose
+    # threads wait for each other; on the 2-core machine under load 7-8 the MNIST network's T
+    # at 64x64 took 38.8 s with two threads, 0.56 s with one (benchmarks/inference.py, "T build
+    # alone"). Only Cholesky and triangular solves here: the MKL fault after set_num_threads
+    # (spicecross.threads) is in LU.
+    with limited_threads(1):
+        for g0_s, idx in groups:
+            cells = spec.rows * (spec.cols if g0_s is None else width)
+            chunk = max(1, int(work_bytes // (8 * _WORDS_PER_CELL * cells)))
+            for start in range(0, len(idx), chunk):
+                part = idx[start:start + chunk]
+                out[part] = (_build(spec, flat[part])[:, :n_cols] if g0_s is None
+                             else _build_split(spec, flat[part], width, n_cols, g0_s))
     if key is not None:
         store_arrays(key, {"t_s": out.numpy()})
-    return out.reshape(batch + (spec.cols, spec.rows))
+    return out.reshape(batch + shape[1:])
