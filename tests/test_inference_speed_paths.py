@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spicecross.nn import analog
+from spicecross.nn import analog, analog_base
 from spicecross.nn.analog import AnalogConv2d, AnalogLinear, patch_model
 from spicecross.circuit.tile import TileSpec
 from spicecross.surrogate import transfer as tr
@@ -132,7 +132,7 @@ def test_reads_in_pieces_equal_one_piece(monkeypatch):
     assert bounds[0] == 0 and bounds[-1] == 37 and len(bounds) > 3
     assert sizes.min() >= analog.MIN_CHUNK_IMAGES and sizes.max() - sizes.min() <= 1
     for workers in (1, 3):                                 # pieces read in turn, by 3 workers
-        monkeypatch.setattr(analog, "torch_threads", lambda: workers)
+        monkeypatch.setattr(analog_base, "torch_threads", lambda: workers)
         with torch.no_grad():
             pieces = pm(x)
         assert torch.equal(whole, pieces)

@@ -6,7 +6,7 @@ them (so each layer's ranges see the errors upstream), then the arrays are aged 
 retention) without recalibrating: the ADC range is fixed hardware — unless
 ``AnalogConfig.recalibrate_after_s`` = S asks for the drift compensation a chip performs: every
 S seconds each layer's ADC ranges and digital gain are re-fitted on the stored calibration
-images (:meth:`~spicecross.nn.analog._AnalogLayer.recalibrate`); at time t the last such
+images (:meth:`~spicecross.nn.analog_base._AnalogLayer.recalibrate`); at time t the last such
 re-calibration happened at ``floor(t/S)·S`` and the drift since then stays uncorrected.
 
 ``compat="memtorch"`` follows MemTorch 1.1.6 instead: every layer is tuned (``tune_()``, a
@@ -158,7 +158,7 @@ def recalibrate_gains(model: nn.Module, images: Tensor) -> dict[str, float]:
 
 def tune_model(model: nn.Module, seed: int = 0) -> dict[str, tuple[float, float]]:
     """MemTorch's ``tune_()`` (memtorch/mn/Module.py): every analog layer's output map fitted
-    on its own uniform random batch (:meth:`~spicecross.nn.analog._AnalogLayer.tune_memtorch`;
+    on its own uniform random batch (:meth:`~spicecross.nn.analog_base._AnalogLayer.tune_memtorch`;
     MemTorch draws unseeded, here the generator is seeded from ``seed`` and the layer index)."""
     from .analog import analog_layers
 
