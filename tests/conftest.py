@@ -50,3 +50,19 @@ def programmed(rows, cols, seed=0):
     p = get_parameter_set("pt_hf_ti")
     rng = np.random.default_rng(seed)
     return 1.0 / rng.uniform(1.2 * p.r_on_ohm, 0.8 * p.r_off_ohm, (rows, cols))
+
+
+def three_1t1r_tiles():
+    """A 10×6 1T1R spec with driver and sense resistances, three tiles' conductances (S; the
+    second has an open word line) and five signed input vectors per tile (V): the several-tile
+    case of the nonlinear solver's tests."""
+    import numpy as np
+
+    from spicecross.circuit.tile import TileSpec
+
+    spec = TileSpec(rows=10, cols=6, cell="1t1r", r_wire_wl_ohm=1.0, r_wire_bl_ohm=2.0,
+                    r_driver_ohm=5.0, r_sense_ohm=1.0)
+    rng = np.random.default_rng(9)
+    g = rng.uniform(1 / 2500, 1 / 100, (3, 10, 6))
+    g[1, 4, :] = 0.0
+    return spec, g, rng.uniform(-0.2, 0.2, (3, 5, 10))

@@ -10,6 +10,7 @@ from spicecross.surrogate.mapping import effective_cell_conductance
 from spicecross.surrogate.network import build_network
 from spicecross.surrogate.nonlinear import BlockSolver, block_network, read_many
 from spicecross.surrogate.tile_model import TileSurrogate
+from conftest import three_1t1r_tiles
 
 
 def rel_max(a, b):
@@ -72,12 +73,7 @@ def test_strongly_forward_biased_junctions_fall_back_to_sparse_lu():
 
 
 def test_read_many_equals_tile_by_tile():
-    spec = TileSpec(rows=10, cols=6, cell="1t1r", r_wire_wl_ohm=1.0, r_wire_bl_ohm=2.0,
-                    r_driver_ohm=5.0, r_sense_ohm=1.0)
-    rng = np.random.default_rng(9)
-    g = rng.uniform(1 / 2500, 1 / 100, (3, 10, 6))
-    g[1, 4, :] = 0.0
-    v = rng.uniform(-0.2, 0.2, (3, 5, 10))
+    spec, g, v = three_1t1r_tiles()
     out = read_many(spec, g, v)
     for k in range(3):
         ref = TileSurrogate(spec, g[k], "nonlinear", method="sparse_lu").read(v[k])

@@ -15,6 +15,7 @@ from spicecross.surrogate.nonlinear_chains import (ChainNetwork, bit_line_rises,
                                                    chebyshev_steps, contraction_bound,
                                                    word_line_drops)
 from spicecross.surrogate.tile_model import TileSurrogate
+from conftest import three_1t1r_tiles
 
 
 def rel_max(a, b):
@@ -154,10 +155,5 @@ def test_bad_linear_part():
 
 def test_read_many_with_chains_equals_blocks():
     """Several tiles at once (one with an open word line) through the chains."""
-    spec = TileSpec(rows=10, cols=6, cell="1t1r", r_wire_wl_ohm=1.0, r_wire_bl_ohm=2.0,
-                    r_driver_ohm=5.0, r_sense_ohm=1.0)
-    rng = np.random.default_rng(9)
-    g = rng.uniform(1 / 2500, 1 / 100, (3, 10, 6))
-    g[1, 4, :] = 0.0
-    v = rng.uniform(-0.2, 0.2, (3, 5, 10))
+    spec, g, v = three_1t1r_tiles()
     assert rel_max(read_many(spec, g, v, linear="chains"), read_many(spec, g, v, linear="block")) <= 1e-9
