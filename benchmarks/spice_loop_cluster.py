@@ -5,10 +5,10 @@ read of every image solved in VACASK on the cluster's workers, beside the surrog
     .venv/bin/python benchmarks/spice_loop_cluster.py --data ../shared/data --cell 1t1r \\
         --images 100 --out runs/verify_1t1r_100.h5 --plot docs/spice_loop_1t1r.png
 
-Method. One ``dask.distributed.LocalCluster`` (``--workers`` processes, one thread each) is
-started for the whole run and its scheduler address handed to the SPICE loop
-(``SpiceLoopSettings(parallel_backend="dask", scheduler=...)``), so every layer call of every
-image sends its simulator runs to the same workers. The network is the shipped MNIST CNN with
+Method. One ``dask.distributed.LocalCluster`` (``--workers`` processes, one thread each) serves
+the whole run (:func:`~spicecross.nn.spice_verify.verify_network` starts it when the dask
+backend has no scheduler; ``spicecross verify-network --backend dask`` does the same), so every
+layer call of every image sends its simulator runs to the same workers. The network is the shipped MNIST CNN with
 the default ``AnalogConfig`` for ``--cell`` (64×64 tiles, 8-bit DAC/ADC, 0.1 Ω wires, 0.2 V
 two-phase reads, ``polynomial`` mode). Results go to the HDF5 file ``--out`` after every batch
 of ``--batch`` images (:func:`~spicecross.nn.spice_verify.verify_network`); the summary printed
@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.images, args.workers, args.batch, args.tile) < 1:
         p.error("--images, --workers, --batch and --tile must be ≥ 1")
 
-    from dask.distributed import LocalCluster
-
+    from spicecross.cli.verify import config_line, json_report, print_report
     from spicecross.nn.spice_loop import SpiceLoopSettings
     from spicecross.nn.spice_verify import plot_layer_errors, verify_network
     from spicecross.surrogate.config import AnalogConfig
@@ -54,31 +53,23 @@ def main(argv: list[str] | None = None) -> int:
 
     print(header(f"SPICE loop on a dask LocalCluster: {args.cell.upper()}, {args.images} images"))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    config = AnalogConfig.build(cell=args.cell, tile_rows=args.tile, tile_cols=args.tile)
+    # dask without a scheduler: verify_network starts one LocalCluster for the whole run
+    settings = SpiceLoopSettings(n_jobs=args.workers, parallel_backend="dask", progress=True)
     t0 = time.perf_counter()
-    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, limited_threads(1):
-        print(f"  cluster: {cluster.scheduler_address}, {args.workers} worker(s)", flush=True)
-        settings = SpiceLoopSettings(n_jobs=args.workers, parallel_backend="dask",
-                                     scheduler=cluster.scheduler_address, progress=True)
-        res = verify_network("mnist", args.data, AnalogConfig.build(cell=args.cell, tile_rows=args.tile, tile_cols=args.tile), args.out,
-                             limit=args.images, settings=settings, batch_images=args.batch,
+    with limited_threads(1):
+        res = verify_network("mnist", args.data, config, args.out, limit=args.images,
+                             settings=settings, batch_images=args.batch,
                              max_batches=args.max_batches, log=print)
     wall = time.perf_counter() - t0
     if args.plot:
         from spicecross.nn.spice_loop_store import load_results
 
         plot_layer_errors(load_results(args.out), args.plot)
-    print(f"  images {res['images']}: accuracy SPICE {res['accuracy_spice']:.2f} %, surrogate "
-          f"{res['accuracy_surrogate']:.2f} % (difference "
-          f"{abs(res['accuracy_spice'] - res['accuracy_surrogate']):.2f} point; target ≤ 0.5), "
-          f"digital {res['accuracy_digital']:.2f} %; classes differ on "
-          f"{100 * res['class_differs_share']:.2f} % of images; largest logit difference "
-          f"{res['max_logit_abs_diff']:.3g} ({res['max_logit_rel_diff']:.3g} relative); "
-          f"{res['seconds_per_image']:.1f} s per image")
-    for layer in res["per_layer"]:
-        print(f"  {layer['layer']}: max {layer['max_err_lsb']:.3g} ADC steps, RMS "
-              f"{layer['rms_err_lsb']:.3g}, ADC codes differing {layer['code_mismatch_share']:.3%}")
-    print(json.dumps({k: v for k, v in res.items() if k != "config"}, default=str))
+    print_report(res, config_line(res))
+    gap = abs(res["accuracy_spice"] - res["accuracy_surrogate"])
+    print(f"  SPICE vs surrogate accuracy: {gap:.2f} point apart (target ≤ 0.5)")
+    print(json.dumps(json_report(res)))
     print(f"this run: {wall:.0f} s; {load_str()}")
     return 0
 

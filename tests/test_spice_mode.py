@@ -245,3 +245,25 @@ def test_cli_verify_network_superpose_linear_equals_direct(tmp_path):
     assert direct["superpose_linear"] is False and sup["superpose_linear"] is True
     assert sup["accuracy_spice"] == direct["accuracy_spice"]
     assert sup["max_logit_rel_diff"] <= 1e-6 and sup["max_err_lsb"] < 1e-3
+
+
+@pytest.mark.slow
+def test_verify_network_on_dask_without_scheduler_runs_one_local_cluster(tmp_path, monkeypatch):
+    """The dask backend with no scheduler: one LocalCluster for the whole run (not one per
+    layer call), with the same SPICE logits as the local run."""
+    pytest.importorskip("dask.distributed")
+    from spicecross.nn.spice_verify import verify_network
+    from spicecross.spice import cluster
+
+    started = []
+    real = cluster.local_cluster
+    monkeypatch.setattr(cluster, "local_cluster", lambda n=None: started.append(n) or real(n))
+    cfg = AnalogConfig.build(tile_rows=16, tile_cols=16)
+    common = dict(cache_dir=None, progress=False, superpose_linear=True)
+    verify_network("mnist", None, cfg, tmp_path / "dask.h5", limit=1,
+                   settings=SpiceLoopSettings(n_jobs=2, parallel_backend="dask", **common))
+    assert started == [2]
+    verify_network("mnist", None, cfg, tmp_path / "local.h5", limit=1,
+                   settings=SpiceLoopSettings(n_jobs=1, **common))
+    np.testing.assert_array_equal(load_results(tmp_path / "dask.h5")["logits_spice"],
+                                  load_results(tmp_path / "local.h5")["logits_spice"])

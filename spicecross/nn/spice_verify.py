@@ -10,6 +10,8 @@ the read current error in ADC steps.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,8 @@ def verify_network(model_name: str, data_root: str | Path | None, config: Analog
                    batch_images: int = DEFAULT_BATCH_IMAGES, max_batches: int | None = None,
                    log=None) -> dict[str, Any]:
     """Run the first ``limit`` test images of ``model_name`` through the SPICE loop and the
-    surrogate (see module doc); results go to (and resume from) the HDF5 file ``out``.
+    surrogate (see module doc); results go to (and resume from) the HDF5 file ``out``. With
+    the dask backend and no scheduler, one ``LocalCluster`` serves the whole run.
     Returns the summary of every image in ``out`` plus ``program_seconds``, ``seconds``
     (this call's loop), ``tiles``, ``data``, ``model`` and ``config``."""
     from .analog import analog_layers, patch_model
@@ -47,8 +50,15 @@ def verify_network(model_name: str, data_root: str | Path | None, config: Analog
     meta = {"model": model_name, "config": config.to_dict(), "data": data.source}
     x, y = data.test.tensors
     t0 = time.perf_counter()
-    summary = run_spice_loop(analog, x, y, out, settings, fingerprint, meta, batch_images,
-                             digital=model, max_batches=max_batches, log=log)
+    with contextlib.ExitStack() as stack:
+        if settings.parallel_backend == "dask" and not settings.scheduler:
+            # one LocalCluster for the whole run, not one per layer call of every batch
+            from ..spice.cluster import local_cluster
+
+            cluster = stack.enter_context(local_cluster(settings.n_jobs))
+            settings = dataclasses.replace(settings, scheduler=cluster.scheduler_address)
+        summary = run_spice_loop(analog, x, y, out, settings, fingerprint, meta, batch_images,
+                                 digital=model, max_batches=max_batches, log=log)
     layers = analog_layers(analog)
     summary.update(program_seconds=program_s, seconds=time.perf_counter() - t0,
                    tiles=sum(2 * m.n_row_tiles * m.n_col_tiles for _, m in layers),

@@ -44,6 +44,17 @@ def exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> bool:
     return True
 
 
+def local_cluster(n_jobs: int | None = None):
+    """A ``dask.distributed.LocalCluster`` of ``n_jobs`` (default 2) single-threaded worker
+    processes, no dashboard (the caller closes it). ValueError if dask.distributed is missing."""
+    try:
+        from dask.distributed import LocalCluster
+    except ImportError as exc:
+        raise ValueError("backend 'dask' needs dask.distributed: pip install 'spicecross[cluster]'") from exc
+    return LocalCluster(n_workers=n_jobs or 2, threads_per_worker=1, processes=True,
+                        dashboard_address=None)
+
+
 @contextlib.contextmanager
 def parallel_context(backend: str = "loky", scheduler: str | None = None,
                      n_jobs: int | None = None) -> Iterator[None]:
@@ -60,15 +71,14 @@ def parallel_context(backend: str = "loky", scheduler: str | None = None,
         return
     if backend == "dask":
         try:
-            from dask.distributed import Client, LocalCluster
+            from dask.distributed import Client
         except ImportError as exc:
             raise ValueError("backend 'dask' needs dask.distributed: pip install 'spicecross[cluster]'") from exc
         if scheduler:
             client = Client(scheduler, timeout="30s")
             cluster = None
         else:
-            cluster = LocalCluster(n_workers=n_jobs or 2, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+            cluster = local_cluster(n_jobs)
             client = Client(cluster)
         try:
             with parallel_config(backend="dask"):
