@@ -215,9 +215,10 @@ def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element], *, dev
 READS_OPTIONS = {"reltol": 1e-9, "vntol": 1e-9, "abstol": 1e-15}
 #: VACASK's warm-started (nonlinear) reads decks also stop Newton on the solution update alone
 #: (``nr_residualcheck=0``): with reltol 1e-9 on every node's update the residual check adds an
-#: iteration and a device load per vector without moving the answer (64×64 1T1R: 3 iterations
-#: per vector instead of 4, 1.5–1.9× less CPU, currents within 1e-11 of the checked run;
-#: benchmarks/spice_reads.py, tests/test_reads.py holds them to one ``op`` per vector, ≤ 1e-9).
+#: iteration and a device load per vector without moving the answer (a 64×64 1T1R deck of 32
+#: random vectors: mostly 3 iterations per vector instead of 4, 2.97 s → 2.19 s in VACASK,
+#: currents within 6.5e-12 of the checked run, BENCHMARKS.md; real MNIST vectors gain less).
+#: tests/test_reads.py holds them to one ``op`` per vector, ≤ 1e-9.
 VACASK_WARM_READS_OPTIONS = {**READS_OPTIONS, "nr_residualcheck": 0}
 #: The sweep index node (ngspice) / parameter (VACASK) of a reads deck: vector k is read at
 #: index value k (an integer, so no interpolation between vectors).
