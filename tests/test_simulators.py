@@ -56,7 +56,9 @@ def test_emit_run_parse_agree(cell):
     for sim in SIMS:
         text = sim.emit(spec, g, v)
         plots = sim.run(text)
-        cur, nodes = sim.parse(plots[0])
+        cur, nodes = sim.parse(plots[0])           # Python floats (no numpy on this path)
+        assert isinstance(cur, list) and all(isinstance(x, float) for x in cur), sim.name
+        cur = np.asarray(cur)
         assert cur.shape == (4,) and np.all(np.isfinite(cur)), sim.name
         assert 0 < nodes["wl_0_0"] < v[0], sim.name          # volts, one segment below input 0
         out[sim.name] = cur, nodes

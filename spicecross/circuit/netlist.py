@@ -5,13 +5,13 @@ and as a VACASK netlist. Both are plain text a circuit designer can open, edit a
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..spice.solve_netlist import netlist_hash  # noqa: F401 - the cache key, re-exported
 from .tile import (SPICE_IS_A, SPICE_TEMP_K, Element, SelectorSpec, TileSpec, sense_name,
                    tile_elements)
 
@@ -334,12 +334,6 @@ def vacask_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray,
         else:
             out.append(ln)
     return "\n".join(out) + "\n"
-
-
-def netlist_hash(text: str) -> str:
-    """Content hash (sha256 hex) of a netlist, ignoring comment lines; the cache key."""
-    body = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith(("*", "//")))
-    return hashlib.sha256(body.encode()).hexdigest()
 
 
 def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,

@@ -42,7 +42,18 @@ COMMAND_MODULES = (
     "program",      # program
 )
 
-__all__ = ["COMMAND_MODULES", "UserError", "build_parser", "main"]
+#: Each command → the module of :data:`COMMAND_MODULES` that registers it. ``spicecross
+#: <command> …`` builds only that module's parser, so a command's start-up does not pay for
+#: the others' imports (tests/test_cli_startup.py keeps this table equal to what the modules
+#: register).
+COMMANDS = {
+    "netlist": "circuit", "solve": "spice", "surrogate": "surrogate",
+    "calibrate": "calibration", "golden": "golden", "demo": "demo", "train": "train",
+    "device": "devices", "infer": "infer", "sweep": "sweep", "verify-network": "verify",
+    "program": "program",
+}
+
+__all__ = ["COMMANDS", "COMMAND_MODULES", "UserError", "build_parser", "main"]
 
 
 # Failures of the outside world (simulator missing or failing, no convergence): one line too.
@@ -61,11 +72,14 @@ def _expected_runtime_errors() -> tuple[type[Exception], ...]:
     return tuple(found)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``spicecross`` parser: every command, or only ``command``'s module when it names
+    one of :data:`COMMANDS`."""
     parser = ArgumentParser(prog="spicecross", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     sub.required = True
-    for name in COMMAND_MODULES:
+    modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
+    for name in modules:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
@@ -79,7 +93,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv else None)
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

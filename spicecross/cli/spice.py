@@ -9,13 +9,14 @@ from .args import integer
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..spice.simulators import SimulatorMissing
-    from ..spice.solve import default_cache_dir, solve_files
-    from ..store import atomic_h5, check_output_path, provenance, write_group
+    from ..spice.solve_netlist import default_cache_dir, solve_files
 
-    if args.out:
+    if args.out:   # numpy and h5py only when HDF5 is written: a plain solve starts without them
+        import numpy as np
+
+        from ..store import atomic_h5, check_output_path, provenance, write_group
+
         check_output_path(args.out, "--out")
     try:
         results = solve_files(args.paths, n_jobs=args.jobs, trust=args.trust_netlist,
@@ -42,7 +43,7 @@ def _cmd_solve(args: argparse.Namespace) -> int:
             src = "cache" if r.cached else f"{r.seconds:.3f} s"
             print(f"{r.label}: {r.simulator} ({src}) {state}")
             if r.ok:
-                print("  sense currents (A): " + " ".join(f"{x:.6e}" for x in r.sense_currents_a))
+                print("  sense currents (A): " + " ".join(f"{x:.6e}" for x in r.sense_currents))
     for r in failures:
         print(f"spicecross solve: {r.label}: {r.error}", file=sys.stderr)
     if failures:

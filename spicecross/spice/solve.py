@@ -12,60 +12,25 @@ point per vector, :meth:`Simulator.emit_reads`), equal to one ``.op`` per vector
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..circuit.netlist import netlist_hash
 from ..circuit.tile import TileSpec
-from ..errors import UserError
-from ..store import atomic_path
-from .simulators import (NGSPICE, SIMULATOR_NAMES, VACASK, SimulationError, Simulator,
-                         get_simulator, simulator_for_path)
 from .cluster import exit_with_parent
-from .untrusted import check_currents, check_trusted
+from .simulators import (NGSPICE, SIMULATOR_NAMES, VACASK, SimulationError, Simulator,
+                         get_simulator)
+# One netlist as written (what ``spicecross solve`` runs), its cache and its hash:
+from .solve_netlist import (SolveResult, _cache_path, _load_cached, _store_cached,  # noqa: F401
+                            default_cache_dir, netlist_hash, read_netlist, solve_files,
+                            solve_text)
 
 BACKENDS = ("auto", *SIMULATOR_NAMES)
 AUTO_NGSPICE_MAX_CELLS = 12 * 12
-
-
-@dataclass
-class SolveResult:
-    """The outcome of one simulated tile read.
-
-    ``sense_currents_a``: (cols,) currents into the 0 V sense sources in A (NaN on failure);
-    ``node_voltages_v``: node name → voltage in V (empty on failure).
-    """
-
-    sense_currents_a: np.ndarray
-    node_voltages_v: dict[str, float] = field(default_factory=dict)
-    ok: bool = True
-    error: str = ""
-    simulator: str = ""
-    simulator_version: str = ""
-    netlist_hash: str = ""
-    seconds: float = 0.0
-    cached: bool = False
-    label: str = ""
-
-    def to_json(self) -> dict:
-        d: dict = {"sense_currents": [float(x) for x in self.sense_currents_a] if self.ok else None}
-        if not self.ok:
-            d["error"] = self.error
-        if self.label:
-            d["file"] = self.label
-        return d
-
-
-def default_cache_dir() -> Path:
-    """``$SPICECROSS_CACHE`` or ``~/.cache/spicecross/solves``."""
-    env = os.environ.get("SPICECROSS_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "spicecross" / "solves"
 
 
 def choose_simulator(spec: TileSpec, backend: str | Simulator = "auto") -> Simulator:
@@ -83,65 +48,6 @@ def choose_simulator(spec: TileSpec, backend: str | Simulator = "auto") -> Simul
 def choose_backend(spec: TileSpec, backend: str | Simulator = "auto") -> str:
     """The name of :func:`choose_simulator`'s choice ('ngspice' or 'vacask')."""
     return choose_simulator(spec, backend).name
-
-
-def _cache_path(cache_dir: Path, key: str) -> Path:
-    """``<cache>/<first two hex digits of the hash>/<key>.npz`` (keys are
-    ``<simulator>[-reads]-<sha256>``: sharding by the hash spreads them over 256 folders)."""
-    return cache_dir / key.rsplit("-", 1)[-1][:2] / f"{key}.npz"
-
-
-def _load_cached(path: Path) -> tuple[np.ndarray, dict[str, float], dict[str, str]] | None:
-    """A cache entry, or None when there is none. An entry that cannot be read (truncated,
-    corrupt, wrong keys, non-physical values) is deleted, so the netlist is solved again."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            names = [str(n) for n in z["node_names"]]
-            cur = check_currents(z["sense_currents_a"].copy(), "cache")
-            return (cur, dict(zip(names, z["node_voltages_v"].tolist())),
-                    {"simulator": str(z["simulator"]), "version": str(z["version"])})
-    except Exception:  # noqa: BLE001 - any unreadable entry (BadZipFile, EOFError, …) is dropped
-        with contextlib.suppress(OSError):
-            path.unlink()
-        return None
-
-
-def _store_cached(path: Path, currents: np.ndarray, nodes: dict[str, float], simulator: str,
-                  version: str) -> None:
-    with atomic_path(path) as tmp:
-        np.savez(tmp, sense_currents_a=currents, node_names=np.array(list(nodes), dtype=str),
-                 node_voltages_v=np.array(list(nodes.values()), dtype=np.float64),
-                 simulator=simulator, version=version)
-
-
-def solve_text(text: str, simulator: str | Simulator, cache_dir: Path | None = None,
-               label: str = "") -> SolveResult:
-    """Solve one tile-read netlist text (``simulator`` 'ngspice', 'vacask' or a Simulator),
-    through the cache.
-
-    Never raises for simulator failures: they come back as ``ok=False`` with the simulator's
-    own message in ``error``. A missing simulator still raises (nothing can be solved).
-    """
-    sim = get_simulator(simulator)
-    key = f"{sim.name}-{netlist_hash(text)}"
-    version = sim.version()
-    if cache_dir is not None:
-        hit = _load_cached(_cache_path(cache_dir, key))
-        if hit is not None:
-            cur, nodes, meta = hit
-            return SolveResult(cur, nodes, True, "", sim.name, meta["version"], key, 0.0, True, label)
-    t0 = time.perf_counter()
-    try:
-        cur, nodes = sim.read_tile(text)
-    except SimulationError as exc:
-        return SolveResult(np.array([np.nan]), {}, False, str(exc), sim.name, version, key,
-                           time.perf_counter() - t0, False, label)
-    dt = time.perf_counter() - t0
-    if cache_dir is not None:
-        _store_cached(_cache_path(cache_dir, key), cur, nodes, sim.name, version)
-    return SolveResult(cur, nodes, True, "", sim.name, version, key, dt, False, label)
 
 
 def tile_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
@@ -210,51 +116,6 @@ def _run_parallel(fn, jobs: list, n_jobs: int | None, parallel_backend: str,
     with parallel_context(parallel_backend, scheduler, n_jobs):
         gen = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(fn)(j) for j in jobs)
         return list(tqdm(gen, total=len(jobs), desc=desc, disable=not progress))
-
-
-def read_netlist(path: str | Path) -> str:
-    """A netlist file's text: UTF-8, or Latin-1 when it is not valid UTF-8 (comments with µ or
-    Ω written by older tools; ngspice reads such files as bytes). UserError naming the file
-    when it cannot be read."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"netlist not found: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"netlist {str(path)!r} cannot be read: {exc.strerror or exc}") from None
-    if b"\0" in data:
-        raise UserError(f"netlist {str(path)!r} is a binary file, not a netlist")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def solve_files(paths: Sequence[str | Path], n_jobs: int | None = None,
-                cache_dir: Path | None | str = "default", progress: bool = True,
-                trust: bool = False) -> list[SolveResult]:
-    """Solve netlist files as written (``.cir`` → ngspice, ``.sim`` → VACASK), in threads (the
-    work is in the simulator processes, which end with this one).
-
-    Every file is read and, unless ``trust``, checked to be inert
-    (:func:`~spicecross.spice.untrusted.unsafe_line`) before any simulator runs: a netlist with
-    ``.control`` blocks, ``shell`` or ``postprocess`` lines raises UserError naming the line.
-    """
-    from joblib import Parallel, delayed
-
-    cdir = _resolve_cache_dir(cache_dir)
-    jobs = []
-    for p in paths:
-        text = read_netlist(p)
-        sim = simulator_for_path(p).name
-        if not trust:
-            check_trusted(text, sim, str(p))
-        jobs.append((text, sim, cdir, str(p)))
-    n_jobs = min(n_jobs or os.cpu_count() or 1, max(len(jobs), 1))
-    if n_jobs == 1:
-        return [solve_text(*j) for j in jobs]
-    return Parallel(n_jobs=n_jobs, backend="threading")(delayed(solve_text)(*j) for j in jobs)
 
 
 # -- many reads of one programmed tile per simulator run ---------------------------------------

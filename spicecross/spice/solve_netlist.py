@@ -1,0 +1,222 @@
+"""Solving one netlist text (or file) as written: one simulator run, parsed to sense currents
+(A) and node voltages (V), through a content-hash cache so the same netlist is never solved
+twice.
+
+This is what ``spicecross solve`` runs, so it starts fast: without a cache (``--no-cache``)
+nothing here imports numpy (the raw file is read into Python floats by
+:meth:`~spicecross.spice.simulators.Simulator.read_tile_floats`); the cache's ``.npz`` entries import
+it when they are read or written. :mod:`spicecross.spice.solve` builds tiles, many reads and
+the parallel machinery on top and re-exports these names.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from ..errors import UserError
+from .simulators import SimulationError, Simulator, get_simulator, simulator_for_path
+from .untrusted import check_currents, check_trusted, plain_lines
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["SolveResult", "default_cache_dir", "netlist_hash", "read_netlist", "solve_files",
+           "solve_text"]
+
+
+@dataclass
+class SolveResult:
+    """The outcome of one simulated tile read.
+
+    ``sense_currents``: (cols,) currents into the 0 V sense sources in A as Python floats
+    ([NaN] on failure; :attr:`sense_currents_a` is the same as a numpy array);
+    ``node_voltages_v``: node name → voltage in V (empty on failure).
+    """
+
+    sense_currents: list[float]
+    node_voltages_v: dict[str, float] = field(default_factory=dict)
+    ok: bool = True
+    error: str = ""
+    simulator: str = ""
+    simulator_version: str = ""
+    netlist_hash: str = ""
+    seconds: float = 0.0
+    cached: bool = False
+    label: str = ""
+
+    @property
+    def sense_currents_a(self) -> np.ndarray:
+        """:attr:`sense_currents` (A) as a float64 array."""
+        import numpy as np
+
+        return np.asarray(self.sense_currents, dtype=np.float64)
+
+    def to_json(self) -> dict:
+        d: dict = {"sense_currents": list(self.sense_currents) if self.ok else None}
+        if not self.ok:
+            d["error"] = self.error
+        if self.label:
+            d["file"] = self.label
+        return d
+
+
+def _without_comment_lines(text: str) -> str:
+    """A :func:`~spicecross.spice.untrusted.plain_lines` text without its comment lines (``*``
+    or ``//`` after spaces/tabs), each removed with its ``\n``; found with ``str.find``."""
+    starts = set()
+    for marker in ("*", "//"):
+        pos = text.find(marker)
+        while pos >= 0:
+            start = text.rfind("\n", 0, pos) + 1
+            if not text[start:pos].strip(" \t"):
+                starts.add(start)
+            end = text.find("\n", pos)
+            pos = -1 if end < 0 else text.find(marker, end)
+    parts, prev = [], 0
+    for start in sorted(starts):
+        parts.append(text[prev:start])
+        end = text.find("\n", start)
+        prev = len(text) if end < 0 else end + 1
+    parts.append(text[prev:])
+    return "".join(parts)
+
+
+def netlist_hash(text: str) -> str:
+    """Content hash (sha256 hex) of a netlist, ignoring comment lines; the cache key.
+
+    Defined as the hash of ``"\\n".join`` of the lines of ``text.splitlines()`` that do not
+    start (after blanks) with ``*`` or ``//``. A :func:`~spicecross.spice.untrusted.plain_lines`
+    text (the emitters' output) reaches the same string without splitting it into lines
+    (tests/test_solve_startup.py holds the two equal)."""
+    if plain_lines(text):
+        body = _without_comment_lines(text)
+        body = body[:-1] if body.endswith("\n") else body
+    else:
+        body = "\n".join(ln for ln in text.splitlines()
+                         if not ln.lstrip().startswith(("*", "//")))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$SPICECROSS_CACHE`` or ``~/.cache/spicecross/solves``."""
+    env = os.environ.get("SPICECROSS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "spicecross" / "solves"
+
+
+def _cache_path(cache_dir: Path, key: str) -> Path:
+    """``<cache>/<first two hex digits of the hash>/<key>.npz`` (keys are
+    ``<simulator>[-reads]-<sha256>``: sharding by the hash spreads them over 256 folders)."""
+    return cache_dir / key.rsplit("-", 1)[-1][:2] / f"{key}.npz"
+
+
+def _load_cached(path: Path) -> tuple[np.ndarray, dict[str, float], dict[str, str]] | None:
+    """A cache entry, or None when there is none. An entry that cannot be read (truncated,
+    corrupt, wrong keys, non-physical values) is deleted, so the netlist is solved again."""
+    if not path.is_file():
+        return None
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = [str(n) for n in z["node_names"]]
+            cur = check_currents(z["sense_currents_a"].copy(), "cache")
+            return (cur, dict(zip(names, z["node_voltages_v"].tolist())),
+                    {"simulator": str(z["simulator"]), "version": str(z["version"])})
+    except Exception:  # noqa: BLE001 - any unreadable entry (BadZipFile, EOFError, …) is dropped
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+
+def _store_cached(path: Path, currents: Sequence[float] | np.ndarray, nodes: dict[str, float],
+                  simulator: str, version: str) -> None:
+    import numpy as np
+
+    from ..store import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.savez(tmp, sense_currents_a=np.asarray(currents, dtype=np.float64),
+                 node_names=np.array(list(nodes), dtype=str),
+                 node_voltages_v=np.array(list(nodes.values()), dtype=np.float64),
+                 simulator=simulator, version=version)
+
+
+def solve_text(text: str, simulator: str | Simulator, cache_dir: Path | None = None,
+               label: str = "") -> SolveResult:
+    """Solve one tile-read netlist text (``simulator`` 'ngspice', 'vacask' or a Simulator),
+    through the cache.
+
+    Never raises for simulator failures: they come back as ``ok=False`` with the simulator's
+    own message in ``error``. A missing simulator still raises (nothing can be solved).
+    """
+    sim = get_simulator(simulator)
+    key = f"{sim.name}-{netlist_hash(text)}"
+    version = sim.version()
+    if cache_dir is not None:
+        hit = _load_cached(_cache_path(cache_dir, key))
+        if hit is not None:
+            cur, nodes, meta = hit
+            return SolveResult(cur.tolist(), nodes, True, "", sim.name, meta["version"], key,
+                               0.0, True, label)
+    t0 = time.perf_counter()
+    try:
+        cur, nodes = sim.read_tile_floats(text)
+    except SimulationError as exc:
+        return SolveResult([math.nan], {}, False, str(exc), sim.name, version, key,
+                           time.perf_counter() - t0, False, label)
+    dt = time.perf_counter() - t0
+    if cache_dir is not None:
+        _store_cached(_cache_path(cache_dir, key), cur, nodes, sim.name, version)
+    return SolveResult(cur, nodes, True, "", sim.name, version, key, dt, False, label)
+
+
+def read_netlist(path: str | Path) -> str:
+    """A netlist file's text: UTF-8, or Latin-1 when it is not valid UTF-8 (comments with µ or
+    Ω written by older tools; ngspice reads such files as bytes). UserError naming the file
+    when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"netlist not found: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"netlist {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if b"\0" in data:
+        raise UserError(f"netlist {str(path)!r} is a binary file, not a netlist")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def solve_files(paths: Sequence[str | Path], n_jobs: int | None = None,
+                cache_dir: Path | None | str = "default", progress: bool = True,
+                trust: bool = False) -> list[SolveResult]:
+    """Solve netlist files as written (``.cir`` → ngspice, ``.sim`` → VACASK), in threads (the
+    work is in the simulator processes, which end with this one). ``cache_dir``: a folder,
+    None (no cache) or "default" (:func:`default_cache_dir`).
+
+    Every file is read and, unless ``trust``, checked to be inert
+    (:func:`~spicecross.spice.untrusted.unsafe_line`) before any simulator runs: a netlist with
+    ``.control`` blocks, ``shell`` or ``postprocess`` lines raises UserError naming the line.
+    """
+    cdir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    jobs = []
+    for p in paths:
+        text = read_netlist(p)
+        sim = simulator_for_path(p).name
+        if not trust:
+            check_trusted(text, sim, str(p))
+        jobs.append((text, sim, cdir, str(p)))
+    n_jobs = min(n_jobs or os.cpu_count() or 1, max(len(jobs), 1))
+    if n_jobs == 1:
+        return [solve_text(*j) for j in jobs]
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=n_jobs, backend="threading")(delayed(solve_text)(*j) for j in jobs)
