@@ -35,6 +35,7 @@ import torch
 from ..circuit.tile import TileSpec
 from ..devices.vteam import VTEAMParams, get_parameter_set
 from ..threads import limited_threads, threads_for
+from .dynamic_1t1r import SelectorTileSolve
 
 #: Below this many flops per block-Cholesky step (batch · (2·cols)³) one thread is faster: the
 #: thread pool's overhead dominates small matrices (measured 1.4 ms vs 37 ms per 8×8 solve with
@@ -179,8 +180,12 @@ class PulseResult:
 
 
 class DynamicTileSurrogate:
-    """VTEAM tiles of one ``spec`` (0T1R) under read or write pulses; ``device_params`` a
+    """VTEAM tiles of one ``spec`` under read or write pulses; ``device_params`` a
     VTEAMParams (window included; default the set ``spec.device_set``). Float64 throughout.
+    0T1R: the cell voltages from the linear wire network (:func:`cell_voltages`). 1T1R: the
+    memristor voltages from the exact nonlinear solve with the selectors, their gates at the
+    train's ``v_gate_v`` pulses (or the selector's DC ``v_gate_v``), warm-started from the
+    last step (:class:`~spicecross.surrogate.dynamic_1t1r.SelectorTileSolve`).
 
     Cycle-to-cycle variability (``c2c_sigma`` > 0): every pulse's state change of every cell,
     Δw, becomes Δw·(1 + c2c_sigma·ξ), ξ a standard normal drawn per cell and pulse from a
@@ -192,8 +197,6 @@ class DynamicTileSurrogate:
                  substeps_plateau: int = 20, substeps_ramp: int = 16, dw_max: float = 5e-4,
                  max_substeps: int = 5000, c2c_sigma: float = 0.0,
                  seed: int | None = None) -> None:
-        if spec.cell != "0t1r":
-            raise ValueError(f"the dynamic surrogate models 0t1r tiles, got {spec.cell!r}")
         if substeps_plateau < 1 or substeps_ramp < 1:
             raise ValueError("substeps_plateau and substeps_ramp must be ≥ 1")
         self.spec = spec
@@ -273,17 +276,24 @@ class DynamicTileSurrogate:
         bl = [t.bitline_plateaus_v for t in trains]
         bl = torch.as_tensor(np.stack([np.zeros((t.n_pulses, self.spec.cols)) if b is None else b
                                        for t, b in zip(trains, bl)], axis=1))     # (P, B, C)
-        if any(t.v_gates_v is not None for t in trains):
-            raise ValueError("the dynamic surrogate models 0t1r tiles: no gate pulses")
+        if any(t.v_gates_v is not None for t in trains) and self.spec.cell != "1t1r":
+            raise ValueError(f"gate pulses need a 1t1r tile, the tile is {self.spec.cell}")
+        # gates at fraction a of the plateau: dc + a·pulsed (V), (P, B, R) each; a train
+        # without gate pulses holds the selector's DC gate voltage, one with them ramps them
+        gate_dc = torch.as_tensor(np.stack([np.full_like(t.plateaus_v, 0.0 if t.v_gates_v is not None
+                                                         else self.spec.selector.v_gate_v)
+                                            for t in trains], axis=1))
+        gate_pulse = torch.as_tensor(np.stack([np.zeros_like(t.plateaus_v) if t.v_gates_v is None
+                                               else t.v_gates_v for t in trains], axis=1))
         ref = trains[0]
         work = g0.shape[0] * (2 * self.spec.cols) ** 3
         with limited_threads(1 if work < SINGLE_THREAD_FLOPS else threads_for()):
-            out = self._run(g0, plateaus, bl, ref)
+            out = self._run(g0, plateaus, bl, (gate_dc, gate_pulse), ref)
         if single:
             out = PulseResult(out.currents_a[0], out.charge_c[0], out.w_final[0], out.g_final_s[0])
         return out
 
-    def _run(self, g0: torch.Tensor, plateaus: torch.Tensor, bl: torch.Tensor, ref
+    def _run(self, g0: torch.Tensor, plateaus: torch.Tensor, bl: torch.Tensor, gates, ref
              ) -> PulseResult:
         open_cell = g0 <= 0
         w = self.states_for_conductances(torch.where(open_cell, torch.ones_like(g0), g0))
@@ -291,8 +301,12 @@ class DynamicTileSurrogate:
         currents = torch.zeros((g0.shape[0], n_p, self.spec.cols), dtype=torch.float64)
         charge = torch.zeros_like(currents)
 
+        selector = SelectorTileSolve(self.spec) if self.spec.cell == "1t1r" else None
+
         def solve(w_now, a, k):
             g = torch.where(open_cell, torch.zeros_like(w_now), self.conductances(w_now))
+            if selector is not None:
+                return selector(g, a * plateaus[k], a * bl[k], gates[0][k] + a * gates[1][k])
             return cell_voltages(self.spec, g, a * plateaus[k], a * bl[k])
 
         for k in range(n_p):
