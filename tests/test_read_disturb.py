@@ -4,6 +4,7 @@ segment integration against per-pulse integration, and the network-level run beh
 ``spicecross infer --read-disturb``."""
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -55,6 +56,49 @@ def test_network_update_matches_ngspice_and_vacask(n):
             ref = run_tile_transient(sim, spec, g, train)
             rms = np.sqrt(np.mean((w - ref.w_final) ** 2))
             assert rms < 0.01, (name, sim, rms)
+
+
+def spec_1t1r(n):
+    return TileSpec(rows=n, cols=n, cell="1t1r", r_wire_wl_ohm=1.0, r_wire_bl_ohm=1.5,
+                    r_driver_ohm=2.0, r_sense_ohm=3.0)
+
+
+def test_1t1r_update_matches_ngspice_and_vacask():
+    """1T1R arrays: every segment's reads solved with the selectors (gates at DC 1.8 V), against
+    the 1T1R VTEAM transients (rectangular reads: SPICE's ramps 1e-4 of the width)."""
+    spec = spec_1t1r(8)
+    g = programmed(8, 8, 8)
+    v = np.random.default_rng(9).uniform(0.3, 1.0, (12, 8))
+    v[0] = 0.4                                                # one inert read
+    width = 20e-3
+    g_new, st = advance_arrays(spec, P, np.stack([g, g[::-1]]), v, ReadPulse(width))
+    w = states(g_new[0])
+    assert np.mean(np.abs(w - states(g))) > 0.05 and st.inert_reads == 1
+    assert st.rows_exact >= 11 * 8 and st.transfer_builds == 0
+    # the second array (rows reversed) moves differently: the arrays are solved each alone
+    assert not np.allclose(states(g_new[1])[::-1], w, atol=1e-3)
+    # the selector's drop matters: without it (0T1R) the same reads move the cells far more
+    g_0t1r, _ = advance_arrays(replace(spec, cell="0t1r"), P, g[None], v,
+                               ReadPulse(width))
+    assert np.mean(states(g_0t1r[0]) - states(g)) > 1.5 * np.mean(w - states(g))
+    train = PulseTrain(v, width, 2e-6, 2e-6, 5e-3)
+    for sim in ("ngspice", "vacask"):
+        ref = run_tile_transient(sim, spec, g, train)
+        assert np.sqrt(np.mean((w - ref.w_final) ** 2)) < 0.01, sim
+    with pytest.raises(ValueError, match="rectangular pulses"):
+        advance_arrays(spec, P, g[None], v, ReadPulse(width, 1e-3, 1e-3))
+
+
+def test_1t1r_ideal_wires_are_each_cell_with_its_selector():
+    """wires=False on 1T1R arrays (each cell alone between its input and 0 V) is the wired
+    solve of a tile whose wires are 1 µΩ."""
+    g = np.stack([programmed(6, 5, 1), programmed(6, 5, 2)])
+    v = np.random.default_rng(3).uniform(0.0, 1.0, (20, 6))
+    tiny = TileSpec(rows=6, cols=5, cell="1t1r", r_wire_wl_ohm=1e-6, r_wire_bl_ohm=1e-6)
+    ideal, _ = advance_arrays(tiny, P, g, v, ReadPulse(5e-3), wires=False)
+    wired, _ = advance_arrays(tiny, P, g, v, ReadPulse(5e-3), wires=True)
+    assert np.mean(np.abs(states(ideal) - states(g))) > 0.01
+    assert np.max(np.abs(states(ideal) - states(wired))) < 1e-6
 
 
 # -- the bounds ---------------------------------------------------------------------------------
@@ -189,7 +233,6 @@ def test_cli_read_disturb_below_threshold_is_the_undisturbed_accuracy(tmp_path, 
     (["--read-pulse-ns", "0"], "'0'"),
     (["--read-pulse-ns", "nan"], "'nan'"),
     (["--disturb-chunk", "0"], "'0'"),
-    (["--cell", "1t1r"], "1t1r"),
     (["--compat", "memtorch"], "memtorch"),
     (["--program", "open-loop"], "open-loop"),
     (["--stuck-hrs", "0.01"], "0.01"),
