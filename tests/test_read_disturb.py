@@ -168,13 +168,14 @@ def test_negative_reads_switch_on_like_the_dynamic_surrogate():
 
 
 # -- the network --------------------------------------------------------------------------------
-def _network(v_read):
+def _network(v_read, cell="0t1r", limit=40):
     from spicecross.nn.analog import patch_model
     from spicecross.nn.inference import load_eval_data, load_network
     from spicecross.surrogate.config import AnalogConfig
 
-    cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, v_read_v=v_read, calibration_images=32)
-    data = load_eval_data("mnist", None, 40, cfg.calibration_images)
+    cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, v_read_v=v_read, calibration_images=32,
+                             cell=cell)
+    data = load_eval_data("mnist", None, limit, cfg.calibration_images)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # reads above threshold are the point
         model = patch_model(load_network("mnist"), cfg, data.calibration)
@@ -212,9 +213,34 @@ def test_network_accuracy_moves_above_threshold_only():
             assert min(accs[1:]) < accs[0] - 20, accs             # the reads wreck the weights
 
 
-def test_cli_read_disturb_below_threshold_is_the_undisturbed_accuracy(tmp_path, capsys):
+def test_1t1r_network_moves_above_threshold_only():
+    """The 1T1R network (16×16 tiles): reads within the thresholds leave it exactly as
+    programmed; 1 V reads of 10 µs move cells, less than in the same 0T1R network (the
+    selectors take part of each read's voltage)."""
+    from spicecross.nn.analog import analog_layers
+    from spicecross.nn.read_disturb import disturb_network
+
+    moved = {}
+    for cell, v_read in (("1t1r", 0.45), ("1t1r", 1.0), ("0t1r", 1.0)):
+        model, data = _network(v_read, cell, limit=10)
+        x, _ = data.test.tensors
+        before = _logits(model, x)
+        res = disturb_network(model, data.test, ReadPulse(1e-5), chunk=5)
+        layers = analog_layers(model)
+        same = all(np.array_equal(m.array.g_dev, m.array.g_dev_programmed) for _, m in layers)
+        assert same == (v_read < P.v_off_v), (cell, v_read)
+        if same:
+            assert torch.equal(before, _logits(model, x))
+            assert res["stats"].inert_reads == res["stats"].reads > 0
+        moved[cell, v_read] = res["chunks"][-1]["mean_abs_dw"]
+    assert moved["1t1r", 1.0] > 1e-6
+    assert moved["1t1r", 1.0] < moved["0t1r", 1.0]
+
+
+@pytest.mark.parametrize("cell", ["0t1r", "1t1r"])
+def test_cli_read_disturb_below_threshold_is_the_undisturbed_accuracy(cell, tmp_path, capsys):
     png = tmp_path / "rd.png"
-    rc = main(["infer", "--read-disturb", "--tile", "16x16", "--limit", "20",
+    rc = main(["infer", "--read-disturb", "--cell", cell, "--tile", "16x16", "--limit", "20",
                "--calibration-images", "16", "--v-read", "0.4", "--disturb-chunk", "10",
                "--spice-check", "0", "--json", "--plot", str(png)])
     assert rc == 0
