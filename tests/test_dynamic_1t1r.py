@@ -99,6 +99,19 @@ def test_read_pulses_above_threshold(n):
     assert_agree(runs["ngspice"], runs["vacask"], "ngspice vs VACASK")
 
 
+@pytest.mark.slow
+def test_read_pulses_above_threshold_32x32():
+    spec = spec_1t1r(32)
+    g = programmed(32, 32, 8)
+    train = PulseTrain(np.random.default_rng(9).uniform(1.0, 1.2, (10, 32)), 20e-3, 1e-3, 1e-3,
+                       5e-3)
+    dyn = DynamicTileSurrogate(spec).run_pulses(g, train)
+    ref = run_tile_transient("vacask", spec, g, train)
+    moved = dyn.w_final - initial_w(g)
+    assert np.mean(moved) > 0.03 and np.max(moved) > 0.2
+    assert_agree(dyn, ref, "surrogate vs VACASK, 32×32 1T1R")
+
+
 # Gate-selected writes (one gate line on at 3 V, the others at 0 V; |V| ≤ 1.0 V, VACASK's limit
 # for 1T1R writes): RESET at 1.0 V moves ~7 ranges/s, SET at −1.0 V ~1e9 ranges/s through
 # the selector: the widths that move each selected cell by ~0.1 of the range.

@@ -35,7 +35,6 @@ import torch
 from ..circuit.tile import TileSpec
 from ..devices.vteam import VTEAMParams, get_parameter_set
 from ..threads import limited_threads, threads_for
-from .dynamic_1t1r import SelectorTileSolve
 
 #: Below this many flops per block-Cholesky step (batch · (2·cols)³) one thread is faster: the
 #: thread pool's overhead dominates small matrices (measured 1.4 ms vs 37 ms per 8×8 solve with
@@ -51,7 +50,7 @@ __all__ = ["DynamicTileSurrogate", "PulseResult", "cell_voltage_transfer", "cell
            "DENSE_MAX_CELLS"]
 
 
-def _block_system(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
+def nodal_blocks(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
     """Diagonal blocks (B, rows, 2·cols, 2·cols) in S of the row-ordered nodal matrix."""
     R, C = spec.rows, spec.cols
     g_w = 1.0 / spec.r_wire_wl_ohm
@@ -78,9 +77,10 @@ def _block_system(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
     return d
 
 
-def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor:
-    """Node voltages (B, R, 2C, K) of the block-tridiagonal system (diagonal blocks ``d``,
-    bit-line couplings −g_b between neighbouring rows) assembled whole and solved at once."""
+def dense_cholesky(d: torch.Tensor, g_b: float) -> torch.Tensor:
+    """Cholesky factor (B, R·2C, R·2C) of the block-tridiagonal nodal matrix (diagonal blocks
+    ``d`` (B, R, 2C, 2C) in S, bit-line couplings −g_b between neighbouring rows) assembled
+    whole, nodes row by row."""
     B, R, n, _ = d.shape
     C = n // 2
     a = d.new_zeros((B, R, n, R, n))
@@ -91,8 +91,14 @@ def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor
     a[:, rows[1:, None], bl, rows[:-1, None], bl] = -g_b
     # the nodal matrix is symmetric positive definite: Cholesky, not LU (torch 2.13's MKL LU
     # returns garbage for matrices of ≥ ~200 after torch.set_num_threads(n ≥ 2); spicecross.threads)
-    chol = torch.linalg.cholesky(a.reshape(B, R * n, R * n))
-    x = torch.cholesky_solve(rhs.reshape(B, R * n, -1), chol)
+    return torch.linalg.cholesky(a.reshape(B, R * n, R * n))
+
+
+def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor:
+    """Node voltages (B, R, 2C, K) of the block-tridiagonal system (diagonal blocks ``d``,
+    bit-line couplings −g_b between neighbouring rows) assembled whole and solved at once."""
+    B, R, n, _ = d.shape
+    x = torch.cholesky_solve(rhs.reshape(B, R * n, -1), dense_cholesky(d, g_b))
     return x.reshape(B, R, n, -1)
 
 
@@ -104,7 +110,7 @@ def _node_voltages(spec: TileSpec, g_s: torch.Tensor, rhs: torch.Tensor, method:
     :func:`cell_voltages` for ``method``). ``spec`` already ``for_solvers()``."""
     R, C = spec.rows, spec.cols
     g_b = 1.0 / spec.r_wire_bl_ohm
-    d = _block_system(spec, g_s)
+    d = nodal_blocks(spec, g_s)
     if method not in ("auto", "block", "dense"):
         raise ValueError(f"method must be 'auto', 'block' or 'dense', got {method!r}")
     if method == "dense" or (method == "auto" and R * C <= DENSE_MAX_CELLS):
@@ -300,6 +306,8 @@ class DynamicTileSurrogate:
         n_p = plateaus.shape[0]
         currents = torch.zeros((g0.shape[0], n_p, self.spec.cols), dtype=torch.float64)
         charge = torch.zeros_like(currents)
+
+        from .dynamic_1t1r import SelectorTileSolve
 
         selector = SelectorTileSolve(self.spec) if self.spec.cell == "1t1r" else None
 

@@ -128,16 +128,18 @@ class NotConverged(RuntimeError):
 class BlockSolver:
     """Exact nonlinear reads of T tiles of one ``spec`` with device conductances ``g_dev_s``
     (T, R, C) in S: :meth:`read` maps inputs (T, B, R) in V to sense currents (T, B, C) in A.
-    ``A_lin`` is factored once here (``dtype`` the precision its corrections are applied in)."""
+    ``A_lin`` is factored once here (``dtype`` the precision its corrections are applied in),
+    or ``net``, an ``A_lin⁻¹`` already factored (``solve(r_wl, r_bl)`` and ``g_lin_s``, as
+    :class:`BlockNetwork`), is reused: it only preconditions, the fixed point is exact."""
 
-    def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray,
+    def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray | None,
                  dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200,
-                 chunk: int = 128, linear: str = "auto"):
+                 chunk: int = 128, linear: str = "auto", net=None):
         self.spec = spec.for_solvers()
         self.g_dev = torch.as_tensor(np.asarray(g_dev_s, dtype=np.float64))[:, :, None, :]
         self.on = self.g_dev > 0
         self.all_on = bool(self.on.all())
-        self.net = linear_network(self.spec, g_lin_s, dtype, linear)
+        self.net = linear_network(self.spec, g_lin_s, dtype, linear) if net is None else net
         self.g_in, self.g_w, self.g_b, self.g_out = wire_conductances(self.spec)
         self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
         self.stats = SolveStats()
