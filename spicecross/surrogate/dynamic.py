@@ -10,6 +10,11 @@ their sense ends, ``PulseTrain.v_bitlines_v``), so the two answer the same quest
 pulse the sense currents at the plateau's end (A) and the charge through each sense source
 (C), and the final states.
 
+1T1R tiles: the memristor voltages come from the exact nonlinear solve of the tile with its
+level-1 selectors, the gate lines at ``PulseTrain.v_gates_v`` (ramped like the word lines) or
+at the selector's DC ``v_gate_v``, warm-started from the previous step
+(:mod:`~spicecross.surrogate.dynamic_1t1r`); the time stepping is the same.
+
 The network solve (tiles above :data:`DENSE_MAX_CELLS` cells; smaller ones are one dense
 solve of the same matrix). Ordering the nodes row by row, ``[word line i (cols), bit line i (cols)]``,
 the nodal matrix is block tridiagonal: row ``i``'s block holds its word-line chain, its cells
