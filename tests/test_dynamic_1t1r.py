@@ -99,6 +99,21 @@ def test_read_pulses_above_threshold(n):
     assert_agree(runs["ngspice"], runs["vacask"], "ngspice vs VACASK")
 
 
+def test_negative_read_pulses_forward_bias_the_junctions():
+    """10 SET reads of −0.9…−0.75 V (2 ns): the word lines sit below the grounded bulk, so the
+    selectors' drain–bulk junctions conduct while the memristors SET; all three agree."""
+    spec = spec_1t1r(4)
+    g = programmed(4, 4, 3)
+    train = PulseTrain(np.random.default_rng(4).uniform(-0.9, -0.75, (10, 4)), 2e-9, 0.2e-9,
+                       0.2e-9, 0.5e-9)
+    dyn, runs = compare(spec, g, train, **WRITE_STEPPING)
+    moved = dyn.w_final - initial_w(g)
+    assert np.mean(moved) < -0.1 and np.all(moved <= 0) and np.mean(moved < -0.01) > 0.7
+    for sim, r in runs.items():
+        assert_agree(dyn, r, f"surrogate vs {sim}")
+    assert_agree(runs["ngspice"], runs["vacask"], "ngspice vs VACASK")
+
+
 @pytest.mark.slow
 def test_read_pulses_above_threshold_32x32():
     spec = spec_1t1r(32)
