@@ -4,6 +4,7 @@ segment integration against per-pulse integration, and the network-level run beh
 ``spicecross infer --read-disturb``."""
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -55,6 +56,49 @@ def test_network_update_matches_ngspice_and_vacask(n):
             ref = run_tile_transient(sim, spec, g, train)
             rms = np.sqrt(np.mean((w - ref.w_final) ** 2))
             assert rms < 0.01, (name, sim, rms)
+
+
+def spec_1t1r(n):
+    return TileSpec(rows=n, cols=n, cell="1t1r", r_wire_wl_ohm=1.0, r_wire_bl_ohm=1.5,
+                    r_driver_ohm=2.0, r_sense_ohm=3.0)
+
+
+def test_1t1r_update_matches_ngspice_and_vacask():
+    """1T1R arrays: every segment's reads solved with the selectors (gates at DC 1.8 V), against
+    the 1T1R VTEAM transients (rectangular reads: SPICE's ramps 1e-4 of the width)."""
+    spec = spec_1t1r(8)
+    g = programmed(8, 8, 8)
+    v = np.random.default_rng(9).uniform(0.3, 1.0, (12, 8))
+    v[0] = 0.4                                                # one inert read
+    width = 20e-3
+    g_new, st = advance_arrays(spec, P, np.stack([g, g[::-1]]), v, ReadPulse(width))
+    w = states(g_new[0])
+    assert np.mean(np.abs(w - states(g))) > 0.05 and st.inert_reads == 1
+    assert st.rows_exact >= 11 * 8 and st.transfer_builds == 0
+    # the second array (rows reversed) moves differently: the arrays are solved each alone
+    assert not np.allclose(states(g_new[1])[::-1], w, atol=1e-3)
+    # the selector's drop matters: without it (0T1R) the same reads move the cells far more
+    g_0t1r, _ = advance_arrays(replace(spec, cell="0t1r"), P, g[None], v,
+                               ReadPulse(width))
+    assert np.mean(states(g_0t1r[0]) - states(g)) > 1.5 * np.mean(w - states(g))
+    train = PulseTrain(v, width, 2e-6, 2e-6, 5e-3)
+    for sim in ("ngspice", "vacask"):
+        ref = run_tile_transient(sim, spec, g, train)
+        assert np.sqrt(np.mean((w - ref.w_final) ** 2)) < 0.01, sim
+    with pytest.raises(ValueError, match="rectangular pulses"):
+        advance_arrays(spec, P, g[None], v, ReadPulse(width, 1e-3, 1e-3))
+
+
+def test_1t1r_ideal_wires_are_each_cell_with_its_selector():
+    """wires=False on 1T1R arrays (each cell alone between its input and 0 V) is the wired
+    solve of a tile whose wires are 1 µΩ."""
+    g = np.stack([programmed(6, 5, 1), programmed(6, 5, 2)])
+    v = np.random.default_rng(3).uniform(0.0, 1.0, (20, 6))
+    tiny = TileSpec(rows=6, cols=5, cell="1t1r", r_wire_wl_ohm=1e-6, r_wire_bl_ohm=1e-6)
+    ideal, _ = advance_arrays(tiny, P, g, v, ReadPulse(5e-3), wires=False)
+    wired, _ = advance_arrays(tiny, P, g, v, ReadPulse(5e-3), wires=True)
+    assert np.mean(np.abs(states(ideal) - states(g))) > 0.01
+    assert np.max(np.abs(states(ideal) - states(wired))) < 1e-6
 
 
 # -- the bounds ---------------------------------------------------------------------------------
@@ -124,13 +168,14 @@ def test_negative_reads_switch_on_like_the_dynamic_surrogate():
 
 
 # -- the network --------------------------------------------------------------------------------
-def _network(v_read):
+def _network(v_read, cell="0t1r", limit=40):
     from spicecross.nn.analog import patch_model
     from spicecross.nn.inference import load_eval_data, load_network
     from spicecross.surrogate.config import AnalogConfig
 
-    cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, v_read_v=v_read, calibration_images=32)
-    data = load_eval_data("mnist", None, 40, cfg.calibration_images)
+    cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, v_read_v=v_read, calibration_images=32,
+                             cell=cell)
+    data = load_eval_data("mnist", None, limit, cfg.calibration_images)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # reads above threshold are the point
         model = patch_model(load_network("mnist"), cfg, data.calibration)
@@ -168,9 +213,34 @@ def test_network_accuracy_moves_above_threshold_only():
             assert min(accs[1:]) < accs[0] - 20, accs             # the reads wreck the weights
 
 
-def test_cli_read_disturb_below_threshold_is_the_undisturbed_accuracy(tmp_path, capsys):
+def test_1t1r_network_moves_above_threshold_only():
+    """The 1T1R network (16×16 tiles): reads within the thresholds leave it exactly as
+    programmed; 1 V reads of 10 µs move cells, less than in the same 0T1R network (the
+    selectors take part of each read's voltage)."""
+    from spicecross.nn.analog import analog_layers
+    from spicecross.nn.read_disturb import disturb_network
+
+    moved = {}
+    for cell, v_read in (("1t1r", 0.45), ("1t1r", 1.0), ("0t1r", 1.0)):
+        model, data = _network(v_read, cell, limit=10)
+        x, _ = data.test.tensors
+        before = _logits(model, x)
+        res = disturb_network(model, data.test, ReadPulse(1e-5), chunk=5)
+        layers = analog_layers(model)
+        same = all(np.array_equal(m.array.g_dev, m.array.g_dev_programmed) for _, m in layers)
+        assert same == (v_read < P.v_off_v), (cell, v_read)
+        if same:
+            assert torch.equal(before, _logits(model, x))
+            assert res["stats"].inert_reads == res["stats"].reads > 0
+        moved[cell, v_read] = res["chunks"][-1]["mean_abs_dw"]
+    assert moved["1t1r", 1.0] > 1e-6
+    assert moved["1t1r", 1.0] < moved["0t1r", 1.0]
+
+
+@pytest.mark.parametrize("cell", ["0t1r", "1t1r"])
+def test_cli_read_disturb_below_threshold_is_the_undisturbed_accuracy(cell, tmp_path, capsys):
     png = tmp_path / "rd.png"
-    rc = main(["infer", "--read-disturb", "--tile", "16x16", "--limit", "20",
+    rc = main(["infer", "--read-disturb", "--cell", cell, "--tile", "16x16", "--limit", "20",
                "--calibration-images", "16", "--v-read", "0.4", "--disturb-chunk", "10",
                "--spice-check", "0", "--json", "--plot", str(png)])
     assert rc == 0
@@ -189,7 +259,6 @@ def test_cli_read_disturb_below_threshold_is_the_undisturbed_accuracy(tmp_path, 
     (["--read-pulse-ns", "0"], "'0'"),
     (["--read-pulse-ns", "nan"], "'nan'"),
     (["--disturb-chunk", "0"], "'0'"),
-    (["--cell", "1t1r"], "1t1r"),
     (["--compat", "memtorch"], "memtorch"),
     (["--program", "open-loop"], "open-loop"),
     (["--stuck-hrs", "0.01"], "0.01"),

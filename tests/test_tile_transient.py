@@ -198,6 +198,4 @@ def test_batch_of_tiles_is_each_tile_alone():
         # the step count follows the batch's fastest cell: same answer to integration error
         assert np.allclose(batch.w_final[b], one.w_final, rtol=0, atol=5e-4)
         assert np.allclose(batch.currents_a[b], one.currents_a, rtol=2e-3)
-    with pytest.raises(ValueError, match="0t1r"):
-        DynamicTileSurrogate(TileSpec(rows=2, cols=2, cell="1t1r"))
     assert "Xc0_0" in emit_tile_transient("ngspice", spec, gs[0], trains[0])

@@ -16,7 +16,9 @@ the thresholds (every read's span is at most the range's) is skipped whole.
 Memory: a chunk's word-line vectors of one layer, (reads × inputs) float64 (the MNIST
 network's second layer: 784 reads × 144 inputs per image, 0.9 MB per image).
 
-0T1R only: the dynamic surrogate has no selector model.
+1T1R tiles: every read's memristor voltages come from the exact nonlinear solve with the
+selectors (gates at their DC voltage), the passive bound counting the selectors' bulk voltage
+as applied (:mod:`~spicecross.surrogate.read_disturb_update`).
 """
 from __future__ import annotations
 
@@ -39,9 +41,6 @@ __all__ = ["check_disturb_config", "disturb_network", "read_disturb_infer", "plo
 
 def check_disturb_config(config) -> None:
     """One-line ValueError for configurations read disturb does not model."""
-    if config.cell != "0t1r":
-        raise ValueError(f"--read-disturb models 0t1r tiles only (the dynamic surrogate has no "
-                         f"selector), got --cell {config.cell}")
     if config.compat != "physical":
         raise ValueError(f"--read-disturb needs the physical read path, got --compat "
                          f"{config.compat}")
@@ -76,8 +75,9 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
     cfg = layer.config
     R, C = cfg.tile_rows, cfg.tile_cols
     p = cfg.device_params()
+    v_bulk = arr.spec.selector.v_bulk_v if arr.spec.cell == "1t1r" else 0.0
     dac_range = np.array([arr.read_range_v()])  # bounds every read of the layer (passive bound)
-    if inert_reads(dac_range, p)[0]:
+    if inert_reads(dac_range, p, v_bulk)[0]:
         n = len(_word_line_vectors(layer, x[:1])) * x.shape[0]       # reads per image × images
         stats.reads += n
         stats.inert_reads += n
@@ -88,7 +88,7 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
     for r in range(arr.n_row_tiles):
         part = vecs[:, arr.tile_rows_of(r)]
         # the passive-network bound per row tile first, so inert reads are never copied
-        idx = np.flatnonzero(~inert_reads(part, p))
+        idx = np.flatnonzero(~inert_reads(part, p, v_bulk))
         stats.reads += M - len(idx)
         stats.inert_reads += M - len(idx)
         if len(idx) == 0:

@@ -10,6 +10,11 @@ their sense ends, ``PulseTrain.v_bitlines_v``), so the two answer the same quest
 pulse the sense currents at the plateau's end (A) and the charge through each sense source
 (C), and the final states.
 
+1T1R tiles: the memristor voltages come from the exact nonlinear solve of the tile with its
+level-1 selectors, the gate lines at ``PulseTrain.v_gates_v`` (ramped like the word lines) or
+at the selector's DC ``v_gate_v``, warm-started from the previous step
+(:mod:`~spicecross.surrogate.dynamic_1t1r`); the time stepping is the same.
+
 The network solve (tiles above :data:`DENSE_MAX_CELLS` cells; smaller ones are one dense
 solve of the same matrix). Ordering the nodes row by row, ``[word line i (cols), bit line i (cols)]``,
 the nodal matrix is block tridiagonal: row ``i``'s block holds its word-line chain, its cells
@@ -50,7 +55,7 @@ __all__ = ["DynamicTileSurrogate", "PulseResult", "cell_voltage_transfer", "cell
            "DENSE_MAX_CELLS"]
 
 
-def _block_system(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
+def nodal_blocks(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
     """Diagonal blocks (B, rows, 2·cols, 2·cols) in S of the row-ordered nodal matrix."""
     R, C = spec.rows, spec.cols
     g_w = 1.0 / spec.r_wire_wl_ohm
@@ -77,9 +82,10 @@ def _block_system(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
     return d
 
 
-def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor:
-    """Node voltages (B, R, 2C, K) of the block-tridiagonal system (diagonal blocks ``d``,
-    bit-line couplings −g_b between neighbouring rows) assembled whole and solved at once."""
+def dense_cholesky(d: torch.Tensor, g_b: float) -> torch.Tensor:
+    """Cholesky factor (B, R·2C, R·2C) of the block-tridiagonal nodal matrix (diagonal blocks
+    ``d`` (B, R, 2C, 2C) in S, bit-line couplings −g_b between neighbouring rows) assembled
+    whole, nodes row by row."""
     B, R, n, _ = d.shape
     C = n // 2
     a = d.new_zeros((B, R, n, R, n))
@@ -90,8 +96,14 @@ def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor
     a[:, rows[1:, None], bl, rows[:-1, None], bl] = -g_b
     # the nodal matrix is symmetric positive definite: Cholesky, not LU (torch 2.13's MKL LU
     # returns garbage for matrices of ≥ ~200 after torch.set_num_threads(n ≥ 2); spicecross.threads)
-    chol = torch.linalg.cholesky(a.reshape(B, R * n, R * n))
-    x = torch.cholesky_solve(rhs.reshape(B, R * n, -1), chol)
+    return torch.linalg.cholesky(a.reshape(B, R * n, R * n))
+
+
+def _dense_solve(d: torch.Tensor, rhs: torch.Tensor, g_b: float) -> torch.Tensor:
+    """Node voltages (B, R, 2C, K) of the block-tridiagonal system (diagonal blocks ``d``,
+    bit-line couplings −g_b between neighbouring rows) assembled whole and solved at once."""
+    B, R, n, _ = d.shape
+    x = torch.cholesky_solve(rhs.reshape(B, R * n, -1), dense_cholesky(d, g_b))
     return x.reshape(B, R, n, -1)
 
 
@@ -103,7 +115,7 @@ def _node_voltages(spec: TileSpec, g_s: torch.Tensor, rhs: torch.Tensor, method:
     :func:`cell_voltages` for ``method``). ``spec`` already ``for_solvers()``."""
     R, C = spec.rows, spec.cols
     g_b = 1.0 / spec.r_wire_bl_ohm
-    d = _block_system(spec, g_s)
+    d = nodal_blocks(spec, g_s)
     if method not in ("auto", "block", "dense"):
         raise ValueError(f"method must be 'auto', 'block' or 'dense', got {method!r}")
     if method == "dense" or (method == "auto" and R * C <= DENSE_MAX_CELLS):
@@ -179,8 +191,12 @@ class PulseResult:
 
 
 class DynamicTileSurrogate:
-    """VTEAM tiles of one ``spec`` (0T1R) under read or write pulses; ``device_params`` a
+    """VTEAM tiles of one ``spec`` under read or write pulses; ``device_params`` a
     VTEAMParams (window included; default the set ``spec.device_set``). Float64 throughout.
+    0T1R: the cell voltages from the linear wire network (:func:`cell_voltages`). 1T1R: the
+    memristor voltages from the exact nonlinear solve with the selectors, their gates at the
+    train's ``v_gate_v`` pulses (or the selector's DC ``v_gate_v``), warm-started from the
+    last step (:class:`~spicecross.surrogate.dynamic_1t1r.SelectorTileSolve`).
 
     Cycle-to-cycle variability (``c2c_sigma`` > 0): every pulse's state change of every cell,
     Δw, becomes Δw·(1 + c2c_sigma·ξ), ξ a standard normal drawn per cell and pulse from a
@@ -192,8 +208,6 @@ class DynamicTileSurrogate:
                  substeps_plateau: int = 20, substeps_ramp: int = 16, dw_max: float = 5e-4,
                  max_substeps: int = 5000, c2c_sigma: float = 0.0,
                  seed: int | None = None) -> None:
-        if spec.cell != "0t1r":
-            raise ValueError(f"the dynamic surrogate models 0t1r tiles, got {spec.cell!r}")
         if substeps_plateau < 1 or substeps_ramp < 1:
             raise ValueError("substeps_plateau and substeps_ramp must be ≥ 1")
         self.spec = spec
@@ -273,17 +287,24 @@ class DynamicTileSurrogate:
         bl = [t.bitline_plateaus_v for t in trains]
         bl = torch.as_tensor(np.stack([np.zeros((t.n_pulses, self.spec.cols)) if b is None else b
                                        for t, b in zip(trains, bl)], axis=1))     # (P, B, C)
-        if any(t.v_gates_v is not None for t in trains):
-            raise ValueError("the dynamic surrogate models 0t1r tiles: no gate pulses")
+        if any(t.v_gates_v is not None for t in trains) and self.spec.cell != "1t1r":
+            raise ValueError(f"gate pulses need a 1t1r tile, the tile is {self.spec.cell}")
+        # gates at fraction a of the plateau: dc + a·pulsed (V), (P, B, R) each; a train
+        # without gate pulses holds the selector's DC gate voltage, one with them ramps them
+        gate_dc = torch.as_tensor(np.stack([np.full_like(t.plateaus_v, 0.0 if t.v_gates_v is not None
+                                                         else self.spec.selector.v_gate_v)
+                                            for t in trains], axis=1))
+        gate_pulse = torch.as_tensor(np.stack([np.zeros_like(t.plateaus_v) if t.v_gates_v is None
+                                               else t.v_gates_v for t in trains], axis=1))
         ref = trains[0]
         work = g0.shape[0] * (2 * self.spec.cols) ** 3
         with limited_threads(1 if work < SINGLE_THREAD_FLOPS else threads_for()):
-            out = self._run(g0, plateaus, bl, ref)
+            out = self._run(g0, plateaus, bl, (gate_dc, gate_pulse), ref)
         if single:
             out = PulseResult(out.currents_a[0], out.charge_c[0], out.w_final[0], out.g_final_s[0])
         return out
 
-    def _run(self, g0: torch.Tensor, plateaus: torch.Tensor, bl: torch.Tensor, ref
+    def _run(self, g0: torch.Tensor, plateaus: torch.Tensor, bl: torch.Tensor, gates, ref
              ) -> PulseResult:
         open_cell = g0 <= 0
         w = self.states_for_conductances(torch.where(open_cell, torch.ones_like(g0), g0))
@@ -291,8 +312,14 @@ class DynamicTileSurrogate:
         currents = torch.zeros((g0.shape[0], n_p, self.spec.cols), dtype=torch.float64)
         charge = torch.zeros_like(currents)
 
+        from .dynamic_1t1r import SelectorTileSolve
+
+        selector = SelectorTileSolve(self.spec) if self.spec.cell == "1t1r" else None
+
         def solve(w_now, a, k):
             g = torch.where(open_cell, torch.zeros_like(w_now), self.conductances(w_now))
+            if selector is not None:
+                return selector(g, a * plateaus[k], a * bl[k], gates[0][k] + a * gates[1][k])
             return cell_voltages(self.spec, g, a * plateaus[k], a * bl[k])
 
         for k in range(n_p):

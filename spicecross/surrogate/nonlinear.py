@@ -47,7 +47,9 @@ import torch
 
 from ..circuit.tile import TileSpec
 from .cells import SPICE_GMIN_S, _EXP_ARG_MAX, nmos_level1_id, series_node_1t1r
-from .nonlinear_chains import ChainNetwork, wire_conductances
+from .nonlinear_block import (CHAIN_STEP_MACS, LINEAR_PARTS, BlockNetwork,  # noqa: F401
+                              block_network, linear_network)
+from .nonlinear_chains import wire_conductances
 
 #: Newton steps of the series nodes per outer iteration at most.
 MAX_CELL_STEPS = 50
@@ -65,95 +67,16 @@ JUNCTION_FREEZE = 1.0
 CELL_TOL = 1e-4
 
 
-@dataclass
-class BlockNetwork:
-    """``A_lin⁻¹`` of tiles (T of them) as dense blocks, for applying to batches of residuals."""
-
-    h: torch.Tensor          # (T, R, C, C) word-line blocks (L_w + G_i)⁻¹ in Ω
-    s_inv: torch.Tensor      # (T, R, C, C) bit-line pivots Σ_i⁻¹ in Ω
-    g_lin_s: torch.Tensor    # (T, R, 1, C) cell conductances of A_lin in S
-    g_bl_s: float            # bit-line segment conductance in S
-
-    def solve(self, r_wl: torch.Tensor, r_bl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Node voltages (V) ``A_lin⁻¹·r`` for currents (A) into word- and bit-line nodes, each
-        (T, R, B, C); computed in the blocks' dtype, returned in that dtype."""
-        dt = self.h.dtype
-        r_wl, r_bl = r_wl.to(dt), r_bl.to(dt)
-        g = self.g_lin_s
-        rw_h = torch.matmul(r_wl, self.h)                  # H_i r_w,i   (T, R, B, C)
-        y = torch.addcmul(r_bl, g, rw_h)                   # right-hand sides, then y_i in place
-        R = y.shape[1]
-        z = torch.empty_like(y)
-        for i in range(R):     # forward: z_i = (y_i + g_bl·z_{i−1})·Σ_i⁻¹
-            if i:
-                y[:, i].add_(z[:, i - 1], alpha=self.g_bl_s)
-            torch.matmul(y[:, i], self.s_inv[:, i], out=z[:, i])
-        b = z                  # backward: b_i = z_i + g_bl·b_{i+1}·Σ_i⁻¹, in place
-        for i in range(R - 2, -1, -1):
-            b[:, i].baddbmm_(b[:, i + 1], self.s_inv[:, i], alpha=self.g_bl_s)
-        return rw_h.add_(torch.matmul(b * g, self.h)), b
-
-
-def block_network(spec: TileSpec, g_lin_s: np.ndarray | torch.Tensor,
-                  dtype: torch.dtype = torch.float32) -> BlockNetwork:
-    """Factor ``A_lin`` of tiles with linear cell conductances ``g_lin_s`` (T, R, C) in S."""
-    g_in, g_w, g_b, g_out = wire_conductances(spec)
-    g = torch.as_tensor(g_lin_s, dtype=torch.float64)
-    T, R, C = g.shape
-    lw = torch.zeros(C, C, dtype=torch.float64)
-    idx = torch.arange(C)
-    lw[idx[:-1], idx[1:]] = lw[idx[1:], idx[:-1]] = -g_w
-    deg = torch.full((C,), 2 * g_w, dtype=torch.float64)
-    deg[-1] = g_w
-    deg[0] = g_in + (g_w if C > 1 else 0.0)
-    lw += torch.diag(deg)
-    h = torch.cholesky_inverse(torch.linalg.cholesky(lw + torch.diag_embed(g)))   # (T, R, C, C)
-    d_bl = torch.full((R,), 2 * g_b, dtype=torch.float64)
-    d_bl[0] = g_b
-    d_bl[-1] = (g_b if R > 1 else 0.0) + g_out
-    s = torch.diag_embed(g + d_bl[:, None]) - g[..., :, None] * h * g[..., None, :]
-    s_inv = torch.empty_like(s)
-    for i in range(R):
-        piv = s[:, i] if i == 0 else s[:, i] - g_b * g_b * s_inv[:, i - 1]
-        s_inv[:, i] = torch.cholesky_inverse(torch.linalg.cholesky(piv))
-    return BlockNetwork(h.to(dtype), s_inv.to(dtype), g[:, :, None, :].to(dtype), g_b)
-
-
-#: Linear parts of :class:`BlockSolver`: dense row blocks, the chains' explicit voltages with
-#: Chebyshev steps (:mod:`~spicecross.surrogate.nonlinear_chains`), or the cheaper of the two.
-LINEAR_PARTS = ("auto", "block", "chains")
-#: Cost of one chain Chebyshev step per cell, in the block solve's multiply-adds (it does
-#: ``4·cols`` per cell). Measured with torch 2.13 on one core (float32): applying both chain
-#: sums ≈ 8.5 ns per cell, a step with its elementwise passes ≈ 10 ns, the 64×64 block solve
-#: ≈ 20 ns per cell for its 256 multiply-adds.
-CHAIN_STEP_MACS = 130.0
-
-
-def linear_network(spec: TileSpec, g_lin_s, dtype: torch.dtype = torch.float32,
-                   linear: str = "auto") -> "BlockNetwork | ChainNetwork":
-    """The linear part ``A_lin⁻¹`` for tiles with linear cell conductances ``g_lin_s``
-    (T, R, C) in S: ``linear`` one of :data:`LINEAR_PARTS`. ``auto`` takes the chains when
-    their Chebyshev steps (one more for the right-hand side) cost less than the block solve,
-    ``(steps + 1)·CHAIN_STEP_MACS < 4·cols``: weakly coupled tiles (small contraction bound
-    μ: weak cells, thin wires) with long word lines; otherwise the block solve."""
-    if linear not in LINEAR_PARTS:
-        raise ValueError(f"linear part must be one of {LINEAR_PARTS}, got {linear!r}")
-    if linear != "block":
-        chains = ChainNetwork(spec, g_lin_s, dtype)
-        cols = chains.g_lin_s.shape[-1]
-        if linear == "chains" or (chains.steps + 1) * CHAIN_STEP_MACS < 4 * cols:
-            return chains
-    return block_network(spec, g_lin_s, dtype)
-
-
-def _channel(sel, m: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Selector channel current (A, from the series node ``m`` to the bit line ``b``) and its
+def _channel(sel, m: torch.Tensor, b: torch.Tensor, vg: "float | torch.Tensor"
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Selector channel current (A, from the series node ``m`` to the bit line ``b``) at gate
+    voltage ``vg`` (V; a number or a tensor broadcasting to ``m``) and its
     derivative dI/dm (S): the level-1 equations of :func:`~.cells.nmos_level1_id` in one
     branch-free form (``vde = min(V_DS, max(V_ov, 0))`` covers triode, saturation and off)."""
     beta, lam = sel.beta_a_per_v2, sel.lambda_per_v
     swap = m < b
     vds = (m - b).abs_()
-    vovp = torch.minimum(m, b).neg_().add_(sel.v_gate_v - sel.vto_v).clamp_min_(0.0)
+    vovp = torch.minimum(m, b).neg_().add_(vg - sel.vto_v).clamp_min_(0.0)
     vde = torch.minimum(vds, vovp)
     i0 = vde * (vovp - 0.5 * vde)
     i0 *= beta
@@ -205,25 +128,27 @@ class NotConverged(RuntimeError):
 class BlockSolver:
     """Exact nonlinear reads of T tiles of one ``spec`` with device conductances ``g_dev_s``
     (T, R, C) in S: :meth:`read` maps inputs (T, B, R) in V to sense currents (T, B, C) in A.
-    ``A_lin`` is factored once here (``dtype`` the precision its corrections are applied in)."""
+    ``A_lin`` is factored once here (``dtype`` the precision its corrections are applied in),
+    or ``net``, an ``A_lin⁻¹`` already factored (``solve(r_wl, r_bl)`` and ``g_lin_s``, as
+    :class:`BlockNetwork`), is reused: it only preconditions, the fixed point is exact."""
 
-    def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray,
+    def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray | None,
                  dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200,
-                 chunk: int = 128, linear: str = "auto"):
+                 chunk: int = 128, linear: str = "auto", net=None):
         self.spec = spec.for_solvers()
         self.g_dev = torch.as_tensor(np.asarray(g_dev_s, dtype=np.float64))[:, :, None, :]
         self.on = self.g_dev > 0
         self.all_on = bool(self.on.all())
-        self.net = linear_network(self.spec, g_lin_s, dtype, linear)
+        self.net = linear_network(self.spec, g_lin_s, dtype, linear) if net is None else net
         self.g_in, self.g_w, self.g_b, self.g_out = wire_conductances(self.spec)
         self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
         self.stats = SolveStats()
 
-    def _cells_triode(self, a, b, m, frozen=None):
+    def _cells_triode(self, a, b, m, vg, frozen=None):
         """The series nodes in closed form where every selector is in triode and lambda = 0:
         with the drain–bulk junction current ``J`` (A) taken at the last ``m``, the node's
         balance ``g(w − u) + J = β(V_ov·u − u²/2)`` (``u = m − b``, ``w = a − b``,
-        ``V_ov = V_G − V_T − b``, either direction of current) is a quadratic whose root is
+        ``V_ov = V_G − V_T − b``, ``V_G`` = ``vg``, either direction of current) is a quadratic whose root is
         ``u = 2q/(p + √(p² − 2βq))``, ``p = βV_ov + g``, ``q = gw + J``; exact once ``m`` stops
         moving. ``frozen``: both junctions' currents (A) from an earlier iteration, used when
         the nodes have since moved too little to change them (see ``_read_chunk``). Returns
@@ -240,7 +165,7 @@ class BlockSolver:
             frozen = (j_bd, j_bd + j_sb, max(g_bd, g_sb))
         j_bd, j_both, _ = frozen
         w = a - b
-        vov = b.neg().add_(sel.v_gate_v - sel.vto_v)
+        vov = b.neg().add_(vg - sel.vto_v)
         p = torch.add(g, vov, alpha=beta)
         q = torch.addcmul(j_bd, g, w)
         root = (p * p).sub_(q, alpha=2.0 * beta).sqrt_().add_(p)
@@ -262,8 +187,8 @@ class BlockSolver:
             m_new = torch.where(self.on, m_new, b)
         return j_wl, j_bl, m_new, frozen
 
-    def _cells(self, a, b, m, tol_m_v: float):
-        """Newton steps of the series nodes at fixed ``a``, ``b`` until the last step's
+    def _cells(self, a, b, m, vg, tol_m_v: float):
+        """Newton steps of the series nodes at fixed ``a``, ``b`` (gates at ``vg``) until the last step's
         remainder (≈ step²/(2·V_T)) is at most ``tol_m_v`` (V); returns (j_wl, j_bl, m_new) in
         A, A, V, the currents linearized around ``m_new`` by the last step (exact where it is
         converged)."""
@@ -272,7 +197,7 @@ class BlockSolver:
         lo = torch.minimum(a, b).clamp_max_(sel.v_bulk_v)
         hi = torch.maximum(a, b).clamp_min_(sel.v_bulk_v)
         for _ in range(MAX_CELL_STEPS):
-            i_ch, di_ch = _channel(sel, m, b)
+            i_ch, di_ch = _channel(sel, m, b, vg)
             i_bd, g_bd = _junction(sel, sel.v_bulk_v - m)
             f = (a - m).mul_(g).add_(i_bd).sub_(i_ch)
             df = g_bd.add_(g).add_(di_ch)                   # −df/dm
@@ -287,9 +212,10 @@ class BlockSolver:
                 self.stats.fallback_cells += n_bad
                 gb = torch.broadcast_to(g, a.shape)[bad].numpy()
                 ab, bb = a[bad].numpy(), b[bad].numpy()
-                mb = series_node_1t1r(self.spec, gb, ab, bb)
+                vgb = torch.broadcast_to(torch.as_tensor(vg, dtype=a.dtype), a.shape)[bad].numpy()
+                mb = series_node_1t1r(self.spec, gb, ab, bb, v_gate_v=vgb)
                 m_new[bad] = torch.from_numpy(mb)
-                j_bl[bad] = torch.from_numpy(nmos_level1_id(sel, sel.v_gate_v, mb, bb)[0])
+                j_bl[bad] = torch.from_numpy(nmos_level1_id(sel, vgb, mb, bb)[0])
             step = float((m_new - m).abs_().max()) if m.numel() else 0.0
             m = m_new
             self.stats.cell_steps += 1
@@ -304,8 +230,9 @@ class BlockSolver:
             j_bl *= self.on
         return j_wl, j_bl, m
 
-    def _residual(self, v, a, b, j_wl, j_bl):
-        """KCL residuals (A, into each node) of word- and bit-line nodes, (T, R, B, C) each."""
+    def _residual(self, v, a, b, j_wl, j_bl, v_bl=0.0):
+        """KCL residuals (A, into each node) of word- and bit-line nodes, (T, R, B, C) each; the
+        sense ends of the bit lines at ``v_bl`` (V, a number or (T, B, C))."""
         s = torch.empty(a.shape[:-1] + (a.shape[-1] + 1,), dtype=a.dtype)
         torch.sub(v, a[..., 0], out=s[..., 0]).mul_(self.g_in)
         torch.sub(a[..., :-1], a[..., 1:], out=s[..., 1:-1]).mul_(self.g_w)
@@ -314,43 +241,64 @@ class BlockSolver:
         d = torch.empty(b.shape[:1] + (b.shape[1] + 1,) + b.shape[2:], dtype=b.dtype)
         d[:, 0] = 0.0
         torch.sub(b[:, :-1], b[:, 1:], out=d[:, 1:-1]).mul_(self.g_b)
-        torch.mul(b[:, -1], self.g_out, out=d[:, -1])
+        torch.sub(b[:, -1], v_bl, out=d[:, -1]).mul_(self.g_out)
         r_b = torch.sub(d[:, :-1], d[:, 1:]).add_(j_bl)
         return r_w, r_b
 
-    def read(self, v_in_v: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def read(self, v_in_v: np.ndarray | torch.Tensor, v_gate_v=None, v_bl_v=None, start=None
+             ) -> torch.Tensor:
         """Sense currents (T, B, C) in A for inputs (T, B, R) in V (float64), solved in chunks
-        of ``chunk`` vectors (their working arrays stay in cache)."""
+        of ``chunk`` vectors (their working arrays stay in cache). Optional, per vector: gate
+        voltages ``v_gate_v`` (T, B, R) in V (default the selector's DC ``v_gate_v``), the
+        bit lines' sense ends at ``v_bl_v`` (T, B, C) in V (default 0 V, a read; the sense
+        currents are then ``g_out·(V_last − v_bl)``), and a ``start`` (a, b, m) of node
+        voltages (T, R, B, C) each in V (e.g. ``last_state`` of a neighbouring solve) instead
+        of the linear solve. ``last_state`` holds the last chunk's solution."""
         v = torch.as_tensor(v_in_v, dtype=torch.float64)
+        vg = None if v_gate_v is None else torch.as_tensor(v_gate_v, dtype=torch.float64)
+        vb = None if v_bl_v is None else torch.as_tensor(v_bl_v, dtype=torch.float64)
         self.stats = SolveStats()
-        outs = [self._read_chunk(v[:, s:s + self.chunk]) for s in range(0, v.shape[1], self.chunk)]
+        outs = []
+        for s in range(0, v.shape[1], self.chunk):
+            k = slice(s, s + self.chunk)
+            outs.append(self._read_chunk(
+                v[:, k], None if vg is None else vg[:, k], None if vb is None else vb[:, k],
+                None if start is None else tuple(x[:, :, k] for x in start)))
         return torch.cat(outs, dim=1) if outs else v.new_zeros(v.shape[:2] + (self.g_dev.shape[-1],))
 
-    def _read_chunk(self, v_in: torch.Tensor) -> torch.Tensor:
+    def _read_chunk(self, v_in: torch.Tensor, vg_in=None, v_bl=None, start=None) -> torch.Tensor:
         v = v_in.transpose(1, 2)                                               # (T, R, B)
         sel = self.spec.selector
-        scale = max(float(v.abs().max()) if v.numel() else 0.0, abs(sel.v_bulk_v), 1e-30)
+        vg = sel.v_gate_v if vg_in is None else vg_in.transpose(1, 2)[..., None]  # (T, R, B, 1)
+        scale = max(float(v.abs().max()) if v.numel() else 0.0, abs(sel.v_bulk_v), 1e-30,
+                    0.0 if v_bl is None else _max_abs(v_bl))
         tol = self.tol_v * scale
         T, R, B = v.shape
         C = self.g_dev.shape[-1]
-        r_w = torch.zeros(T, R, B, C, dtype=torch.float64)
-        r_w[..., 0] = self.g_in * v
-        a, b = (x.to(torch.float64) for x in self.net.solve(r_w, torch.zeros_like(r_w)))
-        g_on = max(sel.g_on_s, 1e-30)
-        m = (self.g_dev * a + g_on * b) / (self.g_dev + g_on)
+        if start is not None:
+            a, b, m = (x.to(torch.float64).clone() for x in start)
+        else:
+            r_w = torch.zeros(T, R, B, C, dtype=torch.float64)
+            r_w[..., 0] = self.g_in * v
+            r_b = torch.zeros_like(r_w)
+            if v_bl is not None:
+                r_b[:, -1] = self.g_out * v_bl
+            a, b = (x.to(torch.float64) for x in self.net.solve(r_w, r_b))
+            g_on = max(sel.g_on_s, 1e-30)
+            m = (self.g_dev * a + g_on * b) / (self.g_dev + g_on)
+        v_bl = 0.0 if v_bl is None else v_bl
         delta = prev = scale
         frozen = None
         g_on_cells = self.net.g_lin_s[self.net.g_lin_s > 0]
         jtol = JUNCTION_FREEZE * tol * (float(g_on_cells.min()) if g_on_cells.numel() else 0.0)
         for it in range(1, self.max_iter + 1):
-            cells = (self._cells_triode(a, b, m, frozen) if self.spec.selector.lambda_per_v == 0
-                     else None)
+            cells = (self._cells_triode(a, b, m, vg, frozen) if sel.lambda_per_v == 0 else None)
             if cells is None:
                 frozen = None
-                j_wl, j_bl, m_new = self._cells(a, b, m, max(CELL_TOL * delta, tol))
+                j_wl, j_bl, m_new = self._cells(a, b, m, vg, max(CELL_TOL * delta, tol))
             else:
                 j_wl, j_bl, m_new, junctions = cells
-            r_w, r_b = self._residual(v, a, b, j_wl, j_bl)
+            r_w, r_b = self._residual(v, a, b, j_wl, j_bl, v_bl)
             da, db = self.net.solve(r_w, r_b)
             moves = (_max_abs(da), _max_abs(db), _max_abs(m_new.sub(m)))
             delta = max(moves)
@@ -371,7 +319,7 @@ class BlockSolver:
                 self.stats.iterations = max(self.stats.iterations, it)
                 self.stats.residual_v = max(self.stats.residual_v, delta)
                 self.last_state = (a, b, m)
-                return self.g_out * b[:, -1]
+                return self.g_out * (b[:, -1] - v_bl)
         raise NotConverged(f"nonlinear tile solve did not converge in {self.max_iter} iterations "
                            f"(last node-voltage change {delta:.3e} V)")
 

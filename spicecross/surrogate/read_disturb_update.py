@@ -1,5 +1,14 @@
-"""Read disturb of programmed 0T1R VTEAM arrays: a sequence of read pulses advances every
+"""Read disturb of programmed VTEAM arrays: a sequence of read pulses advances every
 cell's state with its exact cell voltage from the wire network.
+
+**1T1R arrays** (rectangular pulses): the network is not linear (the selectors), so there are
+no transfer matrices and no row bounds (2 below); the passive bound (1) holds with the
+selectors' bulk voltage as one more applied voltage (a channel's current follows its V_DS,
+a junction's its bias, and the gates draw none). Every segment (see *Integration*) solves its
+reads exactly with the selectors at the segment's conductances
+(:class:`~spicecross.surrogate.nonlinear.BlockSolver`, gates at their DC voltage, in chunks of
+:data:`SOLVE_CHUNK` reads), the memristor voltage ``V(wl) − V(mid)`` of every read and cell
+giving its dose. The rest of this docstring describes 0T1R arrays.
 
 A group of arrays shares one sequence of read vectors ``v`` (n, rows) in V (the G⁺ and G⁻
 arrays of every column tile of one row tile see the same word-line voltages). Every read is a
@@ -60,7 +69,13 @@ import torch
 
 from ..circuit.tile import TileSpec
 from ..devices.vteam import VTEAMParams
+from .cells import series_node_1t1r
 from .dynamic import DynamicTileSurrogate, cell_voltage_transfer
+from .mapping import effective_cell_conductance
+from .nonlinear import BlockSolver
+
+#: Reads per nonlinear solve of 1T1R arrays (their node voltages are kept per read).
+SOLVE_CHUNK = 128
 
 __all__ = ["ReadPulse", "DisturbStats", "TransferCache", "inert_reads", "deviation_bounds",
            "row_voltage_bounds", "advance_arrays"]
@@ -106,10 +121,12 @@ class DisturbStats:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
 
-def inert_reads(v: np.ndarray, p: VTEAMParams) -> np.ndarray:
+def inert_reads(v: np.ndarray, p: VTEAMParams, v_bulk_v: float = 0.0) -> np.ndarray:
     """(n,) True for reads (n, rows) in V that provably move no cell (bound 1 of the module
-    doc: every cell voltage lies in [−span, span])."""
-    span = np.maximum(v.max(axis=1), 0.0) - np.minimum(v.min(axis=1), 0.0)
+    doc: every cell voltage lies in [−span, span]); 1T1R tiles: ``v_bulk_v`` (V), the
+    selectors' bulk, is one more applied voltage."""
+    span = np.maximum(v.max(axis=1), max(v_bulk_v, 0.0)) - np.minimum(v.min(axis=1),
+                                                                     min(v_bulk_v, 0.0))
     return (span <= p.v_off_v) & (-span >= p.v_on_v)
 
 
@@ -166,6 +183,38 @@ class _Device:
         return out[0], out[1]
 
 
+def _segment_change_1t1r(dev: _Device, spec: TileSpec, g: torch.Tensor, w: torch.Tensor,
+                         v: torch.Tensor, pulse: ReadPulse, wires: bool, stats: DisturbStats
+                         ) -> torch.Tensor:
+    """State change (A, rows, cols) of rectangular reads ``v`` (n, rows) of 1T1R arrays with
+    memristor conductances ``g`` (A, rows, cols) in S, frozen at states ``w``: every read's
+    memristor voltages from the exact nonlinear solve with the selectors (gates at their DC
+    voltage; ideal wires: each cell alone between its input and 0 V)."""
+    A, R, C = g.shape
+    off = torch.zeros((A, R, C), dtype=torch.float64)
+    on = torch.zeros_like(off)
+    if wires:
+        solver = BlockSolver(spec, g.numpy(), effective_cell_conductance(spec, g.numpy()),
+                             dtype=torch.float64, linear="block")
+    for s in range(0, len(v), SOLVE_CHUNK):
+        vc = v[s:s + SOLVE_CHUNK]                            # (m, R)
+        if wires:
+            solver.read(vc[None].expand(A, -1, -1).contiguous())
+            a, _, m = solver.last_state                      # (A, R, m, C)
+            v_mem = a - m
+        else:
+            a = vc.T[None, :, :, None].expand(A, R, len(vc), C).numpy()
+            m = series_node_1t1r(spec, g.numpy()[:, :, None, :], a, 0.0)
+            v_mem = torch.as_tensor(a - m)
+        v_mem = torch.where(g[:, :, None, :] > 0, v_mem, torch.zeros_like(v_mem))
+        d_off, d_on = dev.doses(v_mem, pulse)
+        off += d_off.sum(2)
+        on += d_on.sum(2)
+    stats.rows_exact += len(v) * R
+    f_off, f_on = dev.windows(w)
+    return off * f_off + on * f_on
+
+
 def _segment_change(dev: _Device, cache: "TransferCache", w: torch.Tensor, v: torch.Tensor,
                     pulse: ReadPulse, stats: DisturbStats) -> torch.Tensor:
     """State change (A, rows, cols) of reads ``v`` (n, rows) at frozen ``cache.t`` and ``w``."""
@@ -210,18 +259,25 @@ class TransferCache:
 def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarray,
                    pulse: ReadPulse, *, dw_max: float = 0.01, wires: bool = True,
                    cache: TransferCache | None = None) -> tuple[np.ndarray, DisturbStats]:
-    """Conductances (A, rows, cols) in S of 0T1R arrays programmed to ``g_s`` (A, rows, cols)
+    """Conductances (A, rows, cols) in S of arrays programmed to ``g_s`` (A, rows, cols)
     after the reads ``v`` (n, rows) in V, in order, each a ``pulse`` (see module doc; cells
     of 0 S are open and stay so; cells that did not move keep their conductance exactly).
+    1T1R arrays (``spec.cell``; rectangular pulses only): every segment solves its reads
+    with the selectors at the segment's conductances (no transfer matrices, no row bounds).
     ``wires=False``: ideal wires, ``V_cell = v_i``. ``cache``: the group's transfer matrices
     from earlier calls (updated in place); they are rebuilt once any state has moved by more
     than ``dw_max`` since they were built, so every segment sees conductances within
     ``2·dw_max`` of the present ones."""
     if not dw_max > 0:
         raise ValueError(f"dw_max must be > 0, got {dw_max!r}")
+    selector = spec.cell == "1t1r"
+    if selector and (pulse.rise_s or pulse.fall_s):
+        raise ValueError(f"read disturb of 1t1r arrays takes rectangular pulses, got ramps of "
+                         f"{pulse.rise_s!r} s and {pulse.fall_s!r} s")
     stats = DisturbStats(reads=len(v))
     g0 = torch.as_tensor(np.asarray(g_s, dtype=np.float64))
-    live = ~inert_reads(v, p) if len(v) else np.zeros(0, bool)
+    v_bulk = spec.selector.v_bulk_v if selector else 0.0
+    live = ~inert_reads(v, p, v_bulk) if len(v) else np.zeros(0, bool)
     stats.inert_reads = int(len(v) - live.sum())
     if not live.any():
         return np.asarray(g_s, dtype=np.float64).copy(), stats
@@ -247,10 +303,16 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
             cache.pos_neg = deviation_bounds(cache.t)
         return cache
 
+    def change(v_seg, pulse_seg):
+        if selector:
+            g = torch.where(open_cell, torch.zeros_like(w), dev.dyn.conductances(w))
+            return _segment_change_1t1r(dev, spec, g, w, v_seg, pulse_seg, wires, stats)
+        return _segment_change(dev, transfer(), w, v_seg, pulse_seg, stats)
+
     stack = [(0, len(vl))]
     while stack:
         lo, hi = stack.pop()
-        dw = _segment_change(dev, transfer(), w, vl[lo:hi], pulse, stats)
+        dw = change(vl[lo:hi], pulse)
         big = float(dw.abs().max())
         if big > dw_max and hi - lo > 1:
             mid = (lo + hi) // 2
@@ -260,8 +322,7 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
             n = math.ceil(big / dw_max)
             part = pulse.scaled(1.0 / n)
             for k in range(n):
-                dw = dw / n if k == 0 else _segment_change(dev, transfer(), w, vl[lo:hi], part,
-                                                           stats)
+                dw = dw / n if k == 0 else change(vl[lo:hi], part)
                 w = (w + dw).clamp(0.0, 1.0)
                 stats.segments += 1
             continue
