@@ -36,7 +36,8 @@ from ..surrogate import transfer_cache
 from ..surrogate.read_disturb_update import (DisturbStats, ReadPulse, TransferCache,
                                              advance_arrays, inert_reads)
 
-__all__ = ["check_disturb_config", "disturb_network", "read_disturb_infer", "plot_read_disturb"]
+__all__ = ["candidate_reads", "check_disturb_config", "disturb_network", "read_disturb_infer",
+           "plot_read_disturb"]
 
 
 def check_disturb_config(config) -> None:
@@ -65,25 +66,72 @@ def _infer_chunk(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[
     return out[0], seen
 
 
+def _patches(v: torch.Tensor, layer, idx: np.ndarray, n_pos: int) -> torch.Tensor:
+    """The unfolded inputs (m, C·kh·kw) of the convolution reads ``idx`` (flat indices
+    image·``n_pos`` + output position) of word-line voltages ``v`` (N, C, H, W) in V: the rows
+    ``F.unfold`` gives them, in its order (channel, kernel row, kernel column), gathered
+    without unfolding the other reads."""
+    import torch.nn.functional as F
+
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    (ph, pw), (dh, dw) = layer.padding, layer.dilation
+    wo = layer._output_size(v.shape[2], v.shape[3])[1]
+    vpad = F.pad(v, (pw, pw, ph, ph))
+    i = torch.from_numpy(idx)
+    img, pos = i // n_pos, i % n_pos
+    ys = (pos // wo * sh)[:, None] + dh * torch.arange(kh)                  # (m, kh)
+    xs = (pos % wo * sw)[:, None] + dw * torch.arange(kw)                   # (m, kw)
+    ch = torch.arange(v.shape[1])
+    out = vpad[img[:, None, None, None], ch[None, :, None, None], ys[:, None, :, None],
+               xs[:, None, None, :]]                                        # (m, C, kh, kw)
+    return out.reshape(len(idx), v.shape[1] * kh * kw)
+
+
+def candidate_reads(layer, x: torch.Tensor, v_bulk_v: float = 0.0) -> tuple[int, np.ndarray]:
+    """All reads ``x`` puts on the layer (every phase, the order of
+    :func:`~spicecross.calibration.network_check._word_line_vectors`): their number and the
+    word-line vectors (m, K) in V, float64, of those the passive bound over the whole vector
+    (:func:`~spicecross.surrogate.read_disturb_update.inert_reads` of its largest and smallest
+    voltage) does not prove inert, in read order. Every other read is inert in every row tile
+    (a row tile's span is at most the whole vector's), so the row tiles' live reads are the
+    same as from all vectors; the spans come from the float32 DAC voltages (max and min are
+    exact in float32) and only the candidates are unfolded and promoted to float64."""
+    import torch.nn.functional as F
+
+    p = layer.config.device_params()
+    total, out = 0, []
+    for _, v in layer._dac(x, layer.calibration):
+        if v.dim() == 4:                 # per read: extremes of its patch (padding zeros too)
+            geo = (layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+            hi = F.unfold(v.amax(1, keepdim=True), *geo).amax(1).reshape(-1)
+            lo = F.unfold(v.amin(1, keepdim=True), *geo).amin(1).reshape(-1)
+        else:
+            hi, lo = v.amax(1), v.amin(1)
+        ext = torch.stack([hi, lo], 1).to(torch.float64).numpy()
+        idx = np.flatnonzero(~inert_reads(ext, p, v_bulk_v))
+        total += len(ext)
+        if v.dim() == 4:
+            out.append(_patches(v, layer, idx, len(ext) // v.shape[0]))
+        else:
+            out.append(v[torch.from_numpy(idx)].reshape(len(idx), layer.array.k_in))
+    return total, torch.cat(out).to(torch.float64).numpy()
+
+
 def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
                    caches: dict, stats: DisturbStats) -> bool:
     """Advance one analog layer's arrays by the reads of its inputs ``x``; True if any
     conductance changed (the read matrices are then rebuilt)."""
-    from ..calibration.network_check import _word_line_vectors
-
     arr = layer.array
     cfg = layer.config
-    R, C = cfg.tile_rows, cfg.tile_cols
     p = cfg.device_params()
     v_bulk = arr.spec.selector.v_bulk_v if arr.spec.cell == "1t1r" else 0.0
     dac_range = np.array([arr.read_range_v()])  # bounds every read of the layer (passive bound)
     if inert_reads(dac_range, p, v_bulk)[0]:
-        n = len(_word_line_vectors(layer, x[:1])) * x.shape[0]       # reads per image × images
+        n = candidate_reads(layer, x[:1], v_bulk)[0] * x.shape[0]   # reads per image × images
         stats.reads += n
         stats.inert_reads += n
         return False
-    vecs = _word_line_vectors(layer, x)                                   # (M, K) V
-    M = len(vecs)
+    M, vecs = candidate_reads(layer, x, v_bulk)                       # M reads; (m, K) V
     changed = False
     for r in range(arr.n_row_tiles):
         part = vecs[:, arr.tile_rows_of(r)]
@@ -93,9 +141,8 @@ def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
         stats.inert_reads += M - len(idx)
         if len(idx) == 0:
             continue
-        v = np.zeros((len(idx), R))                                       # unused rows: 0 V
-        v[:, :part.shape[1]] = part[idx]
-        g = arr.g_dev[:, r].reshape(-1, R, C)                             # (2·nc, R, C)
+        v = np.ascontiguousarray(part[idx])           # the row tile's other word lines: 0 V
+        g = arr.g_dev[:, r].reshape(-1, cfg.tile_rows, cfg.tile_cols)     # (2·nc, R, C)
         g_new, st = advance_arrays(arr.spec, p, g, v, pulse, dw_max=dw_max,
                                    wires=cfg.wires,
                                    cache=caches.setdefault((id(layer), r), TransferCache()))

@@ -162,19 +162,24 @@ def cell_voltages(spec: TileSpec, g_s: torch.Tensor, v_in_v: torch.Tensor,
     return nodes[..., :C] - nodes[..., C:], i_sense
 
 
-def cell_voltage_transfer(spec: TileSpec, g_s: torch.Tensor, *, method: str = "auto"
-                          ) -> torch.Tensor:
-    """The cell-voltage transfer matrices (B, rows, cols, rows), V per V, of read tiles (sense
+def cell_voltage_transfer(spec: TileSpec, g_s: torch.Tensor, *, method: str = "auto",
+                          inputs: int | None = None) -> torch.Tensor:
+    """The cell-voltage transfer matrices (B, rows, cols, inputs), V per V, of read tiles (sense
     ends at 0 V) with cell conductances ``g_s`` (B, rows, cols) in S: ``V_cell[b, i, j] =
     Σ_k T[b, i, j, k]·v_in[b, k]``, the exact solve of :func:`cell_voltages` for every unit
-    input at once (one factorization per tile, ``rows`` right-hand sides)."""
+    input at once (one factorization per tile, one right-hand side per input). ``inputs``
+    (default ``rows``): only the first ``inputs`` word lines are ever driven (the others stay
+    at 0 V), so only their columns of ``T`` are solved."""
     spec = spec.for_solvers()
     R, C = spec.rows, spec.cols
+    n_in = R if inputs is None else inputs
+    if isinstance(n_in, bool) or not isinstance(n_in, int) or not 1 <= n_in <= R:
+        raise ValueError(f"inputs must be a number of word lines in 1..{R}, got {inputs!r}")
     g_in = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
-    rhs = g_s.new_zeros((g_s.shape[0], R, 2 * C, R))
-    k = torch.arange(R)
+    rhs = g_s.new_zeros((g_s.shape[0], R, 2 * C, n_in))
+    k = torch.arange(n_in)
     rhs[:, k, 0, k] = g_in
-    nodes = _node_voltages(spec, g_s, rhs, method)                     # (B, R, 2C, R)
+    nodes = _node_voltages(spec, g_s, rhs, method)                     # (B, R, 2C, inputs)
     return nodes[:, :, :C] - nodes[:, :, C:]
 
 

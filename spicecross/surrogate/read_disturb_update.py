@@ -131,9 +131,9 @@ def inert_reads(v: np.ndarray, p: VTEAMParams, v_bulk_v: float = 0.0) -> np.ndar
 
 
 def deviation_bounds(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``P`` and ``N`` (rows, rows) of bound 2 (module doc) of cell-voltage transfer matrices
-    ``t`` (A, rows, cols, rows)."""
-    d = t - torch.eye(t.shape[1], dtype=t.dtype)[None, :, None, :]
+    """``P`` and ``N`` (rows, inputs) of bound 2 (module doc) of cell-voltage transfer
+    matrices ``t`` (A, rows, cols, inputs) (the first ``inputs`` word lines driven)."""
+    d = t - torch.eye(t.shape[1], t.shape[3], dtype=t.dtype)[None, :, None, :]
     return d.clamp(min=0).amax(dim=(0, 2)), (-d).clamp(min=0).amax(dim=(0, 2))
 
 
@@ -141,12 +141,14 @@ def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
                        pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower and upper bounds (n, rows) in V on the cell voltages of every row of every array
-    with cell-voltage transfer matrices ``t`` (A, rows, cols, rows) under reads ``v`` (n, rows)
-    (bound 2 of the module doc; ``pos_neg`` its :func:`deviation_bounds` if known)."""
+    with cell-voltage transfer matrices ``t`` (A, rows, cols, inputs) under reads ``v``
+    (n, inputs), the first ``inputs`` word lines (the others at 0 V) (bound 2 of the module
+    doc; ``pos_neg`` its :func:`deviation_bounds` if known)."""
     pos, neg = deviation_bounds(t) if pos_neg is None else pos_neg
     vp = v.clamp(min=0)
-    hi = v + vp @ pos.T
-    lo = v - vp @ neg.T
+    v_rows = torch.nn.functional.pad(v, (0, t.shape[1] - v.shape[1]))   # (n, rows)
+    hi = v_rows + vp @ pos.T
+    lo = v_rows - vp @ neg.T
     if bool((v < 0).any()):                                  # bipolar reads
         vn = (-v).clamp(min=0)
         hi += vn @ neg.T
@@ -260,7 +262,8 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
                    pulse: ReadPulse, *, dw_max: float = 0.01, wires: bool = True,
                    cache: TransferCache | None = None) -> tuple[np.ndarray, DisturbStats]:
     """Conductances (A, rows, cols) in S of arrays programmed to ``g_s`` (A, rows, cols)
-    after the reads ``v`` (n, rows) in V, in order, each a ``pulse`` (see module doc; cells
+    after the reads ``v`` (n, k ≤ rows) in V, in order, each a ``pulse`` (the first ``k``
+    word lines; the others at 0 V: only ``k`` columns of the transfer matrices are solved) (see module doc; cells
     of 0 S are open and stay so; cells that did not move keep their conductance exactly).
     1T1R arrays (``spec.cell``; rectangular pulses only): every segment solves its reads
     with the selectors at the segment's conductances (no transfer matrices, no row bounds).
@@ -270,6 +273,10 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
     ``2·dw_max`` of the present ones."""
     if not dw_max > 0:
         raise ValueError(f"dw_max must be > 0, got {dw_max!r}")
+    v = np.asarray(v, dtype=np.float64)
+    if v.ndim != 2 or not 1 <= v.shape[1] <= spec.rows:
+        raise ValueError(f"reads must be (n, k) with 1 ≤ k ≤ {spec.rows} word lines, got shape "
+                         f"{v.shape}")
     selector = spec.cell == "1t1r"
     if selector and (pulse.rise_s or pulse.fall_s):
         raise ValueError(f"read disturb of 1t1r arrays takes rectangular pulses, got ramps of "
@@ -281,7 +288,10 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
     stats.inert_reads = int(len(v) - live.sum())
     if not live.any():
         return np.asarray(g_s, dtype=np.float64).copy(), stats
-    vl = torch.as_tensor(np.ascontiguousarray(v[live], dtype=np.float64))
+    vl = torch.as_tensor(np.ascontiguousarray(v[live]))
+    n_in = vl.shape[1]
+    if selector:                                         # the solver drives every word line
+        vl = torch.nn.functional.pad(vl, (0, spec.rows - n_in))
     dev = _Device(spec, p)
     open_cell = g0 <= 0
     w = w0 = dev.dyn.states_for_conductances(torch.where(open_cell, torch.ones_like(g0), g0))
@@ -289,15 +299,17 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
 
     def transfer() -> TransferCache:
         stale = (cache.t is None or cache.w_built.shape != w.shape
+                 or cache.t.shape[-1] != n_in
                  or float((w - cache.w_built).abs().max()) > dw_max)
         if stale and wires:
             g = torch.where(open_cell, torch.zeros_like(w), dev.dyn.conductances(w))
-            cache.t, cache.w_built = cell_voltage_transfer(spec, g), w.clone()
+            cache.t = cell_voltage_transfer(spec, g, inputs=n_in)
+            cache.w_built = w.clone()
             stats.transfer_builds += 1
         elif stale:
             R = spec.rows
-            cache.t = torch.eye(R, dtype=torch.float64)[None, :, None, :].expand(
-                g0.shape[0], R, spec.cols, R)
+            cache.t = torch.eye(R, n_in, dtype=torch.float64)[None, :, None, :].expand(
+                g0.shape[0], R, spec.cols, n_in)
             cache.w_built = w.clone()
         if stale:
             cache.pos_neg = deviation_bounds(cache.t)
