@@ -76,6 +76,8 @@ from .nonlinear import BlockSolver
 
 #: Reads per nonlinear solve of 1T1R arrays (their node voltages are kept per read).
 SOLVE_CHUNK = 128
+#: Segments of at least this many reads are dosed as two halves (kept should it be split).
+SPLIT_MIN_READS = 256
 
 __all__ = ["ReadPulse", "DisturbStats", "TransferCache", "inert_reads", "deviation_bounds",
            "row_voltage_bounds", "advance_arrays"]
@@ -172,26 +174,35 @@ class _Device:
         f_on = self.dyn.rate_per_s(torch.full_like(w, 2 * self.p.v_on_v), w) / self.k_on
         return f_off, f_on
 
-    def doses(self, v_cell: torch.Tensor, pulse: ReadPulse) -> tuple[torch.Tensor, torch.Tensor]:
+    def doses(self, v_cell: torch.Tensor, pulse: ReadPulse, off: bool = True, on: bool = True
+              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """State change without window (OFF part ≥ 0, ON part ≤ 0) of one pulse per cell
-        voltage (V): plateau plus the ramps' exact integral at frozen conductances."""
+        voltage (V): plateau plus the ramps' exact integral at frozen conductances. A part
+        not asked for (``off``/``on`` False: the caller knows no voltage passes its
+        threshold, so it is 0) is None."""
         p, ramps = self.p, pulse.rise_s + pulse.fall_s
         out = []
-        for k, v_th, alpha in ((self.k_off, p.v_off_v, p.alpha_off),
-                               (self.k_on, p.v_on_v, p.alpha_on)):
-            u = (v_cell / v_th - 1.0).clamp(min=0.0)
-            t_eff = pulse.width_s + (ramps * u / ((alpha + 1.0) * (1.0 + u)) if ramps else 0.0)
-            out.append(k * u ** alpha * t_eff)
+        for want, k, v_th, alpha in ((off, self.k_off, p.v_off_v, p.alpha_off),
+                                     (on, self.k_on, p.v_on_v, p.alpha_on)):
+            if not want:
+                out.append(None)
+                continue
+            u = (v_cell / v_th).sub_(1.0).clamp_(min=0.0)
+            if ramps:
+                t_eff = pulse.width_s + ramps * u / ((alpha + 1.0) * (1.0 + u))
+                out.append(k * u ** alpha * t_eff)
+            else:                                # the same products, in place: u^1 is u
+                out.append((u if alpha == 1.0 else u.pow_(alpha)).mul_(k).mul_(pulse.width_s))
         return out[0], out[1]
 
 
-def _segment_change_1t1r(dev: _Device, spec: TileSpec, g: torch.Tensor, w: torch.Tensor,
-                         v: torch.Tensor, pulse: ReadPulse, wires: bool, stats: DisturbStats
-                         ) -> torch.Tensor:
-    """State change (A, rows, cols) of rectangular reads ``v`` (n, rows) of 1T1R arrays with
-    memristor conductances ``g`` (A, rows, cols) in S, frozen at states ``w``: every read's
-    memristor voltages from the exact nonlinear solve with the selectors (gates at their DC
-    voltage; ideal wires: each cell alone between its input and 0 V)."""
+def _raw_1t1r(dev: _Device, spec: TileSpec, g: torch.Tensor, v: torch.Tensor,
+              pulse: ReadPulse, wires: bool, stats: DisturbStats
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """OFF and ON doses without window (A, rows, cols) of rectangular reads ``v`` (n, rows) of
+    1T1R arrays with memristor conductances ``g`` (A, rows, cols) in S: every read's memristor
+    voltages from the exact nonlinear solve with the selectors (gates at their DC voltage;
+    ideal wires: each cell alone between its input and 0 V)."""
     A, R, C = g.shape
     off = torch.zeros((A, R, C), dtype=torch.float64)
     on = torch.zeros_like(off)
@@ -213,13 +224,13 @@ def _segment_change_1t1r(dev: _Device, spec: TileSpec, g: torch.Tensor, w: torch
         off += d_off.sum(2)
         on += d_on.sum(2)
     stats.rows_exact += len(v) * R
-    f_off, f_on = dev.windows(w)
-    return off * f_off + on * f_on
+    return off, on
 
 
-def _segment_change(dev: _Device, cache: "TransferCache", w: torch.Tensor, v: torch.Tensor,
-                    pulse: ReadPulse, stats: DisturbStats) -> torch.Tensor:
-    """State change (A, rows, cols) of reads ``v`` (n, rows) at frozen ``cache.t`` and ``w``."""
+def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: ReadPulse,
+              stats: DisturbStats) -> tuple[torch.Tensor, torch.Tensor]:
+    """OFF and ON doses without window (A, rows, cols) of reads ``v`` (n, inputs) at the
+    frozen ``cache.t``: rows skipped, aggregated or solved by the row bounds (module doc)."""
     p, t = dev.p, cache.t
     A, R, C, _ = t.shape
     lo, hi = row_voltage_bounds(t, v, cache.pos_neg)
@@ -229,7 +240,7 @@ def _segment_change(dev: _Device, cache: "TransferCache", w: torch.Tensor, v: to
     if p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0:
         sure = (lo > p.v_off_v) & can_move                   # (n, R)
         if bool(sure.any()):
-            s = sure.T.to(t.dtype) @ v                       # (R, R): Σ v of sure reads per row
+            s = sure.T.to(t.dtype) @ v                       # (R, inputs): Σ v of sure reads
             n_i = sure.sum(0).to(t.dtype)                    # (R,)
             v_sum = torch.einsum("aijk,ik->aij", t, s)
             off += dev.k_off * pulse.width_s * (v_sum / p.v_off_v - n_i[None, :, None])
@@ -238,13 +249,16 @@ def _segment_change(dev: _Device, cache: "TransferCache", w: torch.Tensor, v: to
     stats.rows_skipped += int((~((hi > p.v_off_v) | (lo < p.v_on_v))).sum())
     stats.rows_exact += int(can_move.sum())
     for i in torch.nonzero(can_move.any(0)).flatten().tolist():
-        vi = v[can_move[:, i]]                               # (m, R)
+        rows = can_move[:, i]
+        vi = v[rows]                                         # (m, inputs)
         v_cell = torch.einsum("mk,ajk->amj", vi, t[:, i])    # (A, m, C)
-        d_off, d_on = dev.doses(v_cell, pulse)
-        off[:, i] += d_off.sum(1)
-        on[:, i] += d_on.sum(1)
-    f_off, f_on = dev.windows(w)
-    return off * f_off + on * f_on
+        d_off, d_on = dev.doses(v_cell, pulse, off=bool((hi[rows, i] > p.v_off_v).any()),
+                                on=bool((lo[rows, i] < p.v_on_v).any()))
+        if d_off is not None:
+            off[:, i] += d_off.sum(1)
+        if d_on is not None:
+            on[:, i] += d_on.sum(1)
+    return off, on
 
 
 @dataclass
@@ -315,16 +329,45 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
             cache.pos_neg = deviation_bounds(cache.t)
         return cache
 
-    def change(v_seg, pulse_seg):
+    memo: dict = {}                     # (lo, hi) → doses of reads lo:hi at ``frozen``
+    frozen = [0]                        # bumped whenever the frozen conductances change
+
+    def doses(lo: int, hi: int, pulse_seg: ReadPulse) -> tuple[torch.Tensor, torch.Tensor]:
         if selector:
             g = torch.where(open_cell, torch.zeros_like(w), dev.dyn.conductances(w))
-            return _segment_change_1t1r(dev, spec, g, w, v_seg, pulse_seg, wires, stats)
-        return _segment_change(dev, transfer(), w, v_seg, pulse_seg, stats)
+            return _raw_1t1r(dev, spec, g, vl[lo:hi], pulse_seg, wires, stats)
+        return _raw_0t1r(dev, transfer(), vl[lo:hi], pulse_seg, stats)
+
+    def segment_doses(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Doses of reads lo:hi; a long segment as the sum of its halves' doses, kept for
+        the halves should it be split (one pass over the reads instead of two)."""
+        if not selector and transfer().t is not memo.get("cache_t"):
+            memo.clear()                               # T rebuilt: the kept doses are stale
+            memo["cache_t"] = cache.t
+        got = memo.pop((lo, hi, frozen[0]), None)
+        if got is not None:
+            return got
+        if hi - lo < SPLIT_MIN_READS:
+            return doses(lo, hi, pulse)
+        mid = (lo + hi) // 2
+        first, second = doses(lo, mid, pulse), doses(mid, hi, pulse)
+        memo[(lo, mid, frozen[0])], memo[(mid, hi, frozen[0])] = first, second
+        return first[0] + second[0], first[1] + second[1]
+
+    def change(off_on: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        f_off, f_on = dev.windows(w)
+        return off_on[0] * f_off + off_on[1] * f_on
+
+    def step(dw: torch.Tensor) -> torch.Tensor:
+        stats.segments += 1
+        if selector:                                   # 1T1R doses depend on the present w
+            frozen[0] += 1
+        return (w + dw).clamp(0.0, 1.0)
 
     stack = [(0, len(vl))]
     while stack:
         lo, hi = stack.pop()
-        dw = change(vl[lo:hi], pulse)
+        dw = change(segment_doses(lo, hi))
         big = float(dw.abs().max())
         if big > dw_max and hi - lo > 1:
             mid = (lo + hi) // 2
@@ -334,11 +377,9 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
             n = math.ceil(big / dw_max)
             part = pulse.scaled(1.0 / n)
             for k in range(n):
-                dw = dw / n if k == 0 else change(vl[lo:hi], part)
-                w = (w + dw).clamp(0.0, 1.0)
-                stats.segments += 1
+                dw = dw / n if k == 0 else change(doses(lo, hi, part))
+                w = step(dw)
             continue
-        w = (w + dw).clamp(0.0, 1.0)
-        stats.segments += 1
+        w = step(dw)
     g = torch.where(open_cell | (w == w0), g0, dev.dyn.conductances(w))   # unmoved: as given
     return g.numpy(), stats
