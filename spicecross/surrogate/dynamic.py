@@ -124,11 +124,15 @@ def _node_voltages(spec: TileSpec, g_s: torch.Tensor, rhs: torch.Tensor, method:
     s, y = d[:, 0], rhs[:, 0]
     for i in range(R):
         if i:
-            inv_bb = torch.cholesky_inverse(chols[-1])[:, C:, C:]      # (S_{i−1}⁻¹)_bb
+            # only the bit-line block of S_{i−1}⁻¹ and of S_{i−1}⁻¹·y is needed: with the
+            # lower Cholesky factor L, (L⁻¹)_bb = (L_bb)⁻¹ and (L⁻ᵀ)_b· = L_bb⁻ᵀ on the
+            # bit-line part (C³ instead of (2C)³ per row)
+            l_bb = chols[-1][:, C:, C:]
             s = d[:, i].clone()
-            s[:, C:, C:] -= g_b * g_b * inv_bb
+            s[:, C:, C:] -= g_b * g_b * torch.cholesky_inverse(l_bb)    # (S_{i−1}⁻¹)_bb
+            z = torch.linalg.solve_triangular(chols[-1], ys[-1], upper=False)[:, C:]
             y = rhs[:, i].clone()
-            y[:, C:] += g_b * torch.cholesky_solve(ys[-1], chols[-1])[:, C:]
+            y[:, C:] += g_b * torch.linalg.solve_triangular(l_bb.mT, z, upper=True)
         chols.append(torch.linalg.cholesky(s))
         ys.append(y)
     x = [None] * R
