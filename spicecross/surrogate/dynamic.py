@@ -180,11 +180,41 @@ def cell_voltage_transfer(spec: TileSpec, g_s: torch.Tensor, *, method: str = "a
     if isinstance(n_in, bool) or not isinstance(n_in, int) or not 1 <= n_in <= R:
         raise ValueError(f"inputs must be a number of word lines in 1..{R}, got {inputs!r}")
     g_in = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm)
-    rhs = g_s.new_zeros((g_s.shape[0], R, 2 * C, n_in))
     k = torch.arange(n_in)
-    rhs[:, k, 0, k] = g_in
-    nodes = _node_voltages(spec, g_s, rhs, method)                     # (B, R, 2C, inputs)
-    return nodes[:, :, :C] - nodes[:, :, C:]
+    if method == "dense" or (method == "auto" and R * C <= DENSE_MAX_CELLS):
+        rhs = g_s.new_zeros((g_s.shape[0], R, 2 * C, n_in))
+        rhs[:, k, 0, k] = g_in
+        nodes = _node_voltages(spec, g_s, rhs, "dense")                # (B, R, 2C, inputs)
+        return nodes[:, :, :C] - nodes[:, :, C:]
+    if method not in ("auto", "block"):
+        raise ValueError(f"method must be 'auto', 'block' or 'dense', got {method!r}")
+    # the word lines eliminated first, row by row (all rows at once: each word line couples
+    # only to its own row's bit-line nodes), then the block sweep over the bit lines alone:
+    # C×C blocks instead of 2C×2C
+    d = nodal_blocks(spec, g_s)
+    m_inv = torch.cholesky_inverse(torch.linalg.cholesky(d[:, :, :C, :C]))  # (B, R, C, C)
+    g = g_s[..., None]                                                  # (B, R, C, 1)
+    s_all = d[:, :, C:, C:] - g * m_inv * g.transpose(-1, -2)          # bit-line blocks
+    drive = (g_in * m_inv[:, :n_in, :, 0]).transpose(0, 1)              # (inputs, B, C)
+    rhs = g_s.new_zeros((g_s.shape[0], R, C, n_in))
+    rhs[:, k, :, k] = g_s[:, :n_in].transpose(0, 1) * drive             # row k: input k
+    g_b = 1.0 / spec.r_wire_bl_ohm
+    invs, ys = [], []                                # S_i⁻¹ (B, C, C) of the sweep, y_i
+    for i in range(R):
+        s, y = s_all[:, i], rhs[:, i]
+        if i:
+            s = s - g_b * g_b * invs[-1]
+            y = y + g_b * (invs[-1] @ ys[-1])
+        invs.append(torch.cholesky_inverse(torch.linalg.cholesky(s)))
+        ys.append(y)
+    bl = [None] * R
+    bl[R - 1] = invs[R - 1] @ ys[R - 1]
+    for i in range(R - 2, -1, -1):
+        bl[i] = invs[i] @ (ys[i] + g_b * bl[i + 1])
+    v_bl = torch.stack(bl, dim=1)                                       # (B, R, C, inputs)
+    v_wl = m_inv @ (g * v_bl)
+    v_wl[:, k, :, k] += drive
+    return v_wl - v_bl
 
 
 @dataclass
