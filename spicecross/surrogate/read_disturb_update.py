@@ -274,17 +274,21 @@ class TransferCache:
 
 def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarray,
                    pulse: ReadPulse, *, dw_max: float = 0.01, wires: bool = True,
-                   cache: TransferCache | None = None) -> tuple[np.ndarray, DisturbStats]:
+                   cache: TransferCache | None = None, split_min_reads: int = SPLIT_MIN_READS
+                   ) -> tuple[np.ndarray, DisturbStats]:
     """Conductances (A, rows, cols) in S of arrays programmed to ``g_s`` (A, rows, cols)
-    after the reads ``v`` (n, k ≤ rows) in V, in order, each a ``pulse`` (the first ``k``
-    word lines; the others at 0 V: only ``k`` columns of the transfer matrices are solved) (see module doc; cells
-    of 0 S are open and stay so; cells that did not move keep their conductance exactly).
+    after the reads ``v`` (n, k ≤ rows) in V, in order, each a ``pulse`` on the first ``k``
+    word lines, the others at 0 V (only ``k`` columns of the transfer matrices are solved)
+    (see module doc; cells of 0 S are open and stay so; cells that did not move keep their
+    conductance exactly).
     1T1R arrays (``spec.cell``; rectangular pulses only): every segment solves its reads
     with the selectors at the segment's conductances (no transfer matrices, no row bounds).
     ``wires=False``: ideal wires, ``V_cell = v_i``. ``cache``: the group's transfer matrices
     from earlier calls (updated in place); they are rebuilt once any state has moved by more
     than ``dw_max`` since they were built, so every segment sees conductances within
-    ``2·dw_max`` of the present ones."""
+    ``2·dw_max`` of the present ones. Segments of at least ``split_min_reads`` reads are
+    dosed as the sum of their halves' doses, which are kept for the halves should the
+    segment be split (the same answer up to the order of the sums)."""
     if not dw_max > 0:
         raise ValueError(f"dw_max must be > 0, got {dw_max!r}")
     v = np.asarray(v, dtype=np.float64)
@@ -347,7 +351,7 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
         got = memo.pop((lo, hi, frozen[0]), None)
         if got is not None:
             return got
-        if hi - lo < SPLIT_MIN_READS:
+        if hi - lo < max(2, split_min_reads):
             return doses(lo, hi, pulse)
         mid = (lo + hi) // 2
         first, second = doses(lo, mid, pulse), doses(mid, hi, pulse)

@@ -1,0 +1,179 @@
+"""The fast read-disturb path (``infer --read-disturb``) against the straightforward one it
+replaced: candidate reads instead of every unfolded word-line vector, transfer matrices of the
+driven word lines only (by the bit-line sweep), segments dosed by halves."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import programmed
+
+from spicecross.calibration.network_check import _word_line_vectors
+from spicecross.circuit.tile import TileSpec
+from spicecross.devices.vteam import get_parameter_set
+from spicecross.surrogate import transfer_cache
+from spicecross.surrogate.dynamic import cell_voltage_transfer, cell_voltages
+from spicecross.surrogate.read_disturb_update import (ReadPulse, TransferCache, advance_arrays,
+                                                      inert_reads)
+
+P = get_parameter_set("pt_hf_ti")
+
+
+def _network(v_read, cell="0t1r", limit=30):
+    from spicecross.nn.analog import patch_model
+    from spicecross.nn.inference import load_eval_data, load_network
+    from spicecross.surrogate.config import AnalogConfig
+
+    cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, v_read_v=v_read, calibration_images=32,
+                             cell=cell)
+    data = load_eval_data("mnist", None, limit, cfg.calibration_images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # reads above threshold are the point
+        model = patch_model(load_network("mnist"), cfg, data.calibration)
+    return model, data
+
+
+def _row_tile_reads(layer, vecs, M):
+    """Per row tile the live reads (the per-row-tile passive bound) of ``vecs``."""
+    arr = layer.array
+    p = layer.config.device_params()
+    out = []
+    for r in range(arr.n_row_tiles):
+        part = vecs[:, arr.tile_rows_of(r)]
+        out.append(part[~inert_reads(part, p)])
+    return out
+
+
+@pytest.mark.parametrize("v_read", [0.7, 1.0])
+def test_candidate_reads_are_the_live_reads_of_every_vector(v_read):
+    """Every row tile gets bitwise the same live reads, in the same order, as from all the
+    unfolded word-line vectors (both read phases of the first layer, convolutions with
+    padding, the linear layer)."""
+    from spicecross.nn.analog import analog_layers
+    from spicecross.nn.read_disturb import _infer_chunk, candidate_reads
+
+    model, data = _network(v_read, limit=12)
+    _, inputs = _infer_chunk(model, data.test.tensors[0])
+    live_total = n_every = n_cand = 0
+    for name, layer in analog_layers(model):
+        every = _word_line_vectors(layer, inputs[name])
+        M, cand = candidate_reads(layer, inputs[name])
+        assert M == len(every) and cand.dtype == np.float64
+        n_every, n_cand = n_every + M, n_cand + len(cand)
+        for want, got in zip(_row_tile_reads(layer, every, M), _row_tile_reads(layer, cand, M)):
+            assert np.array_equal(want, got), name
+            live_total += len(got)
+    assert live_total > 100 and n_cand < 0.5 * n_every   # most reads are never unfolded
+
+
+@pytest.mark.parametrize("spec", [TileSpec(rows=32, cols=24),
+                                  TileSpec(rows=12, cols=7, r_wire_wl_ohm=1.0, r_wire_bl_ohm=2.0,
+                                           r_driver_ohm=3.0, r_sense_ohm=5.0),
+                                  TileSpec(rows=1, cols=40), TileSpec(rows=40, cols=1)])
+def test_transfer_by_the_bit_line_sweep_is_the_nodal_solve(spec):
+    """cell_voltage_transfer (word lines eliminated, then the bit lines swept) against the
+    dense nodal solve and against cell_voltages' block sweep for random inputs; only the
+    first ``inputs`` columns when asked; open cells included."""
+    R, C = spec.rows, spec.cols
+    rng = np.random.default_rng(R * C)
+    g = torch.as_tensor(rng.uniform(1e-6, 2e-4, (3, R, C)))
+    g[0, 0, 0] = 0.0                                                   # an open cell
+    t = cell_voltage_transfer(spec, g, method="block")
+    assert t.shape == (3, R, C, R)
+    assert torch.allclose(t, cell_voltage_transfer(spec, g, method="dense"), rtol=0, atol=1e-12)
+    v = torch.as_tensor(rng.uniform(-1.0, 1.0, (3, R)))
+    ref = cell_voltages(spec, g, v, method="block")[0]
+    assert torch.allclose(torch.einsum("bijk,bk->bij", t, v), ref, rtol=0, atol=1e-12)
+    k = max(1, R // 3)
+    assert torch.allclose(cell_voltage_transfer(spec, g, inputs=k), t[..., :k], rtol=0,
+                          atol=1e-13)
+    with pytest.raises(ValueError, match=str(R + 1)):
+        cell_voltage_transfer(spec, g, inputs=R + 1)
+
+
+@pytest.mark.parametrize("cell", ["0t1r", "1t1r"])
+def test_reads_on_the_first_word_lines_equal_zero_padded_reads(cell):
+    """Reads on the first k word lines (the row tile's unused rows at 0 V) give the states of
+    the same reads zero-padded to every row (the previous form), also across calls sharing
+    a transfer cache; and halved dosing equals dosing every segment whole."""
+    spec = TileSpec(rows=16, cols=16, cell=cell)
+    g = np.stack([programmed(16, 16, 11), programmed(16, 16, 12)])
+    k = 9
+    v = np.random.default_rng(5).uniform(0.0, 0.95, (600 if cell == "0t1r" else 40, k))
+    pad = np.zeros((len(v), 16))
+    pad[:, :k] = v
+    pulse = ReadPulse(2e-4 if cell == "0t1r" else 3e-3)
+    cache_a, cache_b = TransferCache(), TransferCache()
+    ga, gb = g, g
+    segments = 0
+    for part in np.array_split(np.arange(len(v)), 2):         # two calls, one cache each
+        ga, st_a = advance_arrays(spec, P, ga, v[part], pulse, cache=cache_a,
+                                  split_min_reads=8)
+        gb, st_b = advance_arrays(spec, P, gb, pad[part], pulse, cache=cache_b,
+                                  split_min_reads=10 ** 9)
+        assert st_a.segments == st_b.segments and st_a.transfer_builds == st_b.transfer_builds
+        segments += st_a.segments
+    assert np.abs(ga - g).max() > 1e-3 * np.abs(g).max()               # the reads disturb
+    assert np.abs(ga - gb).max() <= 1e-12 * np.abs(g).max()
+    assert segments > 2                                                # segments were split
+    with pytest.raises(ValueError, match="17"):
+        advance_arrays(spec, P, g, np.zeros((2, 17)), pulse)
+
+
+def _reference_stream(model, test, pulse, chunk, dw_max=0.01):
+    """The previous network path: every word-line vector unfolded, zero-padded to the tile's
+    rows, segments dosed whole; the same chunking as disturb_network."""
+    from spicecross.nn.analog import analog_layers
+    from spicecross.nn.read_disturb import _infer_chunk
+
+    x_all, _ = test.tensors
+    caches = {}
+    for _, layer in analog_layers(model):
+        layer.array.g_dev = layer.array.g_dev.copy()
+    for lo in range(0, len(x_all), chunk):
+        _, inputs = _infer_chunk(model, x_all[lo:lo + chunk])
+        for name, layer in analog_layers(model):
+            arr, cfg = layer.array, layer.config
+            R = cfg.tile_rows
+            vecs = _word_line_vectors(layer, inputs[name])
+            changed = False
+            for r in range(arr.n_row_tiles):
+                part = vecs[:, arr.tile_rows_of(r)]
+                part = part[~inert_reads(part, cfg.device_params())]
+                if not len(part):
+                    continue
+                v = np.zeros((len(part), R))
+                v[:, :part.shape[1]] = part
+                g = arr.g_dev[:, r].reshape(-1, R, cfg.tile_cols)
+                cache = caches.setdefault((name, r), TransferCache())
+                g_new, _ = advance_arrays(arr.spec, cfg.device_params(), g, v, pulse,
+                                          dw_max=dw_max, cache=cache, split_min_reads=10 ** 9)
+                if not np.array_equal(g_new, g):
+                    arr.g_dev[:, r] = g_new.reshape(arr.g_dev[:, r].shape)
+                    changed = True
+            if changed:
+                with transfer_cache.disabled():
+                    arr._build_readout()
+
+
+def test_network_stream_equals_the_previous_path():
+    """disturb_network on the MNIST network (16×16 tiles, 1 V reads of 10 µs, 3 chunks)
+    leaves every array within 1e-12 (relative) of the previous path's conductances, with the
+    same chunk accuracies."""
+    from spicecross.nn.analog import analog_layers
+    from spicecross.nn.read_disturb import disturb_network
+
+    pulse = ReadPulse(1e-5)
+    fast, data = _network(1.0)
+    res = disturb_network(fast, data.test, pulse, chunk=10)
+    ref, _ = _network(1.0)
+    _reference_stream(ref, data.test, pulse, chunk=10)
+    moved = 0
+    for (name, a), (_, b) in zip(analog_layers(fast), analog_layers(ref)):
+        g0 = a.array.g_dev_programmed
+        moved += int((a.array.g_dev != g0).sum())
+        assert np.abs(a.array.g_dev - b.array.g_dev).max() <= 1e-12 * np.abs(g0).max(), name
+    assert moved > 100 and res["chunks"][-1]["moved_share"] > 0.01
+    x, y = data.test.tensors
+    with torch.no_grad():
+        assert torch.equal(fast(x).argmax(1), ref(x).argmax(1))
