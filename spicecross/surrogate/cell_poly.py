@@ -26,6 +26,8 @@ cells the model is exactly linear.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 
 from ..circuit.tile import TileSpec
@@ -52,6 +54,31 @@ def fit_voltages_v(v_lo_v: float, v_hi_v: float, points: int = POINTS) -> np.nda
 #: conductances and interpolated (the curve depends on the device conductance alone; the
 #: interpolation adds ≤ 1e-7 of the cell current, tested).
 GRID_POINTS = 4096
+
+
+#: Grid fits kept (:func:`_grid_fit`): a network's layers refit after read disturb whose
+#: extreme conductances did not move find theirs here.
+GRID_FITS_KEPT = 16
+_grid_fits: OrderedDict = OrderedDict()
+
+
+def _grid_fit(spec: TileSpec, g_min_s: float, g_max_s: float, vq: np.ndarray, degree: int
+              ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The log-spaced grid of :data:`GRID_POINTS` conductances (S) from ``g_min_s`` to
+    ``g_max_s`` and its :func:`_fit`, the last :data:`GRID_FITS_KEPT` ones remembered (a fit
+    is a function of exactly these arguments)."""
+    key = (spec, g_min_s, g_max_s, vq.tobytes(), degree)
+    if key in _grid_fits:
+        _grid_fits.move_to_end(key)
+        return _grid_fits[key]
+    grid = np.geomspace(g_min_s, g_max_s, GRID_POINTS)
+    coef, residual = _fit(spec, grid, vq, degree)
+    for a in (grid, coef):
+        a.flags.writeable = False
+    _grid_fits[key] = (grid, coef, residual)
+    while len(_grid_fits) > GRID_FITS_KEPT:
+        _grid_fits.popitem(last=False)
+    return grid, coef, residual
 
 
 def _fit(spec: TileSpec, g: np.ndarray, vq: np.ndarray, degree: int
@@ -86,8 +113,8 @@ def cell_polynomials(spec: TileSpec, g_dev_s: np.ndarray, v_lo_v: float, v_hi_v:
     if flat.size <= GRID_POINTS or not on.any():
         coef, residual = _fit(spec, flat, vq, degree)
     else:
-        grid = np.geomspace(flat[on].min(), flat[on].max(), GRID_POINTS)
-        coef_grid, residual = _fit(spec, grid, vq, degree)
+        grid, coef_grid, residual = _grid_fit(spec, float(flat[on].min()),
+                                              float(flat[on].max()), vq, degree)
         lg, lgrid = np.log(np.where(on, flat, grid[0])), np.log(grid)
         coef = np.stack([np.where(on, np.interp(lg, lgrid, c), 0.0) for c in coef_grid])
     v0 = chord_at * v_hi_v
