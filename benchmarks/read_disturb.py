@@ -5,11 +5,12 @@ figure (accuracy against images read at a few read voltages around threshold).
     .venv/bin/python benchmarks/read_disturb.py --data ../shared/data --images 2000 \\
         --v-read 0.45 0.55 0.7 --pulse-ns 1000 --chunk 250 --plot docs/read_disturb.png
 
-Per read voltage: the network programmed on 64×64 0T1R pt_hf_ti tiles (default wires, no
-compensation, 8-bit converters, two-phase reads), calibrated once, then (1) the undisturbed
-inference of the test images (batches of ``--chunk``), (2) the read-disturb stream (chunks of
-``--chunk``; every read a rectangular pulse of ``--pulse-ns``). Images per second of both are
-wall time of this process (the digital network and the programming excluded).
+Per read voltage: the network programmed on 64×64 (``--tile``) 0T1R or 1T1R (``--cell``)
+pt_hf_ti tiles (default wires, no compensation, 8-bit converters, two-phase reads), calibrated
+once, then (1) the undisturbed inference of the test images (batches of ``--chunk``), (2) the
+read-disturb stream (chunks of ``--chunk``; every read a rectangular pulse of ``--pulse-ns``).
+Images per second of both are wall time of this process (the digital network and the
+programming excluded); their ratio, measured in the same run, is the load-independent figure.
 """
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ def main() -> int:
     ap.add_argument("--pulse-ns", type=float, default=1000.0, help="read pulse width (ns)")
     ap.add_argument("--chunk", type=int, default=250, help="images per chunk")
     ap.add_argument("--tile", type=int, default=64, help="square tile size")
+    ap.add_argument("--cell", choices=["0t1r", "1t1r"], default="0t1r", help="cell kind")
     ap.add_argument("--plot", default=None, help="write the figure here (PNG)")
     ap.add_argument("--json", default=None, help="write the results here (JSON)")
     args = ap.parse_args()
     print(header("read-disturb inference, MNIST"))
     runs, rows = [], []
     for v in args.v_read:
-        cfg = AnalogConfig.build(tile_rows=args.tile, tile_cols=args.tile, v_read_v=v)
+        cfg = AnalogConfig.build(tile_rows=args.tile, tile_cols=args.tile, v_read_v=v,
+                                 cell=args.cell)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)   # reads above threshold: the point
             res = read_disturb_infer("mnist", args.data, cfg, pulse_width_s=1e-9 * args.pulse_ns,
@@ -58,7 +61,7 @@ def main() -> int:
                      f"{res['seconds'] / res['no_disturb_seconds']:.1f}",
                      f"{100 * st.inert_reads / max(1, st.reads):.1f}", st.transfer_builds])
         print(f"  v_read {v:g} V done ({load_str()})", flush=True)
-    print(f"\ntile {args.tile}x{args.tile} 0T1R pt_hf_ti, pulses {args.pulse_ns:g} ns, chunks of "
+    print(f"\ntile {args.tile}x{args.tile} {args.cell.upper()} pt_hf_ti, pulses {args.pulse_ns:g} ns, chunks of "
           f"{args.chunk}, {runs[0]['data']}")
     print(table(["v_read V", "images", "undisturbed %", "disturbed %", "last chunk %",
                  "cells moved %", "mean |dw|", "max |dw|", "undisturbed img/s", "disturbed img/s",

@@ -240,7 +240,8 @@ def read_disturb_infer(model_name: str, data_root, config, *, pulse_width_s: flo
                digital_accuracy=digital_acc, no_disturb_accuracy=frozen_acc,
                no_disturb_seconds=frozen_s, read_voltage_v=config.read_voltage_v,
                read_scheme=config.read_scheme, pulse_width_s=pulse.width_s, chunk=chunk,
-               device_set=config.device_set, tile=f"{config.tile_rows}x{config.tile_cols}")
+               device_set=config.device_set, tile=f"{config.tile_rows}x{config.tile_cols}",
+               cell=config.cell)
     return res
 
 
@@ -279,7 +280,8 @@ def plot_read_disturb(runs: list[dict[str, Any]], path: str | Path) -> Path:
     r0 = runs[0]
     ax.set_xlabel("test images read")
     ax.set_ylabel(f"accuracy of each chunk of {r0['chunk']} images (%)")
-    ax.set_title(f"read disturb: {r0['model']}, {r0['tile']} 0T1R {r0['device_set']} "
+    ax.set_title(f"read disturb: {r0['model']}, {r0['tile']} {r0['cell'].upper()} "
+                 f"{r0['device_set']} "
                  f"(dashed: undisturbed)", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
@@ -297,7 +299,8 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"  undisturbed  {res['no_disturb_accuracy']:.2f} %  ({res['no_disturb_seconds']:.2f} s)")
     print(f"  read disturb {res['accuracy']:.2f} %  ({res['seconds']:.2f} s; reads at "
           f"{res['read_voltage_v']:g} V {res['read_scheme']}, pulses of "
-          f"{1e9 * res['pulse_width_s']:g} ns, {res['tile']} 0T1R {res['device_set']}, "
+          f"{1e9 * res['pulse_width_s']:g} ns, {res['tile']} {res['cell'].upper()} "
+          f"{res['device_set']}, "
           f"chunks of {res['chunk']})")
     print(f"  reads {st.reads}: {st.inert_reads} provably below threshold; (read, row) pairs "
           f"solved {st.rows_exact}, aggregated {st.rows_aggregated}; {st.transfer_builds} "
