@@ -70,20 +70,19 @@ def _patches(v: torch.Tensor, layer, idx: np.ndarray, n_pos: int) -> torch.Tenso
     """The unfolded inputs (m, C·kh·kw) of the convolution reads ``idx`` (flat indices
     image·``n_pos`` + output position) of word-line voltages ``v`` (N, C, H, W) in V: the rows
     ``F.unfold`` gives them, in its order (channel, kernel row, kernel column), gathered
-    without unfolding the other reads."""
+    without unfolding the other reads (per kernel offset, the reads' input pixels with all
+    their channels, from a channels-last copy)."""
     import torch.nn.functional as F
 
     (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
     (ph, pw), (dh, dw) = layer.padding, layer.dilation
     wo = layer._output_size(v.shape[2], v.shape[3])[1]
-    vpad = F.pad(v, (pw, pw, ph, ph))
+    pixels = F.pad(v, (pw, pw, ph, ph)).permute(0, 2, 3, 1).contiguous()   # (N, Hp, Wp, C)
     i = torch.from_numpy(idx)
     img, pos = i // n_pos, i % n_pos
-    ys = (pos // wo * sh)[:, None] + dh * torch.arange(kh)                  # (m, kh)
-    xs = (pos % wo * sw)[:, None] + dw * torch.arange(kw)                   # (m, kw)
-    ch = torch.arange(v.shape[1])
-    out = vpad[img[:, None, None, None], ch[None, :, None, None], ys[:, None, :, None],
-               xs[:, None, None, :]]                                        # (m, C, kh, kw)
+    y0, x0 = pos // wo * sh, pos % wo * sw
+    out = torch.stack([pixels[img, y0 + dh * a, x0 + dw * b]                # (m, C) each
+                       for a in range(kh) for b in range(kw)], dim=2)       # (m, C, kh·kw)
     return out.reshape(len(idx), v.shape[1] * kh * kw)
 
 
