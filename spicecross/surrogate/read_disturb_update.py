@@ -32,12 +32,11 @@ rebuilt once the states have moved by more than ``dw_max`` (see *Integration*).
    deviation from the ideal ``V_cell = v_i``), ``P_ik = max_{a,j} max(D, 0)`` and
    ``N_ik = max_{a,j} max(−D, 0)``, every cell of row ``i`` obeys
    ``v_i − (N·v⁺ + P·v⁻)_i ≤ V_cell ≤ v_i + (P·v⁺ + N·v⁻)_i`` (``v⁺``, ``v⁻`` the positive and
-   negative parts of the read). Rows whose interval lies within ``[v_on, v_off]`` are skipped;
-   rows whose interval lies wholly above ``v_off`` are *surely switching*; the rest are solved
-   cell by cell. The bounds cost two (n × rows)·(rows × rows) products (four with negative
-   inputs) instead of the (n × rows)·(rows × rows·cols) of the exact voltages. Since ``T``
-   holds every wire drop (bit-line nodes near the sense ground included), the bound is exact
-   up to the max over the row's cells and arrays.
+   negative parts of the read). Rows whose interval lies within ``[v_on, v_off]`` are skipped
+   (first for all reads at once, each read's parts replaced by their largest values); rows
+   whose interval lies wholly above ``v_off`` are *surely switching*; the rest are solved cell
+   by cell. The bounds cost two (n × rows)·(rows × rows) products (four with negative inputs)
+   instead of the (n × rows)·(rows × rows·cols) of the exact voltages.
 
 **Surely switching rows, aggregated.** With ``alpha_off = 1`` (pt_hf_ti) and rectangular pulses,
 VTEAM's OFF rate ``k_off/x_span·(V/v_off − 1)`` is linear in ``V`` wherever ``V > v_off``, so
@@ -49,15 +48,14 @@ such read is solved exactly as well.
 **Integration.** Within a segment of consecutive reads the conductances (so ``T``) and the
 window (a function of the state) are frozen at the segment's start, every read's rate is
 exact for those, and the state moves by the sum (explicit Euler over the reads). A segment
-whose largest state change exceeds ``dw_max`` (of the state range) is halved, down to single
-pulses, and a single pulse that still moves more is cut into ``⌈Δw/dw_max⌉`` time sub-steps.
-``T`` is rebuilt once any state has moved by more than ``dw_max`` since it was built (also
-across calls, :class:`TransferCache`), so a segment's frozen conductances are within
-``2·dw_max`` of the state range of the true ones. The error of a segment is first order in
-that: ``|Δw_err| ≤ Δw · 2·dw_max · ρ`` with ``ρ`` the relative change of the cells' rates per
-unit state change through the wire drops (cell voltages move by the drop change, mV per state
-range, against overdrives ``V − v_off`` of tens of mV). tests/test_read_disturb.py checks the
-result against per-pulse integration and against ngspice and VACASK transients.
+whose largest state change exceeds ``dw_max`` (of the state range) is halved (its halves'
+doses, summed to judge it, kept), down to single pulses, and a single pulse that still moves
+more is cut into ``⌈Δw/dw_max⌉`` time sub-steps. ``T`` is rebuilt once any state has moved by
+more than ``dw_max`` since it was built (also across calls, :class:`TransferCache`), so a
+segment's frozen conductances are within ``2·dw_max`` of the state range of the true ones:
+``|Δw_err| ≤ Δw · 2·dw_max · ρ``, ``ρ`` the relative change of the cells' rates per unit
+state change through the wire drops (mV per state range against overdrives of tens of mV).
+tests/test_read_disturb.py checks this against per-pulse integration and SPICE transients.
 """
 from __future__ import annotations
 
@@ -107,8 +105,8 @@ class ReadPulse:
 @dataclass
 class DisturbStats:
     """What an update did: reads applied, reads that needed no solve by the passive bound,
-    (read, row) pairs skipped by the row bound, solved exactly, aggregated as surely
-    switching; transfer-matrix builds and segments integrated."""
+    (read, row) pairs skipped by the row bound, solved exactly, aggregated as surely switching;
+    transfer-matrix builds and segments integrated."""
 
     reads: int = 0
     inert_reads: int = 0
@@ -140,15 +138,18 @@ def deviation_bounds(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
-                       pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+                       pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower and upper bounds (n, rows) in V on the cell voltages of every row of every array
     with cell-voltage transfer matrices ``t`` (A, rows, cols, inputs) under reads ``v``
     (n, inputs), the first ``inputs`` word lines (the others at 0 V) (bound 2 of the module
-    doc; ``pos_neg`` its :func:`deviation_bounds` if known)."""
+    doc; ``pos_neg`` its :func:`deviation_bounds` if known); ``rows``: only these rows' bounds
+    (n, len(rows))."""
     pos, neg = deviation_bounds(t) if pos_neg is None else pos_neg
-    vp = v.clamp(min=0)
     v_rows = torch.nn.functional.pad(v, (0, t.shape[1] - v.shape[1]))   # (n, rows)
+    if rows is not None:
+        pos, neg, v_rows = pos[rows], neg[rows], v_rows[:, rows]
+    vp = v.clamp(min=0)
     hi = v_rows + vp @ pos.T
     lo = v_rows - vp @ neg.T
     if bool((v < 0).any()):                                  # bipolar reads
@@ -156,6 +157,17 @@ def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
         hi += vn @ neg.T
         lo -= vn @ pos.T
     return lo, hi
+
+
+def _rows_any_read_can_move(p: VTEAMParams, pos_neg: tuple[torch.Tensor, torch.Tensor],
+                            v: torch.Tensor, rows: int) -> torch.Tensor:
+    """Indices of the rows (of ``rows``) whose bound 2 for all reads ``v`` (n, inputs) at once
+    (their parts' largest values) reaches a threshold; the others are skipped for every read."""
+    pos, neg = pos_neg
+    vp, vn, pad = v.clamp(min=0).amax(0), (-v).clamp(min=0).amax(0), (0, rows - v.shape[1])
+    hi = torch.nn.functional.pad(v.amax(0), pad) + pos @ vp + neg @ vn
+    lo = torch.nn.functional.pad(v.amin(0), pad) - neg @ vp - pos @ vn
+    return torch.nonzero((hi > p.v_off_v) | (lo < p.v_on_v)).flatten()
 
 
 class _Device:
@@ -177,9 +189,8 @@ class _Device:
     def doses(self, v_cell: torch.Tensor, pulse: ReadPulse, off: bool = True, on: bool = True
               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """State change without window (OFF part ≥ 0, ON part ≤ 0) of one pulse per cell
-        voltage (V): plateau plus the ramps' exact integral at frozen conductances. A part
-        not asked for (``off``/``on`` False: the caller knows no voltage passes its
-        threshold, so it is 0) is None."""
+        voltage (V): plateau plus the ramps' exact integral at frozen conductances; a part not
+        asked for (the caller knows no voltage passes its threshold: it is 0) is None."""
         p, ramps = self.p, pulse.rise_s + pulse.fall_s
         out = []
         for want, k, v_th, alpha in ((off, self.k_off, p.v_off_v, p.alpha_off),
@@ -233,27 +244,29 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
     frozen ``cache.t``: rows skipped, aggregated or solved by the row bounds (module doc)."""
     p, t = dev.p, cache.t
     A, R, C, _ = t.shape
-    lo, hi = row_voltage_bounds(t, v, cache.pos_neg)
+    off, on = torch.zeros((A, R, C), dtype=t.dtype), torch.zeros((A, R, C), dtype=t.dtype)
+    rows = _rows_any_read_can_move(p, cache.pos_neg, v, R)           # the others: skipped
+    stats.rows_skipped += len(v) * (R - len(rows))
+    if len(rows) == 0:
+        return off, on
+    lo, hi = row_voltage_bounds(t, v, cache.pos_neg, rows)             # (n, len(rows))
     can_move = (hi > p.v_off_v) | (lo < p.v_on_v)
-    off = torch.zeros((A, R, C), dtype=t.dtype)
-    on = torch.zeros_like(off)
+    stats.rows_skipped += int((~can_move).sum())
     if p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0:
-        sure = (lo > p.v_off_v) & can_move                   # (n, R)
+        sure = (lo > p.v_off_v) & can_move
         if bool(sure.any()):
-            s = sure.T.to(t.dtype) @ v                       # (R, inputs): Σ v of sure reads
-            n_i = sure.sum(0).to(t.dtype)                    # (R,)
-            v_sum = torch.einsum("aijk,ik->aij", t, s)
-            off += dev.k_off * pulse.width_s * (v_sum / p.v_off_v - n_i[None, :, None])
+            s = sure.T.to(t.dtype) @ v                       # (rows, inputs): Σ v of sure reads
+            n_i = sure.sum(0).to(t.dtype)
+            v_sum = torch.einsum("aijk,ik->aij", t[:, rows], s)
+            off[:, rows] += dev.k_off * pulse.width_s * (v_sum / p.v_off_v - n_i[None, :, None])
             stats.rows_aggregated += int(sure.sum())
             can_move = can_move & ~sure
-    stats.rows_skipped += int((~((hi > p.v_off_v) | (lo < p.v_on_v))).sum())
     stats.rows_exact += int(can_move.sum())
-    for i in torch.nonzero(can_move.any(0)).flatten().tolist():
-        rows = can_move[:, i]
-        vi = v[rows]                                         # (m, inputs)
-        v_cell = torch.einsum("mk,ajk->amj", vi, t[:, i])    # (A, m, C)
-        d_off, d_on = dev.doses(v_cell, pulse, off=bool((hi[rows, i] > p.v_off_v).any()),
-                                on=bool((lo[rows, i] < p.v_on_v).any()))
+    for j in torch.nonzero(can_move.any(0)).flatten().tolist():
+        i, reads = int(rows[j]), can_move[:, j]
+        v_cell = torch.einsum("mk,ajk->amj", v[reads], t[:, i])     # (A, m, C)
+        d_off, d_on = dev.doses(v_cell, pulse, off=bool((hi[reads, j] > p.v_off_v).any()),
+                                on=bool((lo[reads, j] < p.v_on_v).any()))
         if d_off is not None:
             off[:, i] += d_off.sum(1)
         if d_on is not None:
@@ -263,7 +276,7 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
 
 @dataclass
 class TransferCache:
-    """A group's cell-voltage transfer matrices ``t`` (A, rows, cols, rows) and the states
+    """A group's cell-voltage transfer matrices ``t`` (A, rows, cols, inputs) and the states
     ``w_built`` they were built at; kept across calls of :func:`advance_arrays` while the
     states stay within ``dw_max`` of ``w_built``."""
 
@@ -286,9 +299,8 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
     ``wires=False``: ideal wires, ``V_cell = v_i``. ``cache``: the group's transfer matrices
     from earlier calls (updated in place); they are rebuilt once any state has moved by more
     than ``dw_max`` since they were built, so every segment sees conductances within
-    ``2·dw_max`` of the present ones. Segments of at least ``split_min_reads`` reads are
-    dosed as the sum of their halves' doses, which are kept for the halves should the
-    segment be split (the same answer up to the order of the sums)."""
+    ``2·dw_max`` of the present ones. Segments of ≥ ``split_min_reads`` reads are dosed as
+    their halves' doses, kept should the segment be split (equal up to the sums' order)."""
     if not dw_max > 0:
         raise ValueError(f"dw_max must be > 0, got {dw_max!r}")
     v = np.asarray(v, dtype=np.float64)
@@ -333,8 +345,8 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
             cache.pos_neg = deviation_bounds(cache.t)
         return cache
 
-    memo: dict = {}                     # (lo, hi) → doses of reads lo:hi at ``frozen``
-    frozen = [0]                        # bumped whenever the frozen conductances change
+    memo: dict = {}                     # (lo, hi, frozen) → doses of reads lo:hi
+    frozen = [0]                        # bumped whenever the 1T1R conductances change
 
     def doses(lo: int, hi: int, pulse_seg: ReadPulse) -> tuple[torch.Tensor, torch.Tensor]:
         if selector:
@@ -343,8 +355,7 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
         return _raw_0t1r(dev, transfer(), vl[lo:hi], pulse_seg, stats)
 
     def segment_doses(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Doses of reads lo:hi; a long segment as the sum of its halves' doses, kept for
-        the halves should it be split (one pass over the reads instead of two)."""
+        """Doses of reads lo:hi (a long segment's as its halves', kept: one pass, not two)."""
         if not selector and transfer().t is not memo.get("cache_t"):
             memo.clear()                               # T rebuilt: the kept doses are stale
             memo["cache_t"] = cache.t
