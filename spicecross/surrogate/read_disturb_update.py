@@ -215,8 +215,7 @@ def _raw_1t1r(dev: _Device, spec: TileSpec, g: torch.Tensor, v: torch.Tensor,
     voltages from the exact nonlinear solve with the selectors (gates at their DC voltage;
     ideal wires: each cell alone between its input and 0 V)."""
     A, R, C = g.shape
-    off = torch.zeros((A, R, C), dtype=torch.float64)
-    on = torch.zeros_like(off)
+    off, on = (torch.zeros((A, R, C), dtype=torch.float64) for _ in range(2))
     if wires:
         solver = BlockSolver(spec, g.numpy(), effective_cell_conductance(spec, g.numpy()),
                              dtype=torch.float64, linear="block")
