@@ -75,9 +75,20 @@ class AnalogLinear(_AnalogLayer):
                      if linear.bias is not None else None)
         self._program(self.weight.detach().double().T.numpy(), config, layer_index)
 
-    def _current_blocks(self, v: Tensor):
+    def _prepare_reads(self, terms64: list[tuple[int, Tensor]]) -> list[tuple[int, Tensor, Tensor]]:
+        """Read terms ``(k, matrix (row tiles, rows, C_out))`` (float64) in the form
+        :meth:`_current_blocks` uses: ``(k, float32 copy, float64)``."""
+        return [(k, m.to(torch.float32).contiguous(), m) for k, m in terms64]
+
+    def _output_shape(self, x: Tensor) -> tuple[int, ...]:
+        """Shape of :meth:`_read` for inputs ``x``: (vectors, C_out)."""
+        return (x.numel() // self.in_features, self.c_out)
+
+    def _current_blocks(self, v: Tensor, reads: list | None = None):
         """Differential currents (A) for voltages (…, K) in V: one block (row tiles, N, C_out)
-        with the first row tile's index 0, a tensor the caller may overwrite."""
+        with the first row tile's index 0, a tensor the caller may overwrite. ``reads``: other
+        read terms from :meth:`_prepare_reads` (e.g. in ADC codes per DAC code, whose block is
+        then in ADC code units for DAC codes ``v``); default the array's, in S."""
         v = v.reshape(-1, self.in_features)
         if self.array.uses_tile_reads:
             yield 0, torch.stack(self.array.tile_read_currents(v))
@@ -86,8 +97,11 @@ class AnalogLinear(_AnalogLayer):
         pad = self.n_row_tiles * R - self.in_features
         vp = F.pad(v, (0, pad)) if pad else v
         vt = vp.view(-1, self.n_row_tiles, R).transpose(0, 1)       # (nr, N, R)
-        terms = (self.array.read_terms if v.dtype == torch.float32
-                 else [(k, m.to(v.dtype)) for k, m in self.array.read_terms64])
+        if reads is None:
+            reads = [(k, m32, m64) for (k, m32), (_, m64)
+                     in zip(self.array.read_terms, self.array.read_terms64)]
+        terms = [(k, m32 if v.dtype == torch.float32 else m64.to(v.dtype))
+                 for k, m32, m64 in reads]
         out = torch.bmm(vt, terms[0][1])
         for k, a in terms[1:]:                  # the polynomial mode's v^k terms
             out = out + torch.bmm(vt ** k, a)
@@ -140,12 +154,18 @@ class AnalogConv2d(_AnalogLayer):
         self._kernel_cache: tuple[Tensor, list] | None = None
 
     def _kernels(self) -> list[tuple[int, int, list[tuple[int, Tensor, Tensor]]]]:
-        """Per row tile: the input channels it touches and, per read term ``v^k``, its read
-        matrix as a conv kernel (float32 and float64), rebuilt when the array's read matrices
-        change (aging)."""
+        """:meth:`_prepare_reads` of the array's read terms (in S), rebuilt when the array's
+        read matrices change (aging)."""
         readout64 = self.array.readout64
-        if self._kernel_cache is not None and self._kernel_cache[0] is readout64:
-            return self._kernel_cache[1]
+        if self._kernel_cache is None or self._kernel_cache[0] is not readout64:
+            self._kernel_cache = (readout64, self._prepare_reads(self.array.read_terms64))
+        return self._kernel_cache[1]
+
+    def _prepare_reads(self, terms64: list[tuple[int, Tensor]]
+                       ) -> list[tuple[int, int, list[tuple[int, Tensor, Tensor]]]]:
+        """Per row tile: the input channels it touches and, per read term ``(k, matrix (row
+        tiles, rows, C_out))`` of ``terms64`` (float64), its matrix as a conv kernel (float32
+        and float64): what :meth:`_current_blocks` reads with."""
         kh, kw = self.kernel_size
         kk = kh * kw
         kernels = []
@@ -154,13 +174,12 @@ class AnalogConv2d(_AnalogLayer):
             ch_lo, ch_hi = rows.start // kk, (rows.stop - 1) // kk + 1
             off = rows.start - ch_lo * kk
             per_term = []
-            for k, m in self.array.read_terms64:
+            for k, m in terms64:
                 ker = torch.zeros(self.c_out, (ch_hi - ch_lo) * kk, dtype=torch.float64)
                 ker[:, off:off + rows.stop - rows.start] = m[r, :rows.stop - rows.start, :].T
                 ker = ker.view(self.c_out, ch_hi - ch_lo, kh, kw)
                 per_term.append((k, ker.to(torch.float32).contiguous(), ker))
             kernels.append((ch_lo, ch_hi, per_term))
-        self._kernel_cache = (readout64, kernels)
         return kernels
 
     def _output_size(self, h: int, w: int) -> tuple[int, int]:
@@ -169,6 +188,10 @@ class AnalogConv2d(_AnalogLayer):
         ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1
         wo = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
         return ho, wo
+
+    def _output_shape(self, x: Tensor) -> tuple[int, ...]:
+        """Shape of :meth:`_read` for inputs ``x``: (N, C_out, Ho, Wo)."""
+        return (x.shape[0], self.c_out) + self._output_size(x.shape[-2], x.shape[-1])
 
     def _currents_bytes(self, x: Tensor) -> int:
         """Bytes of the tile currents of all row tiles for one read phase of inputs ``x``."""
@@ -189,9 +212,11 @@ class AnalogConv2d(_AnalogLayer):
         pieces = max(1, n // size)
         return [n * i // pieces for i in range(pieces + 1)]
 
-    def _current_blocks(self, v: Tensor):
+    def _current_blocks(self, v: Tensor, reads: list | None = None):
         """Differential currents (A) per row tile for voltages (N, C_in, H, W) in V: blocks
-        (1, N, C_out, Ho, Wo) with their row tile's index, tensors the caller may overwrite."""
+        (1, N, C_out, Ho, Wo) with their row tile's index, tensors the caller may overwrite.
+        ``reads``: other kernels from :meth:`_prepare_reads` (e.g. in ADC codes per DAC code,
+        whose blocks are then in ADC code units for DAC codes ``v``); default the array's."""
         if self.array.uses_tile_reads:
             N, _, H, W = v.shape
             Ho, Wo = self._output_size(H, W)
@@ -201,7 +226,7 @@ class AnalogConv2d(_AnalogLayer):
                 yield r, (i.view(N, Ho * Wo, self.c_out).transpose(1, 2)
                           .reshape(1, N, self.c_out, Ho, Wo).clone())
             return
-        for r, (lo, hi, per_term) in enumerate(self._kernels()):
+        for r, (lo, hi, per_term) in enumerate(self._kernels() if reads is None else reads):
             x = v[:, lo:hi]
             acc = None
             for k, k32, k64 in per_term:      # zero padding stays 0 V in every power v^k

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
-from ..surrogate.converters import DAC, adc_sum_
+from ..surrogate.converters import DAC, adc_codes_, adc_steps, adc_sum_
 from ..threads import limited_threads
 from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges
 
@@ -24,6 +24,10 @@ torch_threads = torch.get_num_threads
 #: Largest tile currents (bytes, all row tiles and phases) a calibration batch keeps so that the
 #: forward pass right after calibration reuses its read instead of reading again.
 CALIBRATION_KEEP_BYTES = 256 << 20
+#: Bound on the read matrices in ADC codes per DAC code (:meth:`_AnalogLayer._code_reads`): a
+#: column whose calibration never saw a current has the smallest positive range, and its
+#: unbounded entries would overflow float32 (or make 0·inf); any current there saturates.
+CODE_READ_BOUND = 1e20
 
 
 class _AnalogLayer(nn.Module):
@@ -68,6 +72,64 @@ class _AnalogLayer(nn.Module):
         return [(1.0, dac.voltages_(x.clamp(min=0).div_(cal.x_fs), False)),
                 (-1.0, dac.voltages_(x.neg().clamp_(min=0).div_(cal.x_fs), False))]
 
+    def _dac_codes(self, x: Tensor, cal: LayerCalibration) -> list[tuple[int, Tensor]]:
+        """The DAC's codes for layer inputs ``x`` as (sign, codes) per read phase, the phases of
+        :meth:`_dac` (whose voltages are ``codes · volts_per_code``)."""
+        dac = DAC(self.config.read_voltage_v, self.config.dac_bits)
+        if not cal.signed or self.config.read_scheme == "bipolar":
+            return [(1, dac.codes(x, cal.x_fs, cal.signed))]
+        return [(1, dac.codes(x, cal.x_fs, False)), (-1, dac.codes(x, cal.x_fs, False, True))]
+
+    def _code_reads(self, cal: LayerCalibration, dtype: torch.dtype) -> tuple[list, dict]:
+        """The layer's reads from DAC codes to ADC codes: read terms in ADC code steps per DAC
+        code (the array's ``A`` in S times (V per DAC code)^k times the ADC's steps per A of
+        each (row tile, column)), prepared for :meth:`_current_blocks`, and per read sign the
+        weight units per ADC code (row tiles, C_out) in ``dtype`` (ADC step in A times
+        :meth:`ProgrammedArray.weight_units_per_a` times the gain), products formed in
+        float64; rebuilt when the read matrices or the calibration change."""
+        key = (self.array.readout64, cal.adc_range_a, cal.signed, cal.x_fs, cal.gain)
+        cache = getattr(self, "_code_cache", None)
+        if (cache is None or cache[0][0] is not key[0] or cache[0][1] is not key[1]
+                or cache[0][2:] != key[2:]):
+            dac = DAC(self.config.read_voltage_v, self.config.dac_bits)
+            v_per_code = dac.volts_per_code(cal.signed and self.config.read_scheme == "bipolar")
+            steps = adc_steps(self.config.adc_bits)
+            range_a = cal.adc_range_a.to(torch.float64)                    # (nr, C_out)
+            terms = [(k, (m * (v_per_code ** k * steps / range_a[:, None, :]))
+                      .clamp_(-CODE_READ_BOUND, CODE_READ_BOUND))
+                     for k, m in self.array.read_terms64]
+            per_code = range_a / steps * (self.array.weight_units_per_a(cal.x_fs) * cal.gain)
+            cache = (key, self._prepare_reads(terms), per_code, {})
+            self._code_cache = cache
+        if dtype not in cache[3]:
+            c = cache[2].to(dtype)
+            cache[3][dtype] = {1: c, -1: -c}
+        return cache[1], cache[3][dtype]
+
+    def _read_codes_into(self, x: Tensor, cal: LayerCalibration, out: Tensor) -> Tensor:
+        """The read of :meth:`_read` in code units, written into ``out`` (weight units): DAC
+        codes → tile reads in ADC code units (:meth:`_code_reads`) → ADC codes
+        (:func:`~spicecross.surrogate.converters.adc_codes_`, in place, block by block) →
+        summed over phases and row tiles in order, each code times its weight units per
+        code. Per row tile three passes over its outputs (clip, round, multiply-add) instead
+        of the seven of converting in A (:meth:`_read_unscaled`): the same quantities, with
+        the constant factors multiplied together before the read instead of applied one by one
+        after it (float32 results differ in the last bits, and a code where a current sits
+        within an ulp of a code boundary)."""
+        reads, per_code = self._code_reads(cal, x.dtype)
+        bits, first = self.config.adc_bits, True
+        for sign, codes in self._dac_codes(x, cal):
+            for r0, block in self._current_blocks(codes, reads):
+                adc_codes_(block, bits)
+                for j, y in enumerate(block):
+                    c = per_code[sign][r0 + j].view((-1,) + (1,) * (y.dim() - 2))
+                    if first:
+                        torch.mul(y, c, out=out)
+                        first = False
+                    else:
+                        out.addcmul_(y, c)
+        return out
+
     def _tile_currents(self, v: Tensor) -> list[Tensor]:
         """Differential currents (A) per row tile for word-line voltages ``v`` (V), output
         channels on axis 1."""
@@ -96,32 +158,38 @@ class _AnalogLayer(nn.Module):
         return [0, x.shape[0]]
 
     def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
-        """:meth:`_read_unscaled` scaled back to weight units (times the re-calibrated gain),
-        piece by piece over the batch (:meth:`_chunk_bounds`): every sample's result is the
-        same whatever the pieces. With n > 1 torch threads the pieces are shared among n
-        workers that each run one thread (every operation single-threaded: no thread waits at
-        the end of each small operation for another that the machine's load has descheduled)."""
+        """The layer's read of inputs ``x`` in weight units (times the re-calibrated gain): in
+        code units (:meth:`_read_codes_into`) when the array is read by matmuls and the ADC
+        quantizes, else :meth:`_read_unscaled` scaled back; piece by piece over the batch
+        (:meth:`_chunk_bounds`): every sample's result is the same whatever the pieces. With
+        n > 1 torch threads the pieces are shared among n workers that each run one thread
+        (every operation single-threaded: no thread waits at the end of each small operation
+        for another that the machine's load has descheduled)."""
         if self.config.compat == "memtorch":
             return self._read_memtorch(x, cal)
-        scale = self.array.weight_units_per_a(cal.x_fs) * cal.gain
+        out = x.new_empty(self._output_shape(x))
+        if self.config.adc_bits is not None and not self.array.uses_tile_reads:
+            def fill(xs: Tensor, o: Tensor) -> None:
+                self._read_codes_into(xs, cal, o)
+        else:
+            scale = self.array.weight_units_per_a(cal.x_fs) * cal.gain
+
+            def fill(xs: Tensor, o: Tensor) -> None:
+                torch.mul(self._read_unscaled(xs, cal), scale, out=o)
         bounds = self._chunk_bounds(x)
         if len(bounds) == 2:
-            return self._read_unscaled(x, cal).mul_(scale)
+            fill(x, out)
+            return out
         pieces = list(zip(bounds[:-1], bounds[1:]))
         workers = min(torch_threads(), len(pieces))
         with limited_threads(1):                   # workers started inside: one thread each
-            part = self._read_unscaled(x[:pieces[0][1]], cal)
-            out = part.new_empty((x.shape[0],) + part.shape[1:])
-            torch.mul(part, scale, out=out[:pieces[0][1]])
-
             def run(piece: tuple[int, int]) -> None:
-                torch.mul(self._read_unscaled(x[piece[0]:piece[1]], cal), scale,
-                          out=out[piece[0]:piece[1]])
+                fill(x[piece[0]:piece[1]], out[piece[0]:piece[1]])
             if workers > 1:
                 with ThreadPoolExecutor(workers) as pool:
-                    list(pool.map(run, pieces[1:]))
+                    list(pool.map(run, pieces))
             else:
-                for piece in pieces[1:]:
+                for piece in pieces:
                     run(piece)
         return out
 
