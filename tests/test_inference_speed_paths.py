@@ -1,10 +1,12 @@
 """The fast read path of analog layers against a straightforward computation.
 
-The layers read convolutions in pieces of the batch, convert each row tile's currents in place
-as soon as they are read and reduce ADC ranges block by block (``spicecross.nn.analog``); the
-reference here unfolds the input (im2col), reads every row tile with
-``ProgrammedArray.row_tile_currents`` (float64 numpy), converts with the ``ADC`` class (not in
-place) and sums, as the documentation of ``spicecross.nn.analog`` describes.
+The layers read convolutions in pieces of the batch, in code units (DAC codes in, ADC codes
+out, the converters' constant factors multiplied into the read matrices: float32 results differ
+from the read in amperes in the last bits, see tests/test_inference_code_units.py), converting
+each row tile's output in place as soon as it is read, and reduce ADC ranges block by block
+(``spicecross.nn.analog``); the reference here unfolds the input (im2col), reads every row tile
+with ``ProgrammedArray.row_tile_currents`` (float64 numpy, in A), converts with the ``ADC`` class
+(not in place) and sums, as the documentation of ``spicecross.nn.analog`` describes.
 """
 from __future__ import annotations
 
