@@ -152,3 +152,18 @@ def test_column_never_driven_in_calibration_stays_finite():
             layer.calibration.x_fs)
     assert bool(torch.isfinite(got).all())
     assert float((got - want).abs().max() / want.abs().max()) <= 1e-9
+
+
+def test_output_column_without_current_reads_zero():
+    """A zero weight column in the ``ideal`` mode draws no current in calibration (ADC range
+    0): its output is exactly the bias, not 0/0."""
+    torch.manual_seed(11)
+    lin = nn.Linear(20, 3)
+    with torch.no_grad():
+        lin.weight[1] = 0.0
+    pm = patch_model(nn.Sequential(lin), _config(mode="ideal"), torch.rand(16, 20))
+    assert float(pm[0].calibration.adc_range_a[:, 1].max()) < 1e-30
+    with torch.no_grad():
+        y = pm(torch.rand(8, 20))
+    assert bool(torch.isfinite(y).all())
+    assert torch.equal(y[:, 1], lin.bias[1].expand(8))

@@ -36,12 +36,14 @@ affine on the scaled outputs (in hardware it folds into the ADC's digital post-s
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..surrogate.config import AnalogConfig
+from ..threads import limited_threads
 from .analog_base import _AnalogLayer
 from .calibrator import calibrate_model
 
@@ -256,6 +258,23 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
+def _program_layers(jobs: list[tuple[str, type, nn.Module]], config: AnalogConfig
+                    ) -> list[_AnalogLayer]:
+    """The analog layers of ``jobs`` (name, analog class, digital module; layer index = the
+    position), programmed (transfer matrices built) by as many single-threaded workers as
+    torch has threads, the largest layers first (a build is many small operations: workers
+    on one thread each do not wait for each other at the end of every one)."""
+    def build(i: int) -> _AnalogLayer:
+        return jobs[i][1](jobs[i][2], config, i)
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][2].weight.numel())
+    workers = min(torch.get_num_threads(), len(jobs))
+    if workers <= 1:
+        return [build(i) for i in range(len(jobs))]
+    with limited_threads(1), ThreadPoolExecutor(workers) as pool:
+        built = dict(zip(order, pool.map(build, order)))
+    return [built[i] for i in range(len(jobs))]
+
+
 def patch_model(model: nn.Module, config: AnalogConfig, calibration_data: Tensor | None = None,
                 inplace: bool = False) -> nn.Module:
     """Replace every ``nn.Conv2d``/``nn.Linear`` of ``model`` (walking ``named_modules``) by an
@@ -270,16 +289,12 @@ def patch_model(model: nn.Module, config: AnalogConfig, calibration_data: Tensor
         raise ValueError("config must be an AnalogConfig")
     model = model if inplace else copy.deepcopy(model)
     model.eval()
-    index = 0
-    for name, module in list(model.named_modules()):
-        if isinstance(module, _AnalogLayer):
-            continue
-        if isinstance(module, nn.Conv2d):
-            _set_submodule(model, name, AnalogConv2d(module, config, index))
-            index += 1
-        elif isinstance(module, nn.Linear):
-            _set_submodule(model, name, AnalogLinear(module, config, index))
-            index += 1
+    jobs = [(name, AnalogConv2d if isinstance(module, nn.Conv2d) else AnalogLinear, module)
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(module, _AnalogLayer)]
+    for name, layer in zip([n for n, _, _ in jobs], _program_layers(jobs, config)):
+        _set_submodule(model, name, layer)
+    index = len(jobs)
     per_layer = config.g_sel_layers_s
     if per_layer is not None and len(per_layer) != index:
         raise ValueError(f"g_sel_layers_s holds {len(per_layer)} layers but the network has "

@@ -5,7 +5,9 @@ converters and the scaling back to weight units are described in :mod:`spicecros
 """
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 import torch
@@ -21,9 +23,6 @@ from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges
 #: torch's intra-op thread count now (the number of single-threaded workers a read in pieces
 #: uses, :meth:`_AnalogLayer._read`).
 torch_threads = torch.get_num_threads
-#: Largest tile currents (bytes, all row tiles and phases) a calibration batch keeps so that the
-#: forward pass right after calibration reuses its read instead of reading again.
-CALIBRATION_KEEP_BYTES = 256 << 20
 #: Bound on the read matrices in ADC codes per DAC code (:meth:`_AnalogLayer._code_reads`): a
 #: column whose calibration never saw a current has the smallest positive range, and its
 #: unbounded entries would overflow float32 (or make 0·inf); any current there saturates.
@@ -94,7 +93,9 @@ class _AnalogLayer(nn.Module):
             dac = DAC(self.config.read_voltage_v, self.config.dac_bits)
             v_per_code = dac.volts_per_code(cal.signed and self.config.read_scheme == "bipolar")
             steps = adc_steps(self.config.adc_bits)
-            range_a = cal.adc_range_a.to(torch.float64)                    # (nr, C_out)
+            # (nr, C_out); a column that saw no current in calibration has range 0 (or the
+            # smallest positive one): bounded below so that no 0·inf enters the read matrices
+            range_a = cal.adc_range_a.to(torch.float64).clamp(min=torch.finfo(torch.float32).tiny)
             terms = [(k, (m * (v_per_code ** k * steps / range_a[:, None, :]))
                       .clamp_(-CODE_READ_BOUND, CODE_READ_BOUND))
                      for k, m in self.array.read_terms64]
@@ -135,17 +136,14 @@ class _AnalogLayer(nn.Module):
         channels on axis 1."""
         return [i for _, block in self._current_blocks(v) for i in block]
 
-    def _read_unscaled(self, x: Tensor, cal: LayerCalibration, phases: list | None = None
-                       ) -> Tensor:
-        """DAC → tile reads → ADC of every row tile and phase (each block of tile currents
-        converted in place as soon as it is read: :func:`~spicecross.surrogate.converters.
-        adc_sum_`), partial sums and phases combined digitally (A). ``phases``: the phases'
-        ``(sign, current blocks)`` if already read."""
-        if phases is None:
-            phases = [(s, self._current_blocks(v)) for s, v in self._dac(x, cal)]
+    def _read_unscaled(self, x: Tensor, cal: LayerCalibration) -> Tensor:
+        """DAC → tile reads → ADC of every row tile and phase, in A (each block of tile
+        currents converted in place as soon as it is read: :func:`~spicecross.surrogate.
+        converters.adc_sum_`), partial sums and phases combined digitally (A): the read of
+        ideal ADCs and of arrays read tile by tile (nonlinear mode, SPICE)."""
         out = None
-        for sign, blocks in phases:
-            q = adc_sum_(blocks, cal.adc_range_a, self.config.adc_bits)
+        for sign, v in self._dac(x, cal):
+            q = adc_sum_(self._current_blocks(v), cal.adc_range_a, self.config.adc_bits)
             if out is None:
                 out = q if sign > 0 else q.neg_()
             else:
@@ -157,40 +155,44 @@ class _AnalogLayer(nn.Module):
         convolutions override)."""
         return [0, x.shape[0]]
 
+    def _map_pieces(self, x: Tensor, fn: Callable[[int, int], object]) -> list:
+        """``fn(lo, hi)`` for the pieces ``x[lo:hi]`` of the batch (:meth:`_chunk_bounds`), in
+        order. With n > 1 torch threads the pieces are shared among n workers that each run
+        one thread (every operation single-threaded: no thread waits at the end of each small
+        operation for another that the machine's load has descheduled)."""
+        bounds = self._chunk_bounds(x)
+        if len(bounds) == 2:
+            return [fn(0, x.shape[0])]
+        pieces = list(zip(bounds[:-1], bounds[1:]))
+        workers = min(torch_threads(), len(pieces))
+        with limited_threads(1):                   # workers started inside: one thread each
+            if workers > 1:
+                with ThreadPoolExecutor(workers) as pool:
+                    return list(pool.map(lambda p: fn(*p), pieces))
+            return [fn(lo, hi) for lo, hi in pieces]
+
     def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
         """The layer's read of inputs ``x`` in weight units (times the re-calibrated gain): in
         code units (:meth:`_read_codes_into`) when the array is read by matmuls and the ADC
         quantizes, else :meth:`_read_unscaled` scaled back; piece by piece over the batch
-        (:meth:`_chunk_bounds`): every sample's result is the same whatever the pieces. With
-        n > 1 torch threads the pieces are shared among n workers that each run one thread
-        (every operation single-threaded: no thread waits at the end of each small operation
-        for another that the machine's load has descheduled)."""
+        (:meth:`_map_pieces`): every sample's result is the same whatever the pieces."""
         if self.config.compat == "memtorch":
             return self._read_memtorch(x, cal)
         out = x.new_empty(self._output_shape(x))
+        if len(self._chunk_bounds(x)) == 2:            # one piece (e.g. lead dims of a linear)
+            pieces_of = lambda t, lo, hi: t                                     # noqa: E731
+        else:
+            pieces_of = lambda t, lo, hi: t[lo:hi]                              # noqa: E731
         if self.config.adc_bits is not None and not self.array.uses_tile_reads:
-            def fill(xs: Tensor, o: Tensor) -> None:
-                self._read_codes_into(xs, cal, o)
+            def fill(lo: int, hi: int) -> None:
+                self._read_codes_into(pieces_of(x, lo, hi), cal, pieces_of(out, lo, hi))
         else:
             scale = self.array.weight_units_per_a(cal.x_fs) * cal.gain
 
-            def fill(xs: Tensor, o: Tensor) -> None:
-                torch.mul(self._read_unscaled(xs, cal), scale, out=o)
-        bounds = self._chunk_bounds(x)
-        if len(bounds) == 2:
-            fill(x, out)
-            return out
-        pieces = list(zip(bounds[:-1], bounds[1:]))
-        workers = min(torch_threads(), len(pieces))
-        with limited_threads(1):                   # workers started inside: one thread each
-            def run(piece: tuple[int, int]) -> None:
-                fill(x[piece[0]:piece[1]], out[piece[0]:piece[1]])
-            if workers > 1:
-                with ThreadPoolExecutor(workers) as pool:
-                    list(pool.map(run, pieces))
-            else:
-                for piece in pieces:
-                    run(piece)
+            def fill(lo: int, hi: int) -> None:
+                torch.mul(self._read_unscaled(pieces_of(x, lo, hi), cal), scale,
+                          out=pieces_of(out, lo, hi))
+        self._map_pieces(x, fill)
         return out
 
     # ---- MemTorch 1.1.6 (compat="memtorch") ----------------------------------------------------
@@ -248,9 +250,10 @@ class _AnalogLayer(nn.Module):
         bits = self.config.adc_bits
         if bits is None:
             return None
-        if self.config.adc_overflow_pct == 0:
-            return adc_max_ranges([self._current_blocks(v) for _, v in phases],
-                                  self.n_row_tiles, bits)
+        if self.config.adc_overflow_pct == 0:          # maxima: the same whatever the pieces
+            ranges = self._map_pieces(phases[0][1], lambda lo, hi: adc_max_ranges(
+                [self._current_blocks(v[lo:hi]) for _, v in phases], self.n_row_tiles, bits))
+            return functools.reduce(torch.maximum, ranges)
         return adc_percentile_ranges([self._tile_currents(v) for _, v in phases], bits,
                                      self.config.adc_overflow_pct)
 
@@ -281,26 +284,11 @@ class _AnalogLayer(nn.Module):
         # voltage): reads that would disturb a real array
         above = sum(float((v.abs() > limit).float().sum()) for _, v in phases)
         cal.read_disturb_fraction = above / sum(v.numel() for _, v in phases)
-        self._pending_read = None
-        if (self.config.adc_bits is None or self.config.adc_overflow_pct > 0
-                or self.array.uses_tile_reads
-                or self._currents_bytes(x) * len(phases) > CALIBRATION_KEEP_BYTES):
-            cal.adc_range_a = self._adc_ranges(phases)
-            return cal
-        # the ranges and this batch's read from one computation of the currents: the forward
-        # pass that follows calibration (calibrator.fit_calibrations) reuses the read
-        blocks = [list(self._current_blocks(v)) for _, v in phases]
-        cal.adc_range_a = adc_max_ranges(blocks, self.n_row_tiles, self.config.adc_bits)
-        y = self._read_unscaled(x, cal, [(s, b) for (s, _), b in zip(phases, blocks)])
-        self._pending_read = (x, cal, y.mul_(self.array.weight_units_per_a(cal.x_fs) * cal.gain))
+        cal.adc_range_a = self._adc_ranges(phases)
         return cal
 
     def forward(self, x: Tensor) -> Tensor:
-        cal = self._calibrated()
-        pending, self._pending_read = getattr(self, "_pending_read", None), None
-        if pending is not None and pending[0] is x and pending[1] is cal and cal.gain == 1.0:
-            return self._add_bias(pending[2])
-        return self._add_bias(self._read(x, cal))
+        return self._add_bias(self._read(x, self._calibrated()))
 
     def extra_repr(self) -> str:
         return (f"tiles={self.n_row_tiles}x{self.n_col_tiles} of {self.config.tile_rows}x"
