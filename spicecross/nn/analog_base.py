@@ -155,16 +155,18 @@ class _AnalogLayer(nn.Module):
         convolutions override)."""
         return [0, x.shape[0]]
 
-    def _map_pieces(self, x: Tensor, fn: Callable[[int, int], object]) -> list:
+    def _map_pieces(self, x: Tensor, fn: Callable[[int, int], object],
+                    workers: int | None = None) -> list:
         """``fn(lo, hi)`` for the pieces ``x[lo:hi]`` of the batch (:meth:`_chunk_bounds`), in
-        order. With n > 1 torch threads the pieces are shared among n workers that each run
-        one thread (every operation single-threaded: no thread waits at the end of each small
-        operation for another that the machine's load has descheduled)."""
+        order. With n > 1 ``workers`` (default: torch's threads) the pieces are shared among n
+        workers that each run one thread (every operation single-threaded: no thread waits at
+        the end of each small operation for another that the machine's load has
+        descheduled)."""
         bounds = self._chunk_bounds(x)
         if len(bounds) == 2:
             return [fn(0, x.shape[0])]
         pieces = list(zip(bounds[:-1], bounds[1:]))
-        workers = min(torch_threads(), len(pieces))
+        workers = min(torch_threads() if workers is None else workers, len(pieces))
         with limited_threads(1):                   # workers started inside: one thread each
             if workers > 1:
                 with ThreadPoolExecutor(workers) as pool:
@@ -244,26 +246,31 @@ class _AnalogLayer(nn.Module):
             cal.gain = float((y * ref).sum()) / den if den > 0 else 1.0
         return cal.gain
 
-    def _adc_ranges(self, phases: list[tuple[float, Tensor]]) -> Tensor | None:
+    def _adc_ranges(self, phases: list[tuple[float, Tensor]], workers: int | None = None
+                    ) -> Tensor | None:
         """Per (row tile, column) ADC ranges (A) from the differential currents of all read
-        phases: the largest, or the ``adc_overflow_pct`` percentile."""
+        phases: the largest (read piece by piece, by ``workers``: :meth:`_map_pieces`), or the
+        ``adc_overflow_pct`` percentile."""
         bits = self.config.adc_bits
         if bits is None:
             return None
         if self.config.adc_overflow_pct == 0:          # maxima: the same whatever the pieces
             ranges = self._map_pieces(phases[0][1], lambda lo, hi: adc_max_ranges(
-                [self._current_blocks(v[lo:hi]) for _, v in phases], self.n_row_tiles, bits))
+                [self._current_blocks(v[lo:hi]) for _, v in phases], self.n_row_tiles, bits),
+                workers)
             return functools.reduce(torch.maximum, ranges)
         return adc_percentile_ranges([self._tile_currents(v) for _, v in phases], bits,
                                      self.config.adc_overflow_pct)
 
     def fit_calibration(self, x: Tensor) -> LayerCalibration:
-        """:meth:`_fit_calibration` on one torch thread: two, under load 5, made MNIST's
-        calibration at 64×64 take 2.5 s instead of 0.26 s (many operations on one batch)."""
+        """:meth:`_fit_calibration` on one torch thread (two, under load 5, made MNIST's
+        calibration at 64×64 take 2.5 s instead of 0.26 s: many operations on one batch), its
+        pieces read by as many single-threaded workers as torch had threads."""
+        workers = torch_threads()
         with limited_threads(1):
-            return self._fit_calibration(x)
+            return self._fit_calibration(x, workers)
 
-    def _fit_calibration(self, x: Tensor) -> LayerCalibration:
+    def _fit_calibration(self, x: Tensor, workers: int | None = None) -> LayerCalibration:
         """DAC full scale and ADC ranges (A) from a calibration batch ``x`` of layer inputs:
         the full scale is the largest |x|, each (row tile, column) ADC range the largest (or the
         ``adc_overflow_pct`` percentile) differential current of the batch over all read
@@ -282,9 +289,9 @@ class _AnalogLayer(nn.Module):
         phases = self._dac(x, cal)
         # share of word-line reads above the switching threshold (an upper bound on the cell
         # voltage): reads that would disturb a real array
-        above = sum(float((v.abs() > limit).float().sum()) for _, v in phases)
+        above = sum(int(torch.count_nonzero(v.abs() > limit)) for _, v in phases)
         cal.read_disturb_fraction = above / sum(v.numel() for _, v in phases)
-        cal.adc_range_a = self._adc_ranges(phases)
+        cal.adc_range_a = self._adc_ranges(phases, workers)
         return cal
 
     def forward(self, x: Tensor) -> Tensor:
