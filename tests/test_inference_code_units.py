@@ -167,3 +167,22 @@ def test_output_column_without_current_reads_zero():
         y = pm(torch.rand(8, 20))
     assert bool(torch.isfinite(y).all())
     assert torch.equal(y[:, 1], lin.bias[1].expand(8))
+
+
+def test_layers_programmed_by_workers_equal_one_by_one(monkeypatch):
+    """Programming the layers by two single-threaded workers (largest first) gives every layer
+    its index and bitwise the read matrices and outputs of programming them in turn."""
+    from spicecross.nn import analog_base
+
+    torch.manual_seed(12)
+    x = torch.randn(16, 3, 12, 12)
+    cfg = _config(r_wire_ohm=0.3, tile_rows=16, tile_cols=8, sigma_r_on_ohm=500.0)
+    outs = []
+    for workers in (1, 2):
+        monkeypatch.setattr(analog_base, "torch_threads", lambda w=workers: w)
+        pm = patch_model(_net(), cfg, x)
+        with torch.no_grad():
+            outs.append((pm(x), [(m.layer_index, m.array.readout64) for m in _layers(pm)]))
+    assert [i for i, _ in outs[0][1]] == [0, 1, 2] == [i for i, _ in outs[1][1]]
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(outs[0][1], outs[1][1]))
+    assert torch.equal(outs[0][0], outs[1][0])

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from ..surrogate.config import AnalogConfig
 from ..threads import limited_threads
+from . import analog_base
 from .analog_base import _AnalogLayer
 from .calibrator import calibrate_model
 
@@ -267,7 +268,7 @@ def _program_layers(jobs: list[tuple[str, type, nn.Module]], config: AnalogConfi
     def build(i: int) -> _AnalogLayer:
         return jobs[i][1](jobs[i][2], config, i)
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][2].weight.numel())
-    workers = min(torch.get_num_threads(), len(jobs))
+    workers = min(analog_base.torch_threads(), len(jobs))
     if workers <= 1:
         return [build(i) for i in range(len(jobs))]
     with limited_threads(1), ThreadPoolExecutor(workers) as pool:
