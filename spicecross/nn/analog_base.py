@@ -186,6 +186,8 @@ class _AnalogLayer(nn.Module):
         else:
             pieces_of = lambda t, lo, hi: t[lo:hi]                              # noqa: E731
         if self.config.adc_bits is not None and not self.array.uses_tile_reads:
+            self._code_reads(cal, x.dtype)           # built once, before the workers share it
+
             def fill(lo: int, hi: int) -> None:
                 self._read_codes_into(pieces_of(x, lo, hi), cal, pieces_of(out, lo, hi))
         else:
