@@ -144,7 +144,7 @@ def test_column_never_driven_in_calibration_stays_finite():
     cal_x[:, 16:] = 0.0                                    # the second row tile never driven
     pm = patch_model(nn.Sequential(lin), _config(), cal_x)
     layer = pm[0]
-    assert float(layer.calibration.adc_range_a[1].max()) < 1e-30
+    assert 0 < float(layer.calibration.adc_range_a[1].max()) < 1e-30
     x = torch.rand(10, 32, dtype=torch.float64)
     with torch.no_grad():
         got = layer._read(x, layer.calibration)
@@ -155,18 +155,22 @@ def test_column_never_driven_in_calibration_stays_finite():
 
 
 def test_output_column_without_current_reads_zero():
-    """A zero weight column in the ``ideal`` mode draws no current in calibration (ADC range
-    0): its output is exactly the bias, not 0/0."""
+    """A zero weight column in the ``ideal`` mode draws no current in calibration (the
+    smallest positive float32 range, also after the ranges' cast to float32): its output is
+    exactly the bias, not 0/0, in code units and in amperes."""
     torch.manual_seed(11)
     lin = nn.Linear(20, 3)
     with torch.no_grad():
         lin.weight[1] = 0.0
     pm = patch_model(nn.Sequential(lin), _config(mode="ideal"), torch.rand(16, 20))
-    assert float(pm[0].calibration.adc_range_a[:, 1].max()) < 1e-30
+    assert 0 < float(pm[0].calibration.adc_range_a[:, 1].max()) < 1e-30
     with torch.no_grad():
         y = pm(torch.rand(8, 20))
     assert bool(torch.isfinite(y).all())
     assert torch.equal(y[:, 1], lin.bias[1].expand(8))
+    with torch.no_grad():
+        amps = pm[0]._read_unscaled(torch.rand(8, 20), pm[0].calibration)
+    assert bool(torch.isfinite(amps).all()) and not bool(amps[:, 1].any())
 
 
 def test_layers_programmed_by_workers_equal_one_by_one(monkeypatch):

@@ -134,7 +134,9 @@ class ADC:
             r = mag.max(dim=0).values
         else:
             r = torch.quantile(mag.double(), 1.0 - overflow_pct / 100.0, dim=0).to(mag.dtype)
-        self.range_a = torch.where(r > 0, r, torch.full_like(r, torch.finfo(r.dtype).tiny))
+        # a column without current gets the smallest positive float32 (it survives a cast to
+        # float32, where float64's would become 0 and a zero current 0/0)
+        self.range_a = torch.where(r > 0, r, torch.full_like(r, torch.finfo(torch.float32).tiny))
         return self
 
     def __call__(self, i_a: torch.Tensor) -> torch.Tensor:
