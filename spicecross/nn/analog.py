@@ -121,10 +121,6 @@ class AnalogLinear(_AnalogLayer):
             out = out + torch.bmm(vt ** k, a)
         yield 0, out                                                 # (nr, N, C_out)
 
-    def _currents_bytes(self, x: Tensor) -> int:
-        """Bytes of the tile currents of all row tiles for one read phase of inputs ``x``."""
-        return (x.numel() // self.in_features) * self.c_out * self.n_row_tiles * x.element_size()
-
     def _digital(self, x: Tensor) -> Tensor:
         """The digital layer without its bias (the reference of tune_ and re-calibration)."""
         return F.linear(x, self.weight.to(x.dtype))
@@ -206,11 +202,6 @@ class AnalogConv2d(_AnalogLayer):
     def _output_shape(self, x: Tensor) -> tuple[int, ...]:
         """Shape of :meth:`_read` for inputs ``x``: (N, C_out, Ho, Wo)."""
         return (x.shape[0], self.c_out) + self._output_size(x.shape[-2], x.shape[-1])
-
-    def _currents_bytes(self, x: Tensor) -> int:
-        """Bytes of the tile currents of all row tiles for one read phase of inputs ``x``."""
-        ho, wo = self._output_size(x.shape[-2], x.shape[-1])
-        return x.shape[0] * self.c_out * ho * wo * self.n_row_tiles * x.element_size()
 
     def _chunk_bounds(self, x: Tensor) -> list[int]:
         """Pieces of the batch whose one row tile's currents take about

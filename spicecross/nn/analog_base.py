@@ -20,8 +20,9 @@ from ..surrogate.converters import DAC, adc_codes_, adc_steps, adc_sum_
 from ..threads import limited_threads
 from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges
 
-#: torch's intra-op thread count now (the number of single-threaded workers a read in pieces
-#: uses, :meth:`_AnalogLayer._read`).
+#: torch's intra-op thread count now: the number of single-threaded workers that read a batch in
+#: pieces (:meth:`_AnalogLayer._map_pieces`) and that program a network's layers
+#: (:func:`spicecross.nn.analog.patch_model`).
 torch_threads = torch.get_num_threads
 #: Bound on the read matrices in ADC codes per DAC code (:meth:`_AnalogLayer._code_reads`): a
 #: column whose calibration never saw a current has the smallest positive range, and its
@@ -93,8 +94,9 @@ class _AnalogLayer(nn.Module):
             dac = DAC(self.config.read_voltage_v, self.config.dac_bits)
             v_per_code = dac.volts_per_code(cal.signed and self.config.read_scheme == "bipolar")
             steps = adc_steps(self.config.adc_bits)
-            # (nr, C_out); a column that saw no current in calibration has range 0 (or the
-            # smallest positive one): bounded below so that no 0·inf enters the read matrices
+            # (nr, C_out); a column that saw no current in calibration has the smallest
+            # positive float32 range (ADC.calibrate): bounded below all the same, so that no
+            # 0·inf can enter the read matrices
             range_a = cal.adc_range_a.to(torch.float64).clamp(min=torch.finfo(torch.float32).tiny)
             terms = [(k, (m * (v_per_code ** k * steps / range_a[:, None, :]))
                       .clamp_(-CODE_READ_BOUND, CODE_READ_BOUND))
