@@ -22,7 +22,8 @@ Wire table: MNIST accuracy at 64×64, 8-bit ADC, MIV 9 V, linear mode, ideal dev
 segments of 0, 0.1, 0.5, 1, 2.5 Ω, 0T1R and 1T1R cells, with and without IR-drop compensation,
 and 1T1R with the selector-unaware (MemTorch-like) mapping.
 
-Check ``uptime`` first: other heavy jobs on the 2 cores distort every time here.
+Check ``uptime`` first: other heavy jobs on the 2 cores distort every time here (``--threads 1``
+runs digital and analog on one thread each: the ratios that such jobs distort least).
 """
 from __future__ import annotations
 
@@ -177,9 +178,18 @@ def main() -> None:
     ap.add_argument("--compensate", action="store_true",
                     help="speed run with IR-drop compensation (programming cost, accuracy at 128/256)")
     ap.add_argument("--wire-table", action="store_true", help="the wire-resistance accuracy table")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for digital and analog alike, at most the start-up count "
+                         "(default: torch's; 1 gives ratios that other jobs on the machine "
+                         "distort least)")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error(f"--threads must be >= 1, got {args.threads}")
+        if args.threads < torch.get_num_threads():   # only lowered: see spicecross.threads
+            torch.set_num_threads(args.threads)
     print(header("spicecross network inference" + (" — wire table" if args.wire_table else "")))
     print("command: " + " ".join(["python"] + sys.argv))
     (wire_table if args.wire_table else speed)(args)

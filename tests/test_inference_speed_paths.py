@@ -1,10 +1,12 @@
 """The fast read path of analog layers against a straightforward computation.
 
-The layers read convolutions in pieces of the batch, convert each row tile's currents in place
-as soon as they are read and reduce ADC ranges block by block (``spicecross.nn.analog``); the
-reference here unfolds the input (im2col), reads every row tile with
-``ProgrammedArray.row_tile_currents`` (float64 numpy), converts with the ``ADC`` class (not in
-place) and sums, as the documentation of ``spicecross.nn.analog`` describes.
+The layers read convolutions in pieces of the batch, in code units (DAC codes in, ADC codes
+out, the converters' constant factors multiplied into the read matrices: float32 results differ
+from the read in amperes in the last bits, see tests/test_inference_code_units.py), converting
+each row tile's output in place as soon as it is read, and reduce ADC ranges block by block
+(``spicecross.nn.analog``); the reference here unfolds the input (im2col), reads every row tile
+with ``ProgrammedArray.row_tile_currents`` (float64 numpy, in A), converts with the ``ADC`` class
+(not in place) and sums, as the documentation of ``spicecross.nn.analog`` describes.
 """
 from __future__ import annotations
 
@@ -39,13 +41,18 @@ def _config(**kw) -> AnalogConfig:
 
 
 def _reference_dac(x: torch.Tensor, layer) -> list[tuple[float, torch.Tensor]]:
-    """Word-line voltages (V) per read phase, written out: x⁺ and x⁻ for signed inputs."""
+    """Word-line voltages (V) per read phase, written out: x⁺ and x⁻ for signed inputs read in
+    two phases, one signed read for ``bipolar``; no rounding for an ideal DAC."""
     cal, cfg = layer.calibration, layer.config
-    steps = 2 ** cfg.dac_bits - 1
+    bipolar = cal.signed and cfg.read_scheme == "bipolar"
 
     def volts(u):
-        return torch.round((u / cal.x_fs).clamp(0.0, 1.0) * steps) / steps * cfg.read_voltage_v
-    if not cal.signed:
+        u = (u / cal.x_fs).clamp(-1.0 if bipolar else 0.0, 1.0)
+        if cfg.dac_bits is not None:
+            steps = 2 ** (cfg.dac_bits - 1) - 1 if bipolar else 2 ** cfg.dac_bits - 1
+            u = torch.round(u * steps) / steps
+        return u * cfg.read_voltage_v
+    if not cal.signed or bipolar:
         return [(1.0, volts(x))]
     return [(1.0, volts(x.clamp(min=0))), (-1.0, volts((-x).clamp(min=0)))]
 
@@ -77,11 +84,15 @@ def _reference_read(layer, x: torch.Tensor) -> torch.Tensor:
     return y + (layer.bias.double() if layer.bias is not None else 0.0)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(adc_bits=None), dict(cell="1t1r", mode="polynomial")],
-                            ids=["0t1r-adc6", "ideal-adc", "1t1r-polynomial"])
+@pytest.mark.parametrize("kw", [dict(), dict(adc_bits=None), dict(cell="1t1r", mode="polynomial"),
+                                dict(dac_bits=None), dict(read_scheme="bipolar"),
+                                dict(cell="1t1r", mode="polynomial", read_scheme="bipolar")],
+                         ids=["0t1r-adc6", "ideal-adc", "1t1r-polynomial", "ideal-dac", "bipolar",
+                              "1t1r-polynomial-bipolar"])
 def test_layers_equal_the_straightforward_computation(kw):
-    """Every layer of a small CNN (signed first input: two phases; 2–5 row tiles per layer),
-    in float64, equals the reference to 1e-9 of its largest output."""
+    """Every layer of a small CNN (signed first input: two phases, or one signed read for
+    ``bipolar``; 2–5 row tiles per layer), in float64, equals the reference to 1e-9 of its
+    largest output."""
     torch.manual_seed(1)
     x = torch.randn(9, 3, 8, 8, dtype=torch.float64)
     pm = patch_model(_conv_net().double(), _config(**kw), x)

@@ -58,3 +58,21 @@ def test_dynamic_mode_refuses_a_batch(tmp_path, capsys):
     assert main(["surrogate", "--rows", "8", "--cols", "8", "--conductances", str(tmp_path / "g.npy"),
                  "--inputs", str(tmp_path / "v.npy"), "--mode", "dynamic"]) != 0
     assert "one input vector" in capsys.readouterr().err
+
+
+def test_1t1r_tiles_run_with_the_selectors_as_the_library_does(tmp_path, capsys):
+    """--cell 1t1r: the selectors take part in every step (gates at the spec's DC voltage);
+    the CLI answers as DynamicTileSurrogate does and the devices behind the higher inputs move."""
+    v = np.linspace(0.3, 1.0, 8)
+    g = _files(tmp_path, v)
+    out = _run(tmp_path, capsys, "--cell", "1t1r", "--pulse-v", "1.5", "--pulse-ns", "500",
+               "--pulses", "3")
+    spec = TileSpec(rows=8, cols=8, cell="1t1r")
+    ref = DynamicTileSurrogate(spec).run_pulses(g, pulse_train_from_read(v, 1.5, 500e-9, 3))
+    np.testing.assert_allclose(out["states"], ref.w_final, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["sense_currents"], ref.currents_a, rtol=1e-12)
+    w0 = DynamicTileSurrogate(spec).states_for_conductances(
+        __import__("torch").as_tensor(g)).numpy()
+    dw = np.abs(np.asarray(out["states"]) - w0).max(axis=1)        # per row (word line)
+    assert dw[0] == 0.0                       # 0.45 V: below pt_hf_ti's 0.5 V threshold
+    assert dw[-1] > 1e-6                      # 1.5 V, part of it across the selector: moved

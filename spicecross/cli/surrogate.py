@@ -42,8 +42,6 @@ def _dynamic(args: argparse.Namespace, spec, g, v) -> int:
 
     if v.ndim != 1:
         raise ValueError(f"--mode dynamic reads one input vector (rows,), got shape {v.shape}")
-    if spec.cell != "0t1r":
-        raise ValueError("--mode dynamic models 0t1r tiles (the selector is not in the time stepping)")
     pulse_v = pulse_amplitude_v(args, v)
     train = pulse_train_from_read(v, pulse_v, args.pulse_ns * 1e-9, args.pulses)
     res = DynamicTileSurrogate(spec).run_pulses(g, train)

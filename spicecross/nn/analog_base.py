@@ -5,7 +5,9 @@ converters and the scaling back to weight units are described in :mod:`spicecros
 """
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 import torch
@@ -14,16 +16,18 @@ from torch import Tensor, nn
 from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
-from ..surrogate.converters import DAC, adc_sum_
+from ..surrogate.converters import DAC, adc_codes_, adc_steps, adc_sum_
 from ..threads import limited_threads
 from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges
 
-#: torch's intra-op thread count now (the number of single-threaded workers a read in pieces
-#: uses, :meth:`_AnalogLayer._read`).
+#: torch's intra-op thread count now: the number of single-threaded workers that read a batch in
+#: pieces (:meth:`_AnalogLayer._map_pieces`) and that program a network's layers
+#: (:func:`spicecross.nn.analog.patch_model`).
 torch_threads = torch.get_num_threads
-#: Largest tile currents (bytes, all row tiles and phases) a calibration batch keeps so that the
-#: forward pass right after calibration reuses its read instead of reading again.
-CALIBRATION_KEEP_BYTES = 256 << 20
+#: Bound on the read matrices in ADC codes per DAC code (:meth:`_AnalogLayer._code_reads`): a
+#: column whose calibration never saw a current has the smallest positive range, and its
+#: unbounded entries would overflow float32 (or make 0·inf); any current there saturates.
+CODE_READ_BOUND = 1e20
 
 
 class _AnalogLayer(nn.Module):
@@ -68,22 +72,80 @@ class _AnalogLayer(nn.Module):
         return [(1.0, dac.voltages_(x.clamp(min=0).div_(cal.x_fs), False)),
                 (-1.0, dac.voltages_(x.neg().clamp_(min=0).div_(cal.x_fs), False))]
 
+    def _dac_codes(self, x: Tensor, cal: LayerCalibration) -> list[tuple[int, Tensor]]:
+        """The DAC's codes for layer inputs ``x`` as (sign, codes) per read phase, the phases of
+        :meth:`_dac` (whose voltages are ``codes · volts_per_code``)."""
+        dac = DAC(self.config.read_voltage_v, self.config.dac_bits)
+        if not cal.signed or self.config.read_scheme == "bipolar":
+            return [(1, dac.codes(x, cal.x_fs, cal.signed))]
+        return [(1, dac.codes(x, cal.x_fs, False)), (-1, dac.codes(x, cal.x_fs, False, True))]
+
+    def _code_reads(self, cal: LayerCalibration, dtype: torch.dtype) -> tuple[list, dict]:
+        """The layer's reads from DAC codes to ADC codes: read terms in ADC code steps per DAC
+        code (the array's ``A`` in S times (V per DAC code)^k times the ADC's steps per A of
+        each (row tile, column)), prepared for :meth:`_current_blocks`, and per read sign the
+        weight units per ADC code (row tiles, C_out) in ``dtype`` (ADC step in A times
+        :meth:`ProgrammedArray.weight_units_per_a` times the gain), products formed in
+        float64; rebuilt when the read matrices or the calibration change."""
+        key = (self.array.readout64, cal.adc_range_a, cal.signed, cal.x_fs, cal.gain)
+        cache = getattr(self, "_code_cache", None)
+        if (cache is None or cache[0][0] is not key[0] or cache[0][1] is not key[1]
+                or cache[0][2:] != key[2:]):
+            dac = DAC(self.config.read_voltage_v, self.config.dac_bits)
+            v_per_code = dac.volts_per_code(cal.signed and self.config.read_scheme == "bipolar")
+            steps = adc_steps(self.config.adc_bits)
+            # (nr, C_out); a column that saw no current in calibration has the smallest
+            # positive float32 range (ADC.calibrate): bounded below all the same, so that no
+            # 0·inf can enter the read matrices
+            range_a = cal.adc_range_a.to(torch.float64).clamp(min=torch.finfo(torch.float32).tiny)
+            terms = [(k, (m * (v_per_code ** k * steps / range_a[:, None, :]))
+                      .clamp_(-CODE_READ_BOUND, CODE_READ_BOUND))
+                     for k, m in self.array.read_terms64]
+            per_code = range_a / steps * (self.array.weight_units_per_a(cal.x_fs) * cal.gain)
+            cache = (key, self._prepare_reads(terms), per_code, {})
+            self._code_cache = cache
+        if dtype not in cache[3]:
+            c = cache[2].to(dtype)
+            cache[3][dtype] = {1: c, -1: -c}
+        return cache[1], cache[3][dtype]
+
+    def _read_codes_into(self, x: Tensor, cal: LayerCalibration, out: Tensor) -> Tensor:
+        """The read of :meth:`_read` in code units, written into ``out`` (weight units): DAC
+        codes → tile reads in ADC code units (:meth:`_code_reads`) → ADC codes
+        (:func:`~spicecross.surrogate.converters.adc_codes_`, in place, block by block) →
+        summed over phases and row tiles in order, each code times its weight units per
+        code. Per row tile three passes over its outputs (clip, round, multiply-add) instead
+        of the seven of converting in A (:meth:`_read_unscaled`): the same quantities, with
+        the constant factors multiplied together before the read instead of applied one by one
+        after it (float32 results differ in the last bits, and a code where a current sits
+        within an ulp of a code boundary)."""
+        reads, per_code = self._code_reads(cal, x.dtype)
+        bits, first = self.config.adc_bits, True
+        for sign, codes in self._dac_codes(x, cal):
+            for r0, block in self._current_blocks(codes, reads):
+                adc_codes_(block, bits)
+                for j, y in enumerate(block):
+                    c = per_code[sign][r0 + j].view((-1,) + (1,) * (y.dim() - 2))
+                    if first:
+                        torch.mul(y, c, out=out)
+                        first = False
+                    else:
+                        out.addcmul_(y, c)
+        return out
+
     def _tile_currents(self, v: Tensor) -> list[Tensor]:
         """Differential currents (A) per row tile for word-line voltages ``v`` (V), output
         channels on axis 1."""
         return [i for _, block in self._current_blocks(v) for i in block]
 
-    def _read_unscaled(self, x: Tensor, cal: LayerCalibration, phases: list | None = None
-                       ) -> Tensor:
-        """DAC → tile reads → ADC of every row tile and phase (each block of tile currents
-        converted in place as soon as it is read: :func:`~spicecross.surrogate.converters.
-        adc_sum_`), partial sums and phases combined digitally (A). ``phases``: the phases'
-        ``(sign, current blocks)`` if already read."""
-        if phases is None:
-            phases = [(s, self._current_blocks(v)) for s, v in self._dac(x, cal)]
+    def _read_unscaled(self, x: Tensor, cal: LayerCalibration) -> Tensor:
+        """DAC → tile reads → ADC of every row tile and phase, in A (each block of tile
+        currents converted in place as soon as it is read: :func:`~spicecross.surrogate.
+        converters.adc_sum_`), partial sums and phases combined digitally (A): the read of
+        ideal ADCs and of arrays read tile by tile (nonlinear mode, SPICE)."""
         out = None
-        for sign, blocks in phases:
-            q = adc_sum_(blocks, cal.adc_range_a, self.config.adc_bits)
+        for sign, v in self._dac(x, cal):
+            q = adc_sum_(self._current_blocks(v), cal.adc_range_a, self.config.adc_bits)
             if out is None:
                 out = q if sign > 0 else q.neg_()
             else:
@@ -95,34 +157,48 @@ class _AnalogLayer(nn.Module):
         convolutions override)."""
         return [0, x.shape[0]]
 
-    def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
-        """:meth:`_read_unscaled` scaled back to weight units (times the re-calibrated gain),
-        piece by piece over the batch (:meth:`_chunk_bounds`): every sample's result is the
-        same whatever the pieces. With n > 1 torch threads the pieces are shared among n
+    def _map_pieces(self, x: Tensor, fn: Callable[[int, int], object],
+                    workers: int | None = None) -> list:
+        """``fn(lo, hi)`` for the pieces ``x[lo:hi]`` of the batch (:meth:`_chunk_bounds`), in
+        order. With n > 1 ``workers`` (default: torch's threads) the pieces are shared among n
         workers that each run one thread (every operation single-threaded: no thread waits at
-        the end of each small operation for another that the machine's load has descheduled)."""
-        if self.config.compat == "memtorch":
-            return self._read_memtorch(x, cal)
-        scale = self.array.weight_units_per_a(cal.x_fs) * cal.gain
+        the end of each small operation for another that the machine's load has
+        descheduled)."""
         bounds = self._chunk_bounds(x)
         if len(bounds) == 2:
-            return self._read_unscaled(x, cal).mul_(scale)
+            return [fn(0, x.shape[0])]
         pieces = list(zip(bounds[:-1], bounds[1:]))
-        workers = min(torch_threads(), len(pieces))
+        workers = min(torch_threads() if workers is None else workers, len(pieces))
         with limited_threads(1):                   # workers started inside: one thread each
-            part = self._read_unscaled(x[:pieces[0][1]], cal)
-            out = part.new_empty((x.shape[0],) + part.shape[1:])
-            torch.mul(part, scale, out=out[:pieces[0][1]])
-
-            def run(piece: tuple[int, int]) -> None:
-                torch.mul(self._read_unscaled(x[piece[0]:piece[1]], cal), scale,
-                          out=out[piece[0]:piece[1]])
             if workers > 1:
                 with ThreadPoolExecutor(workers) as pool:
-                    list(pool.map(run, pieces[1:]))
-            else:
-                for piece in pieces[1:]:
-                    run(piece)
+                    return list(pool.map(lambda p: fn(*p), pieces))
+            return [fn(lo, hi) for lo, hi in pieces]
+
+    def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
+        """The layer's read of inputs ``x`` in weight units (times the re-calibrated gain): in
+        code units (:meth:`_read_codes_into`) when the array is read by matmuls and the ADC
+        quantizes, else :meth:`_read_unscaled` scaled back; piece by piece over the batch
+        (:meth:`_map_pieces`): every sample's result is the same whatever the pieces."""
+        if self.config.compat == "memtorch":
+            return self._read_memtorch(x, cal)
+        out = x.new_empty(self._output_shape(x))
+        if len(self._chunk_bounds(x)) == 2:            # one piece (e.g. lead dims of a linear)
+            pieces_of = lambda t, lo, hi: t                                     # noqa: E731
+        else:
+            pieces_of = lambda t, lo, hi: t[lo:hi]                              # noqa: E731
+        if self.config.adc_bits is not None and not self.array.uses_tile_reads:
+            self._code_reads(cal, x.dtype)           # built once, before the workers share it
+
+            def fill(lo: int, hi: int) -> None:
+                self._read_codes_into(pieces_of(x, lo, hi), cal, pieces_of(out, lo, hi))
+        else:
+            scale = self.array.weight_units_per_a(cal.x_fs) * cal.gain
+
+            def fill(lo: int, hi: int) -> None:
+                torch.mul(self._read_unscaled(pieces_of(x, lo, hi), cal), scale,
+                          out=pieces_of(out, lo, hi))
+        self._map_pieces(x, fill)
         return out
 
     # ---- MemTorch 1.1.6 (compat="memtorch") ----------------------------------------------------
@@ -174,25 +250,31 @@ class _AnalogLayer(nn.Module):
             cal.gain = float((y * ref).sum()) / den if den > 0 else 1.0
         return cal.gain
 
-    def _adc_ranges(self, phases: list[tuple[float, Tensor]]) -> Tensor | None:
+    def _adc_ranges(self, phases: list[tuple[float, Tensor]], workers: int | None = None
+                    ) -> Tensor | None:
         """Per (row tile, column) ADC ranges (A) from the differential currents of all read
-        phases: the largest, or the ``adc_overflow_pct`` percentile."""
+        phases: the largest (read piece by piece, by ``workers``: :meth:`_map_pieces`), or the
+        ``adc_overflow_pct`` percentile."""
         bits = self.config.adc_bits
         if bits is None:
             return None
-        if self.config.adc_overflow_pct == 0:
-            return adc_max_ranges([self._current_blocks(v) for _, v in phases],
-                                  self.n_row_tiles, bits)
+        if self.config.adc_overflow_pct == 0:          # maxima: the same whatever the pieces
+            ranges = self._map_pieces(phases[0][1], lambda lo, hi: adc_max_ranges(
+                [self._current_blocks(v[lo:hi]) for _, v in phases], self.n_row_tiles, bits),
+                workers)
+            return functools.reduce(torch.maximum, ranges)
         return adc_percentile_ranges([self._tile_currents(v) for _, v in phases], bits,
                                      self.config.adc_overflow_pct)
 
     def fit_calibration(self, x: Tensor) -> LayerCalibration:
-        """:meth:`_fit_calibration` on one torch thread: two, under load 5, made MNIST's
-        calibration at 64×64 take 2.5 s instead of 0.26 s (many operations on one batch)."""
+        """:meth:`_fit_calibration` on one torch thread (two, under load 5, made MNIST's
+        calibration at 64×64 take 2.5 s instead of 0.26 s: many operations on one batch), its
+        pieces read by as many single-threaded workers as torch had threads."""
+        workers = torch_threads()
         with limited_threads(1):
-            return self._fit_calibration(x)
+            return self._fit_calibration(x, workers)
 
-    def _fit_calibration(self, x: Tensor) -> LayerCalibration:
+    def _fit_calibration(self, x: Tensor, workers: int | None = None) -> LayerCalibration:
         """DAC full scale and ADC ranges (A) from a calibration batch ``x`` of layer inputs:
         the full scale is the largest |x|, each (row tile, column) ADC range the largest (or the
         ``adc_overflow_pct`` percentile) differential current of the batch over all read
@@ -211,28 +293,13 @@ class _AnalogLayer(nn.Module):
         phases = self._dac(x, cal)
         # share of word-line reads above the switching threshold (an upper bound on the cell
         # voltage): reads that would disturb a real array
-        above = sum(float((v.abs() > limit).float().sum()) for _, v in phases)
+        above = sum(int(torch.count_nonzero(v.abs() > limit)) for _, v in phases)
         cal.read_disturb_fraction = above / sum(v.numel() for _, v in phases)
-        self._pending_read = None
-        if (self.config.adc_bits is None or self.config.adc_overflow_pct > 0
-                or self.array.uses_tile_reads
-                or self._currents_bytes(x) * len(phases) > CALIBRATION_KEEP_BYTES):
-            cal.adc_range_a = self._adc_ranges(phases)
-            return cal
-        # the ranges and this batch's read from one computation of the currents: the forward
-        # pass that follows calibration (calibrator.fit_calibrations) reuses the read
-        blocks = [list(self._current_blocks(v)) for _, v in phases]
-        cal.adc_range_a = adc_max_ranges(blocks, self.n_row_tiles, self.config.adc_bits)
-        y = self._read_unscaled(x, cal, [(s, b) for (s, _), b in zip(phases, blocks)])
-        self._pending_read = (x, cal, y.mul_(self.array.weight_units_per_a(cal.x_fs) * cal.gain))
+        cal.adc_range_a = self._adc_ranges(phases, workers)
         return cal
 
     def forward(self, x: Tensor) -> Tensor:
-        cal = self._calibrated()
-        pending, self._pending_read = getattr(self, "_pending_read", None), None
-        if pending is not None and pending[0] is x and pending[1] is cal and cal.gain == 1.0:
-            return self._add_bias(pending[2])
-        return self._add_bias(self._read(x, cal))
+        return self._add_bias(self._read(x, self._calibrated()))
 
     def extra_repr(self) -> str:
         return (f"tiles={self.n_row_tiles}x{self.n_col_tiles} of {self.config.tile_rows}x"

@@ -46,10 +46,34 @@ class DAC:
         operations in the same order as :meth:`__call__`, without temporaries."""
         u = u.clamp_(-1.0, 1.0) if signed else u.clamp_(0.0, 1.0)
         if self.bits is not None:
-            steps = (2 ** (self.bits - 1) - 1) if signed else (2 ** self.bits - 1)
-            steps = max(steps, 1)
+            steps = self.steps(signed)
             u = u.mul_(steps).round_().div_(steps)
         return u.mul_(self.max_input_voltage_v)
+
+    def steps(self, signed: bool) -> int:
+        """Code steps from 0 to full scale: 2^bits − 1 unsigned, 2^(bits−1) − 1 signed (at
+        least 1), 1 for an ideal DAC (whose "code" is the input over its full scale)."""
+        if self.bits is None:
+            return 1
+        return max((2 ** (self.bits - 1) - 1) if signed else (2 ** self.bits - 1), 1)
+
+    def volts_per_code(self, signed: bool) -> float:
+        """Word-line voltage (V) of one code step (:meth:`codes`)."""
+        return self.max_input_voltage_v / self.steps(signed)
+
+    def codes(self, x: torch.Tensor, full_scale: float, signed: bool, negate: bool = False
+              ) -> torch.Tensor:
+        """The DAC's integer codes (a new tensor) for inputs ``x`` of magnitude bound
+        ``full_scale``: ``round(clip(±x·steps/full_scale))`` on the symmetric range when
+        ``signed``, else on [0, steps] (so ``negate`` gives the x⁻ phase of a two-phase read);
+        the voltage is ``codes · volts_per_code`` (V). In three passes: the scaling is one
+        multiplication by ``steps/full_scale`` (the value :meth:`__call__` reaches by a division
+        and a multiplication, rounded once instead of twice: a code can differ where the input
+        sits within a float ulp of a rounding boundary)."""
+        steps = self.steps(signed)
+        y = torch.mul(x, (-steps if negate else steps) / full_scale)
+        y = y.clamp_(-steps if signed else 0, steps)
+        return y.round_() if self.bits is not None else y
 
 
 def quantize_currents_(i_a: torch.Tensor, range_a: torch.Tensor, bits: int) -> torch.Tensor:
@@ -57,6 +81,15 @@ def quantize_currents_(i_a: torch.Tensor, range_a: torch.Tensor, bits: int) -> t
     ``bits``-bit ADC's code steps; returns ``i_a``."""
     steps = adc_steps(bits)
     return i_a.div_(range_a).clamp_(-1.0, 1.0).mul_(steps).round_().div_(steps).mul_(range_a)
+
+
+def adc_codes_(y: torch.Tensor, bits: int) -> torch.Tensor:
+    """In place: ADC inputs already in code units (current × steps / range) clipped to the
+    ``bits``-bit ADC's range and rounded to its integer codes; returns ``y``. The code of
+    current ``i`` is ``round(clip(i·steps/range))``, the value :func:`quantize_currents_`
+    reaches by a division then a multiplication."""
+    steps = adc_steps(bits)
+    return y.clamp_(-steps, steps).round_()
 
 
 def adc_sum_(blocks, range_a: torch.Tensor | None, bits: int | None) -> torch.Tensor:
@@ -101,7 +134,9 @@ class ADC:
             r = mag.max(dim=0).values
         else:
             r = torch.quantile(mag.double(), 1.0 - overflow_pct / 100.0, dim=0).to(mag.dtype)
-        self.range_a = torch.where(r > 0, r, torch.full_like(r, torch.finfo(r.dtype).tiny))
+        # a column without current gets the smallest positive float32 (it survives a cast to
+        # float32, where float64's would become 0 and a zero current 0/0)
+        self.range_a = torch.where(r > 0, r, torch.full_like(r, torch.finfo(torch.float32).tiny))
         return self
 
     def __call__(self, i_a: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,10 @@ class SurrogateWriter:
     def __init__(self, spec: TileSpec, params: VTEAMParams, *, c2c_sigma: float = 0.0,
                  seed: int | None = None) -> None:
         if spec.cell != "0t1r":
-            raise ValueError(f"the surrogate programs 0t1r tiles (schemes v2, v3); a {spec.cell} "
-                             f"tile's gate scheme runs in ngspice or vacask")
+            raise ValueError(f"SurrogateWriter programs 0t1r tiles (schemes v2, v3); a "
+                             f"{spec.cell} tile's gate scheme is SelectorSurrogateWriter's "
+                             f"(surrogate/programming_1t1r.py; spice.programming.make_writer "
+                             f"picks it)")
         self.spec = spec
         self.dyn = DynamicTileSurrogate(spec, params, c2c_sigma=c2c_sigma, seed=seed,
                                         **WRITE_STEPPING)

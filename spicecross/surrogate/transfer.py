@@ -49,7 +49,7 @@ import torch
 
 from ..circuit.tile import TileSpec
 from ..threads import limited_threads
-from .transfer_cache import content_key, load_arrays, store_arrays
+from .transfer_cache import cache_dir, content_key, load_arrays, store_arrays
 
 #: Default bound (bytes) on the working memory of one chunk of tiles built together.
 DEFAULT_WORK_BYTES = 256 * 2**20
@@ -342,7 +342,7 @@ def transfer_matrices(spec: TileSpec, g_cell_s: np.ndarray | torch.Tensor, *,
     if cache is None:
         cache = flat.numel() >= CACHE_MIN_CELLS
     key = None
-    if cache:
+    if cache and cache_dir() is not None:       # no hashing when the cache is off
         meta = {"spec": spec.to_json(), **({"n_cols": int(n_cols)} if n_cols < spec.cols else {})}
         key = content_key("T", meta, flat.numpy())
         hit = load_arrays(key, {"t_s": shape})
