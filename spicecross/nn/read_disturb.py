@@ -13,8 +13,11 @@ arrays would only fill it) before the next chunk. The converters keep the calibr
 the programmed network (a chip calibrates once). A layer whose DAC range itself stays within
 the thresholds (every read's span is at most the range's) is skipped whole.
 
-Memory: a chunk's word-line vectors of one layer, (reads × inputs) float64 (the MNIST
-network's second layer: 784 reads × 144 inputs per image, 0.9 MB per image).
+Only the reads a threshold can see are unfolded (:func:`candidate_reads`: the passive bound
+of each whole vector, from its patch's extremes in float32, decides first; 3–10 % of the MNIST
+network's reads at 0.7–1 V), as float64 (reads × inputs) arrays per layer and chunk; each row
+tile gets the same live reads, in the same order, as from every vector
+(tests/test_read_disturb_fast.py).
 
 1T1R tiles: every read's memristor voltages come from the exact nonlinear solve with the
 selectors (gates at their DC voltage), the passive bound counting the selectors' bulk voltage
