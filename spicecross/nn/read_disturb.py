@@ -14,7 +14,7 @@ the programmed network (a chip calibrates once). A layer whose DAC range itself 
 the thresholds (every read's span is at most the range's) is skipped whole.
 
 Only the reads a threshold can see are unfolded (:func:`candidate_reads`: the passive bound
-of each whole vector, from its patch's extremes in float32, decides first; 3–10 % of the MNIST
+of each whole vector, from its patch's extremes in float32, decides first; 8–17 % of the MNIST
 network's reads at 0.7–1 V), as float64 (reads × inputs) arrays per layer and chunk; each row
 tile gets the same live reads, in the same order, as from every vector
 (tests/test_read_disturb_fast.py).
