@@ -19,13 +19,13 @@ from spicecross.surrogate.read_disturb_update import (ReadPulse, TransferCache, 
 P = get_parameter_set("pt_hf_ti")
 
 
-def _network(v_read, cell="0t1r", limit=30):
+def _network(v_read, cell="0t1r", limit=30, read_scheme="two-phase"):
     from spicecross.nn.analog import patch_model
     from spicecross.nn.inference import load_eval_data, load_network
     from spicecross.surrogate.config import AnalogConfig
 
     cfg = AnalogConfig.build(tile_rows=16, tile_cols=16, v_read_v=v_read, calibration_images=32,
-                             cell=cell)
+                             cell=cell, read_scheme=read_scheme)
     data = load_eval_data("mnist", None, limit, cfg.calibration_images)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # reads above threshold are the point
@@ -33,34 +33,39 @@ def _network(v_read, cell="0t1r", limit=30):
     return model, data
 
 
-def _row_tile_reads(layer, vecs, M):
+def _row_tile_reads(layer, vecs, v_bulk):
     """Per row tile the live reads (the per-row-tile passive bound) of ``vecs``."""
     arr = layer.array
     p = layer.config.device_params()
     out = []
     for r in range(arr.n_row_tiles):
         part = vecs[:, arr.tile_rows_of(r)]
-        out.append(part[~inert_reads(part, p)])
+        out.append(part[~inert_reads(part, p, v_bulk)])
     return out
 
 
-@pytest.mark.parametrize("v_read", [0.7, 1.0])
-def test_candidate_reads_are_the_live_reads_of_every_vector(v_read):
+@pytest.mark.parametrize("v_read, scheme, cell", [(0.7, "two-phase", "0t1r"),
+                                                  (1.0, "two-phase", "0t1r"),
+                                                  (0.7, "bipolar", "0t1r"),
+                                                  (0.7, "two-phase", "1t1r")])
+def test_candidate_reads_are_the_live_reads_of_every_vector(v_read, scheme, cell):
     """Every row tile gets bitwise the same live reads, in the same order, as from all the
-    unfolded word-line vectors (both read phases of the first layer, convolutions with
-    padding, the linear layer)."""
+    unfolded word-line vectors (both read phases of the first layer or its negative
+    voltages, convolutions with padding, the linear layer; 1T1R: the bulk voltage counted)."""
     from spicecross.nn.analog import analog_layers
     from spicecross.nn.read_disturb import _infer_chunk, candidate_reads
 
-    model, data = _network(v_read, limit=12)
+    model, data = _network(v_read, cell, limit=12, read_scheme=scheme)
     _, inputs = _infer_chunk(model, data.test.tensors[0])
     live_total = n_every = n_cand = 0
     for name, layer in analog_layers(model):
         every = _word_line_vectors(layer, inputs[name])
-        M, cand = candidate_reads(layer, inputs[name])
+        v_bulk = layer.array.spec.selector.v_bulk_v if cell == "1t1r" else 0.0
+        M, cand = candidate_reads(layer, inputs[name], v_bulk)
         assert M == len(every) and cand.dtype == np.float64
         n_every, n_cand = n_every + M, n_cand + len(cand)
-        for want, got in zip(_row_tile_reads(layer, every, M), _row_tile_reads(layer, cand, M)):
+        for want, got in zip(_row_tile_reads(layer, every, v_bulk),
+                             _row_tile_reads(layer, cand, v_bulk)):
             assert np.array_equal(want, got), name
             live_total += len(got)
     assert live_total > 100 and n_cand < 0.5 * n_every   # most reads are never unfolded
