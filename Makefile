@@ -12,6 +12,9 @@ PYTEST_ARGS ?=
 .PHONY: setup demo test golden bench clean
 
 setup: $(STAMP) ngspice
+	@# Byte-compile the (editable) package once per source change: environments that set
+	@# PYTHONDONTWRITEBYTECODE would otherwise compile every module at every CLI start.
+	@$(PY) -m compileall -q spicecross >/dev/null
 
 ngspice:
 	@command -v ngspice >/dev/null 2>&1 && [ -e /usr/lib/x86_64-linux-gnu/libngspice.so -o -e /usr/lib/aarch64-linux-gnu/libngspice.so ] || { \
