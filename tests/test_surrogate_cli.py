@@ -25,18 +25,23 @@ def _run(tmp_path, capsys, *extra):
     return json.loads(capsys.readouterr().out)
 
 
+def _library_states(out, spec, g, v, pulse_v, pulse_ns, pulses):
+    """The CLI's answer equals DynamicTileSurrogate's on the same train; the initial states."""
+    ref = DynamicTileSurrogate(spec).run_pulses(g, pulse_train_from_read(v, pulse_v,
+                                                                         pulse_ns * 1e-9, pulses))
+    np.testing.assert_allclose(out["states"], ref.w_final, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["sense_currents"], ref.currents_a, rtol=1e-12)
+    return DynamicTileSurrogate(spec).states_for_conductances(
+        __import__("torch").as_tensor(g)).numpy()
+
+
 def test_pulses_above_threshold_move_the_states_as_the_library_does(tmp_path, capsys):
     v = np.linspace(0.3, 1.0, 8)
     g = _files(tmp_path, v)
     out = _run(tmp_path, capsys, "--pulse-v", "0.9", "--pulse-ns", "20", "--pulses", "4")
     assert np.asarray(out["states"]).shape == (8, 8)
     assert np.asarray(out["sense_currents"]).shape == (4, 8)
-    spec = TileSpec(rows=8, cols=8)
-    ref = DynamicTileSurrogate(spec).run_pulses(g, pulse_train_from_read(v, 0.9, 20e-9, 4))
-    np.testing.assert_allclose(out["states"], ref.w_final, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(out["sense_currents"], ref.currents_a, rtol=1e-12)
-    w0 = DynamicTileSurrogate(spec).states_for_conductances(
-        __import__("torch").as_tensor(g)).numpy()
+    w0 = _library_states(out, TileSpec(rows=8, cols=8), g, v, 0.9, 20, 4)
     dw = np.abs(np.asarray(out["states"]) - w0).max(axis=1)        # per row (word line)
     row_v = v * 0.9 / v.max()
     assert np.all(dw[row_v < 0.45] == 0.0)           # below pt_hf_ti's 0.5 V threshold: still
@@ -67,12 +72,7 @@ def test_1t1r_tiles_run_with_the_selectors_as_the_library_does(tmp_path, capsys)
     g = _files(tmp_path, v)
     out = _run(tmp_path, capsys, "--cell", "1t1r", "--pulse-v", "1.5", "--pulse-ns", "500",
                "--pulses", "3")
-    spec = TileSpec(rows=8, cols=8, cell="1t1r")
-    ref = DynamicTileSurrogate(spec).run_pulses(g, pulse_train_from_read(v, 1.5, 500e-9, 3))
-    np.testing.assert_allclose(out["states"], ref.w_final, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(out["sense_currents"], ref.currents_a, rtol=1e-12)
-    w0 = DynamicTileSurrogate(spec).states_for_conductances(
-        __import__("torch").as_tensor(g)).numpy()
+    w0 = _library_states(out, TileSpec(rows=8, cols=8, cell="1t1r"), g, v, 1.5, 500, 3)
     dw = np.abs(np.asarray(out["states"]) - w0).max(axis=1)        # per row (word line)
     assert dw[0] == 0.0                       # 0.45 V: below pt_hf_ti's 0.5 V threshold
     assert dw[-1] > 1e-6                      # 1.5 V, part of it across the selector: moved

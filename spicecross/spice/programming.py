@@ -28,9 +28,8 @@ pulse it towards the target: polarity from the sign of the state error, width fr
 error over the cell's switching rate (first the VTEAM rate at the write voltage, then the rate
 the last pulse of that polarity achieved, as read back), until the pulse budget is spent.
 
-The surrogate writes 1T1R tiles with the selectors in the solve
-(:mod:`~spicecross.surrogate.programming_1t1r`), 0T1R tiles with the wire network
-(:mod:`~spicecross.surrogate.programming`).
+The surrogate (:mod:`~spicecross.surrogate.programming`) writes 0T1R tiles with the wire
+network and 1T1R tiles with the selectors in the solve.
 
 This module imports neither torch nor matplotlib (the surrogate writers do, when asked for).
 """
@@ -173,10 +172,6 @@ def make_writer(backend: str, spec: TileSpec, params: VTEAMParams | None = None,
     p = get_parameter_set(spec.device_set) if params is None else params
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "surrogate" and spec.cell == "1t1r":
-        from ..surrogate.programming_1t1r import SelectorSurrogateWriter
-
-        return SelectorSurrogateWriter(spec, p, c2c_sigma=c2c_sigma, seed=seed)
     if backend == "surrogate":
         from ..surrogate.programming import SurrogateWriter
 

@@ -1,9 +1,17 @@
-"""The programming model of the dynamic surrogate: write pulses of a half-select scheme (the
-word- and bit-line voltages of :func:`spicecross.spice.programming.line_voltages`) applied to
-a VTEAM tile by :class:`~spicecross.surrogate.dynamic.DynamicTileSurrogate` (exact wire-network
-cell voltages per step, the VTEAM state equation, cycle-to-cycle variability if asked for), and
-verify reads by the same exact network solve. The write-verify loop is
-:func:`spicecross.spice.programming.program_tile`; this is its ``backend='surrogate'``.
+"""The programming model of the dynamic surrogate: write pulses applied to a VTEAM tile by
+:class:`~spicecross.surrogate.dynamic.DynamicTileSurrogate`, and verify reads by the same
+exact solve. The write-verify loop is :func:`spicecross.spice.programming.program_tile`; this
+is its ``backend='surrogate'``.
+
+* 0T1R tiles (schemes ``v2``, ``v3``: the word- and bit-line voltages of
+  :func:`spicecross.spice.programming.line_voltages`): exact wire-network cell voltages per
+  step, the VTEAM state equation, cycle-to-cycle variability if asked for; verify reads by the
+  same network solve (:func:`~spicecross.surrogate.dynamic.cell_voltages`).
+* 1T1R tiles (scheme ``gate``): the selectors in each step's solve (each gate line at its
+  pulse, the memristor voltages from the exact nonlinear solve); verify reads by the exact
+  nonlinear DC read with every gate at the selector's DC ``v_gate_v``
+  (:func:`~spicecross.surrogate.nonlinear.read_many`, the read the SPICE writer's ``.op``
+  makes).
 """
 from __future__ import annotations
 
@@ -27,18 +35,13 @@ WRITE_STEPPING = {"dw_max": 2e-3, "substeps_plateau": 8, "substeps_ramp": 4}
 
 
 class SurrogateWriter:
-    """Writes and reads one 0T1R VTEAM tile in torch; states normalised, in [0, 1]. ``sim_s``
-    accumulates the seconds spent in pulses and reads."""
+    """Writes and reads one VTEAM tile (0T1R or 1T1R) in torch; states normalised, in [0, 1].
+    ``sim_s`` accumulates the seconds spent in pulses and reads."""
 
     name = "surrogate"
 
     def __init__(self, spec: TileSpec, params: VTEAMParams, *, c2c_sigma: float = 0.0,
                  seed: int | None = None) -> None:
-        if spec.cell != "0t1r":
-            raise ValueError(f"SurrogateWriter programs 0t1r tiles (schemes v2, v3); a "
-                             f"{spec.cell} tile's gate scheme is SelectorSurrogateWriter's "
-                             f"(surrogate/programming_1t1r.py; spice.programming.make_writer "
-                             f"picks it)")
         self.spec = spec
         self.dyn = DynamicTileSurrogate(spec, params, c2c_sigma=c2c_sigma, seed=seed,
                                         **WRITE_STEPPING)
@@ -52,10 +55,20 @@ class SurrogateWriter:
         return out
 
     def read(self, w: np.ndarray, v_in_v: np.ndarray) -> np.ndarray:
-        """Sense currents (cols,) in A of a read ``v_in_v`` (rows,) in V, bit lines at 0 V."""
+        """Sense currents (cols,) in A of a read ``v_in_v`` (rows,) in V, bit lines at 0 V
+        (1T1R: gates at the selector's DC voltage)."""
         t0 = time.perf_counter()
         with limited_threads(1):
             g = self.dyn.conductances(torch.as_tensor(np.asarray(w, dtype=np.float64)))
-            _, i = cell_voltages(self.spec, g[None], torch.as_tensor(v_in_v, dtype=torch.float64)[None])
+            if self.spec.cell == "1t1r":
+                from .nonlinear import read_many
+
+                i = read_many(self.spec, g.numpy()[None],
+                              np.asarray(v_in_v, dtype=np.float64)[None, None],
+                              dtype=torch.float64)[0, 0]
+            else:
+                _, i = cell_voltages(self.spec, g[None],
+                                     torch.as_tensor(v_in_v, dtype=torch.float64)[None])
+                i = i[0].numpy()
         self.sim_s += time.perf_counter() - t0
-        return i[0].numpy()
+        return i
