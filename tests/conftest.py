@@ -66,3 +66,14 @@ def three_1t1r_tiles():
     g = rng.uniform(1 / 2500, 1 / 100, (3, 10, 6))
     g[1, 4, :] = 0.0
     return spec, g, rng.uniform(-0.2, 0.2, (3, 5, 10))
+
+
+def small_analog_config(**kw):
+    """An AnalogConfig of small 0T1R tiles (16×4, 0.5 Ω wires, 8-bit DAC, 6-bit ADC, linear
+    mode): many row and column tiles for small test networks; ``kw`` overrides."""
+    from spicecross.surrogate.config import AnalogConfig
+
+    base = dict(tile_rows=16, tile_cols=4, r_wire_ohm=0.5, mode="linear", dac_bits=8,
+                adc_bits=6, cell="0t1r", ir_compensation=False)
+    base.update(kw)
+    return AnalogConfig.build(**base)

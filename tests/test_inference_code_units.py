@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import small_analog_config
+
 from spicecross.nn.analog import AnalogConv2d, AnalogLinear, patch_model
-from spicecross.surrogate.config import AnalogConfig
 from spicecross.surrogate.converters import DAC, adc_codes_, adc_steps
 
 
@@ -25,11 +26,7 @@ def _net(seed: int = 0) -> nn.Module:
                          nn.Linear(6 * 6 * 6, 5))
 
 
-def _config(**kw) -> AnalogConfig:
-    base = dict(tile_rows=16, tile_cols=4, r_wire_ohm=0.5, mode="linear", dac_bits=8,
-                adc_bits=6, cell="0t1r", ir_compensation=False)
-    base.update(kw)
-    return AnalogConfig.build(**base)
+_config = small_analog_config
 
 
 def _layers(model):

@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import small_analog_config
+
 from spicecross.nn import analog, analog_base
 from spicecross.nn.analog import AnalogConv2d, AnalogLinear, patch_model
 from spicecross.circuit.tile import TileSpec
 from spicecross.surrogate import transfer as tr
 from spicecross.surrogate.array import ProgrammedArray
-from spicecross.surrogate.config import AnalogConfig
 from spicecross.surrogate.transfer import transfer_matrices
 from spicecross.surrogate.converters import ADC, DAC
 
@@ -33,11 +34,7 @@ def _conv_net(seed: int = 0) -> nn.Module:
                          nn.Linear(5 * 4 * 4, 7))
 
 
-def _config(**kw) -> AnalogConfig:
-    base = dict(tile_rows=16, tile_cols=4, r_wire_ohm=0.5, mode="linear", dac_bits=8,
-                adc_bits=6, cell="0t1r", ir_compensation=False)
-    base.update(kw)
-    return AnalogConfig.build(**base)
+_config = small_analog_config
 
 
 def _reference_dac(x: torch.Tensor, layer) -> list[tuple[float, torch.Tensor]]:
