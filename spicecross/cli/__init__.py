@@ -44,7 +44,7 @@ COMMAND_MODULES = (
 
 #: Each command → the module of :data:`COMMAND_MODULES` that registers it. ``spicecross
 #: <command> …`` builds only that module's parser, so a command's start-up does not pay for
-#: the others' imports (tests/test_cli_startup.py keeps this table equal to what the modules
+#: the others' imports (tests/test_solve_startup.py keeps this table equal to what the modules
 #: register).
 COMMANDS = {
     "netlist": "circuit", "solve": "spice", "surrogate": "surrogate",

@@ -26,8 +26,8 @@ from .simulators import (NGSPICE, SIMULATOR_NAMES, VACASK, SimulationError, Simu
                          get_simulator)
 # One netlist as written (what ``spicecross solve`` runs), its cache and its hash:
 from .solve_netlist import (SolveResult, _cache_path, _load_cached, _store_cached,  # noqa: F401
-                            default_cache_dir, netlist_hash, read_netlist, solve_files,
-                            solve_text)
+                            default_cache_dir, netlist_hash, read_netlist, resolve_cache_dir,
+                            solve_files, solve_text)
 
 BACKENDS = ("auto", *SIMULATOR_NAMES)
 AUTO_NGSPICE_MAX_CELLS = 12 * 12
@@ -60,14 +60,10 @@ def solve_tile(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray, backend: str
                cache_dir: Path | None | str = "default") -> SolveResult:
     """Solve one tile read (G in S, shape (rows, cols); V in V, shape (rows,)) with a simulator."""
     sim = choose_simulator(spec, backend)
-    res = solve_text(sim.emit(spec, g_s, v_in_v), sim, _resolve_cache_dir(cache_dir))
+    res = solve_text(sim.emit(spec, g_s, v_in_v), sim, resolve_cache_dir(cache_dir))
     if res.ok and res.sense_currents_a.shape != (spec.cols,):
         res.ok, res.error = False, f"expected {spec.cols} sense currents, got {res.sense_currents_a.shape}"
     return res
-
-
-def _resolve_cache_dir(cache_dir: Path | None | str) -> Path | None:
-    return default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
 
 
 def _solve_job(job: tuple) -> SolveResult:
@@ -94,7 +90,7 @@ def solve_many(spec: TileSpec | Sequence[TileSpec], conductances: Iterable[np.nd
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec] * len(gs)
     if len(specs) != len(gs):
         raise ValueError(f"got {len(specs)} TileSpecs for {len(gs)} reads")
-    cdir = _resolve_cache_dir(cache_dir)
+    cdir = resolve_cache_dir(cache_dir)
     jobs = [(s, g, v, choose_backend(s, backend), cdir, os.getpid())
             for s, g, v in zip(specs, gs, vs)]
     return _run_parallel(_solve_job, jobs, n_jobs, parallel_backend, scheduler, progress, desc)
@@ -227,7 +223,7 @@ def solve_reads(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray,
     (tests/test_reads.py). Failures come back as ``ok=False``.
     """
     sim = choose_simulator(spec, backend)
-    jobs = _reads_jobs(spec, g_s, v_batch_v, sim, _resolve_cache_dir(cache_dir), chunk)
+    jobs = _reads_jobs(spec, g_s, v_batch_v, sim, resolve_cache_dir(cache_dir), chunk)
     return _merge_reads(spec, jobs, [_reads_chunk_job(j) for j in jobs], sim)
 
 
@@ -245,7 +241,7 @@ def solve_many_reads(jobs: Sequence[tuple[TileSpec, np.ndarray, np.ndarray]],
     from .superposition import combine, superpose_jobs
 
     jobs, plan = superpose_jobs(list(jobs)) if superpose else (jobs, [])
-    cdir = _resolve_cache_dir(cache_dir)
+    cdir = resolve_cache_dir(cache_dir)
     per_job, sims = [], []
     for spec, g, v in jobs:
         sims.append(choose_simulator(spec, backend))

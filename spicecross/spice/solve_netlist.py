@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from ..errors import UserError
 from .simulators import SimulationError, Simulator, get_simulator, simulator_for_path
-from .untrusted import check_currents, check_trusted, plain_lines
+from .untrusted import check_currents, check_trusted, lines_holding, plain_lines
 
 if TYPE_CHECKING:
     import numpy as np
@@ -68,21 +68,14 @@ class SolveResult:
 
 def _without_comment_lines(text: str) -> str:
     """A :func:`~spicecross.spice.untrusted.plain_lines` text without its comment lines (``*``
-    or ``//`` after spaces/tabs), each removed with its ``\n``; found with ``str.find``."""
-    starts = set()
-    for marker in ("*", "//"):
-        pos = text.find(marker)
-        while pos >= 0:
-            start = text.rfind("\n", 0, pos) + 1
-            if not text[start:pos].strip(" \t"):
-                starts.add(start)
-            end = text.find("\n", pos)
-            pos = -1 if end < 0 else text.find(marker, end)
+    or ``//`` after spaces/tabs), each removed with its ``\n``."""
+    comments = {start: end for marker in ("*", "//")
+                for start, pos, end in lines_holding(text, marker)
+                if not text[start:pos].strip(" \t")}
     parts, prev = [], 0
-    for start in sorted(starts):
+    for start in sorted(comments):
         parts.append(text[prev:start])
-        end = text.find("\n", start)
-        prev = len(text) if end < 0 else end + 1
+        prev = comments[start] + 1
     parts.append(text[prev:])
     return "".join(parts)
 
@@ -107,6 +100,12 @@ def default_cache_dir() -> Path:
     """``$SPICECROSS_CACHE`` or ``~/.cache/spicecross/solves``."""
     env = os.environ.get("SPICECROSS_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "spicecross" / "solves"
+
+
+def resolve_cache_dir(cache_dir: Path | None | str) -> Path | None:
+    """The cache folder of a ``cache_dir`` argument: "default" → :func:`default_cache_dir`,
+    None (or "") → no cache, anything else as a path."""
+    return default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
 
 
 def _cache_path(cache_dir: Path, key: str) -> Path:
@@ -206,7 +205,7 @@ def solve_files(paths: Sequence[str | Path], n_jobs: int | None = None,
     (:func:`~spicecross.spice.untrusted.unsafe_line`) before any simulator runs: a netlist with
     ``.control`` blocks, ``shell`` or ``postprocess`` lines raises UserError naming the line.
     """
-    cdir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    cdir = resolve_cache_dir(cache_dir)
     jobs = []
     for p in paths:
         text = read_netlist(p)
