@@ -212,3 +212,25 @@ def test_array_reads_only_used_bit_lines_and_matches_full_t():
     want = (t[0] - t[1])[:, 0, :10, :].transpose(-1, -2)               # (nr, R, 10)
     assert torch.isfinite(arr.readout64).all()
     assert float((arr.readout64 - want).abs().max() / want.abs().max()) <= 1e-12
+
+
+def _squares_in_child() -> list[int]:
+    from spicecross.nn.analog_base import map_single_threaded
+
+    return map_single_threaded(lambda i: i * i, range(5), 2)
+
+
+def test_single_threaded_workers_nest_and_survive_a_fork():
+    """map_single_threaded: every call on one torch thread, results in order; a call from one
+    of the pool's own workers runs in that worker (it would otherwise wait for itself), and a
+    forked child gets a pool of its own (the parent's threads do not exist there)."""
+    import multiprocessing
+
+    from spicecross.nn.analog_base import map_single_threaded
+
+    nested = map_single_threaded(
+        lambda i: map_single_threaded(lambda j: (i, j, torch.get_num_threads()), range(3), 2),
+        range(4), 2)
+    assert nested == [[(i, j, 1) for j in range(3)] for i in range(4)]
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_squares_in_child).get(timeout=60) == [0, 1, 4, 9, 16]

@@ -47,14 +47,12 @@ affine on the scaled outputs (in hardware it folds into the ADC's digital post-s
 from __future__ import annotations
 
 import copy
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..surrogate.config import AnalogConfig
-from ..threads import limited_threads
 from . import analog_base
 from .analog_base import _AnalogLayer
 from .calibrator import calibrate_model
@@ -273,8 +271,7 @@ def _program_layers(jobs: list[tuple[str, type, nn.Module]], config: AnalogConfi
     workers = min(analog_base.torch_threads(), len(jobs))
     if workers <= 1:
         return [build(i) for i in range(len(jobs))]
-    with limited_threads(1), ThreadPoolExecutor(workers) as pool:
-        built = dict(zip(order, pool.map(build, order)))
+    built = dict(zip(order, analog_base.map_single_threaded(build, order, workers)))
     return [built[i] for i in range(len(jobs))]
 
 

@@ -6,6 +6,7 @@ converters and the scaling back to weight units are described in :mod:`spicecros
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -31,22 +32,42 @@ torch_threads = torch.get_num_threads
 CODE_READ_BOUND = 1e20
 
 
+#: Marks the threads of :func:`_single_thread_pool` (``inside`` True in them).
+_POOL_THREAD = threading.local()
+
+
 @functools.lru_cache(maxsize=None)
-def _single_thread_pool(workers: int) -> ThreadPoolExecutor:
-    """The process's pool of ``workers`` threads for pieces of a read, each thread running
-    torch single-threaded; kept for the process's life. A pool per layer call, with torch
-    lowered to one thread and raised again around it in the calling thread, made 64×64 MNIST
-    inference ≈ 1.3× slower (measured, same process)."""
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="spicecross-read")
+def _single_thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """Process ``pid``'s pool of ``workers`` threads, each running torch single-threaded,
+    kept for the process's life (a forked child, another pid, gets its own: the parent's
+    threads do not exist there). A pool per call, with torch lowered to one thread and raised
+    again around it in the calling thread, made 64×64 MNIST inference ≈ 1.3× slower (measured,
+    same process)."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="spicecross-worker")
     barrier = threading.Barrier(workers)
 
     def one_thread() -> None:
         torch.set_num_threads(1)
+        _POOL_THREAD.inside = True
         barrier.wait()              # every worker thread runs this once
 
     for f in [pool.submit(one_thread) for _ in range(workers)]:
         f.result()
     return pool
+
+
+def map_single_threaded(fn: Callable, items, workers: int) -> list:
+    """``[fn(item) for item in items]`` in order, every call on one torch thread: shared among
+    ``workers`` single-threaded worker threads (:func:`_single_thread_pool`) when ``workers``
+    > 1, else (or when called from one of those workers, so that no task waits for the pool
+    it runs in) in this thread with torch lowered to one thread. Workers on one thread each do
+    not wait at the end of every small operation for a thread the machine's load has
+    descheduled."""
+    items = list(items)
+    if workers > 1 and not getattr(_POOL_THREAD, "inside", False):
+        return list(_single_thread_pool(workers, os.getpid()).map(fn, items))
+    with limited_threads(1):
+        return [fn(item) for item in items]
 
 
 class _AnalogLayer(nn.Module):
@@ -179,19 +200,14 @@ class _AnalogLayer(nn.Module):
     def _map_pieces(self, x: Tensor, fn: Callable[[int, int], object],
                     workers: int | None = None) -> list:
         """``fn(lo, hi)`` for the pieces ``x[lo:hi]`` of the batch (:meth:`_chunk_bounds`), in
-        order. With n > 1 ``workers`` (default: torch's threads) the pieces are shared among n
-        workers that each run one thread (every operation single-threaded: no thread waits at
-        the end of each small operation for another that the machine's load has
-        descheduled)."""
+        order, on single-threaded workers (:func:`map_single_threaded`; ``workers`` default:
+        torch's threads)."""
         bounds = self._chunk_bounds(x)
         if len(bounds) == 2:
             return [fn(0, x.shape[0])]
         pieces = list(zip(bounds[:-1], bounds[1:]))
         workers = min(torch_threads() if workers is None else workers, len(pieces))
-        if workers > 1:
-            return list(_single_thread_pool(workers).map(lambda p: fn(*p), pieces))
-        with limited_threads(1):
-            return [fn(lo, hi) for lo, hi in pieces]
+        return map_single_threaded(lambda p: fn(*p), pieces, workers)
 
     def _read(self, x: Tensor, cal: LayerCalibration) -> Tensor:
         """The layer's read of inputs ``x`` in weight units (times the re-calibrated gain): in
