@@ -26,7 +26,7 @@ cells the model is exactly linear.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+import functools
 
 import numpy as np
 
@@ -59,25 +59,24 @@ GRID_POINTS = 4096
 #: Grid fits kept (:func:`_grid_fit`): a network's layers refit after read disturb whose
 #: extreme conductances did not move find theirs here.
 GRID_FITS_KEPT = 16
-_grid_fits: OrderedDict = OrderedDict()
 
 
 def _grid_fit(spec: TileSpec, g_min_s: float, g_max_s: float, vq: np.ndarray, degree: int
               ) -> tuple[np.ndarray, np.ndarray, float]:
     """The log-spaced grid of :data:`GRID_POINTS` conductances (S) from ``g_min_s`` to
-    ``g_max_s`` and its :func:`_fit`, the last :data:`GRID_FITS_KEPT` ones remembered (a fit
-    is a function of exactly these arguments)."""
-    key = (spec, g_min_s, g_max_s, vq.tobytes(), degree)
-    if key in _grid_fits:
-        _grid_fits.move_to_end(key)
-        return _grid_fits[key]
+    ``g_max_s`` and its :func:`_fit` at voltages ``vq`` (V), the last :data:`GRID_FITS_KEPT`
+    ones remembered (a fit is a function of exactly these arguments; arrays read-only)."""
+    vq = np.ascontiguousarray(vq, dtype=np.float64)
+    return _grid_fit_kept(spec, g_min_s, g_max_s, vq.tobytes(), degree)
+
+
+@functools.lru_cache(maxsize=GRID_FITS_KEPT)
+def _grid_fit_kept(spec: TileSpec, g_min_s: float, g_max_s: float, vq_bytes: bytes, degree: int
+                   ) -> tuple[np.ndarray, np.ndarray, float]:
     grid = np.geomspace(g_min_s, g_max_s, GRID_POINTS)
-    coef, residual = _fit(spec, grid, vq, degree)
+    coef, residual = _fit(spec, grid, np.frombuffer(vq_bytes, dtype=np.float64), degree)
     for a in (grid, coef):
         a.flags.writeable = False
-    _grid_fits[key] = (grid, coef, residual)
-    while len(_grid_fits) > GRID_FITS_KEPT:
-        _grid_fits.popitem(last=False)
     return grid, coef, residual
 
 
