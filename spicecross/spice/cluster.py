@@ -44,15 +44,20 @@ def exit_with_parent(parent_pid: int, interval_s: float = 0.5) -> bool:
     return True
 
 
+def _distributed():
+    """The ``dask.distributed`` module; ValueError saying how to install it if it is missing."""
+    try:
+        import dask.distributed
+    except ImportError as exc:
+        raise ValueError("backend 'dask' needs dask.distributed: pip install 'spicecross[cluster]'") from exc
+    return dask.distributed
+
+
 def local_cluster(n_jobs: int | None = None):
     """A ``dask.distributed.LocalCluster`` of ``n_jobs`` (default 2) single-threaded worker
     processes, no dashboard (the caller closes it). ValueError if dask.distributed is missing."""
-    try:
-        from dask.distributed import LocalCluster
-    except ImportError as exc:
-        raise ValueError("backend 'dask' needs dask.distributed: pip install 'spicecross[cluster]'") from exc
-    return LocalCluster(n_workers=n_jobs or 2, threads_per_worker=1, processes=True,
-                        dashboard_address=None)
+    return _distributed().LocalCluster(n_workers=n_jobs or 2, threads_per_worker=1,
+                                       processes=True, dashboard_address=None)
 
 
 @contextlib.contextmanager
@@ -70,10 +75,7 @@ def parallel_context(backend: str = "loky", scheduler: str | None = None,
             yield
         return
     if backend == "dask":
-        try:
-            from dask.distributed import Client
-        except ImportError as exc:
-            raise ValueError("backend 'dask' needs dask.distributed: pip install 'spicecross[cluster]'") from exc
+        Client = _distributed().Client
         if scheduler:
             client = Client(scheduler, timeout="30s")
             cluster = None
