@@ -182,3 +182,52 @@ def test_network_stream_equals_the_previous_path():
     x, y = data.test.tensors
     with torch.no_grad():
         assert torch.equal(fast(x).argmax(1), ref(x).argmax(1))
+
+
+@pytest.mark.parametrize("cell", ["0t1r", "1t1r"])
+def test_refresh_row_tiles_equals_a_full_rebuild(cell):
+    """After some row tiles' conductances move, rebuilding only those row tiles' read matrices
+    gives the full rebuild's (to rounding), leaves the others untouched, and hands the layer new
+    tensors (its cached code-unit reads are keyed by them); bad row indices are refused."""
+    from spicecross.nn.analog import analog_layers
+
+    model, _ = _network(0.7, cell, limit=4)
+    name, layer = list(analog_layers(model))[1]
+    arr = layer.array
+    assert arr.n_row_tiles >= 3
+    old = arr.readout64
+    rng = np.random.default_rng(3)
+    moved = [0, arr.n_row_tiles - 1]
+    for r in moved:
+        arr.g_dev[:, r] *= 1 + 0.05 * rng.random(arr.g_dev[:, r].shape)
+    arr.refresh_row_tiles(moved)
+    part = arr.readout64
+    assert part is not old
+    arr._build_readout()
+    full = arr.readout64
+    assert float((part - full).abs().max() / full.abs().max()) <= 1e-13
+    kept = [r for r in range(arr.n_row_tiles) if r not in moved]
+    assert torch.equal(part[kept], old[kept])
+    assert not torch.allclose(part[moved], old[moved])
+    assert torch.equal(arr.readout, arr.read_terms[0][1])
+    with pytest.raises(ValueError, match="row tiles must lie in"):
+        arr.refresh_row_tiles([arr.n_row_tiles])
+
+
+def test_disturbed_stream_does_not_depend_on_the_worker_count(monkeypatch):
+    """Layers and row tiles are advanced on a pool of workers: one worker and two leave
+    bitwise the same conductances, accuracies and counts."""
+    import spicecross.nn.analog_base as ab
+    from spicecross.nn.analog import analog_layers
+    from spicecross.nn.read_disturb import disturb_network
+
+    out = []
+    for workers in (1, 2):
+        monkeypatch.setattr(ab, "torch_threads", lambda w=workers: w)
+        model, data = _network(0.8, limit=24)
+        res = disturb_network(model, data.test, ReadPulse(1e-6), chunk=12)
+        out.append((res, [layer.array.g_dev.copy() for _, layer in analog_layers(model)]))
+    (r1, g1), (r2, g2) = out
+    assert r1["stats"].rows_exact > 0 and r1["chunks"][-1]["moved_share"] > 0
+    assert all(np.array_equal(a, b) for a, b in zip(g1, g2))
+    assert r1["chunks"] == r2["chunks"] and r1["stats"] == r2["stats"]

@@ -7,11 +7,13 @@ the read pulses that chunk applied — every word-line vector of every read, bot
 two-phase reads (all first-phase reads of the chunk, then all second-phase ones), at the DAC's
 voltages (full scale ``--v-read``), each a rectangular pulse of ``pulse.width_s`` — advance
 every cell of the row tile's G⁺ and G⁻ arrays with its exact cell voltage
-(:func:`~spicecross.surrogate.read_disturb_update.advance_arrays`); the layer's read matrices
-are then rebuilt by the array's own path (the transfer-matrix disk cache bypassed: evolving
-arrays would only fill it) before the next chunk. The converters keep the calibration made on
-the programmed network (a chip calibrates once). A layer whose DAC range itself stays within
-the thresholds (every read's span is at most the range's) is skipped whole.
+(:func:`~spicecross.surrogate.read_disturb_update.advance_arrays`); the read matrices
+of the row tiles that moved are then rebuilt by the array's own path
+(:meth:`~spicecross.surrogate.array.ProgrammedArray.refresh_row_tiles`; the transfer-matrix
+disk cache bypassed: evolving arrays would only fill it) before the next chunk. The converters
+keep the calibration made on the programmed network (a chip calibrates once). A layer whose
+DAC range itself stays within the thresholds (every read's span is at most the range's) is
+skipped whole.
 
 Only the reads a threshold can see are unfolded (:func:`candidate_reads`: the passive bound
 of each whole vector, from its patch's extremes in float32, decides first; 8–17 % of the MNIST
@@ -104,9 +106,10 @@ def candidate_reads(layer, x: torch.Tensor, v_bulk_v: float = 0.0) -> tuple[int,
     total, out = 0, []
     for _, v in layer._dac(x, layer.calibration):
         if v.dim() == 4:                 # per read: extremes of its patch (padding zeros too)
-            geo = (layer.kernel_size, layer.dilation, layer.padding, layer.stride)
-            hi = F.unfold(v.amax(1, keepdim=True), *geo).amax(1).reshape(-1)
-            lo = F.unfold(v.amin(1, keepdim=True), *geo).amin(1).reshape(-1)
+            (ph, pw), pad = layer.padding, lambda m: F.pad(m, (pw, pw, ph, ph))
+            geo = (layer.kernel_size, layer.stride, 0, layer.dilation)
+            hi = F.max_pool2d(pad(v.amax(1, keepdim=True)), *geo).reshape(-1)
+            lo = -F.max_pool2d(pad(-v.amin(1, keepdim=True)), *geo).reshape(-1)
         else:
             hi, lo = v.amax(1), v.amin(1)
         ext = torch.stack([hi, lo], 1).to(torch.float64).numpy()
@@ -119,43 +122,71 @@ def candidate_reads(layer, x: torch.Tensor, v_bulk_v: float = 0.0) -> tuple[int,
     return total, torch.cat(out).to(torch.float64).numpy()
 
 
-def _disturb_layer(layer, x: torch.Tensor, pulse: ReadPulse, dw_max: float,
-                   caches: dict, stats: DisturbStats) -> bool:
-    """Advance one analog layer's arrays by the reads of its inputs ``x``; True if any
-    conductance changed (the read matrices are then rebuilt)."""
+def _live_row_reads(layer, x: torch.Tensor, stats: DisturbStats) -> list[tuple[int, np.ndarray]]:
+    """The reads of inputs ``x`` on one analog layer that a threshold can see, per row tile:
+    ``(row tile, word-line voltages (m, rows used) in V)`` for the row tiles with any; the
+    inert reads only counted in ``stats``."""
     arr = layer.array
-    cfg = layer.config
-    p = cfg.device_params()
+    p = layer.config.device_params()
     v_bulk = arr.spec.selector.v_bulk_v if arr.spec.cell == "1t1r" else 0.0
     dac_range = np.array([arr.read_range_v()])  # bounds every read of the layer (passive bound)
     if inert_reads(dac_range, p, v_bulk)[0]:
         n = candidate_reads(layer, x[:1], v_bulk)[0] * x.shape[0]   # reads per image × images
         stats.reads += n
         stats.inert_reads += n
-        return False
+        return []
     M, vecs = candidate_reads(layer, x, v_bulk)                       # M reads; (m, K) V
-    changed = False
+    out = []
     for r in range(arr.n_row_tiles):
         part = vecs[:, arr.tile_rows_of(r)]
         # the passive-network bound per row tile first, so inert reads are never copied
         idx = np.flatnonzero(~inert_reads(part, p, v_bulk))
         stats.reads += M - len(idx)
         stats.inert_reads += M - len(idx)
-        if len(idx) == 0:
-            continue
-        v = np.ascontiguousarray(part[idx])           # the row tile's other word lines: 0 V
-        g = arr.g_dev[:, r].reshape(-1, cfg.tile_rows, cfg.tile_cols)     # (2·nc, R, C)
-        g_new, st = advance_arrays(arr.spec, p, g, v, pulse, dw_max=dw_max,
-                                   wires=cfg.wires,
-                                   cache=caches.setdefault((id(layer), r), TransferCache()))
+        if len(idx):
+            out.append((r, np.ascontiguousarray(part[idx])))   # other word lines: 0 V
+    return out
+
+
+def _disturb_layers(layers: list, inputs: list[torch.Tensor], pulse: ReadPulse, dw_max: float,
+                    caches: dict, stats: DisturbStats) -> bool:
+    """Advance the arrays of the analog ``layers`` by the reads of their ``inputs``; True if
+    any conductance changed. Every (layer, row tile) is advanced on its own (its G⁺ and G⁻
+    arrays share its reads), and the read matrices of the row tiles that moved are rebuilt:
+    layers and row tiles shared among single-threaded workers (one per torch thread),
+    results applied in order, so the answer does not depend on the worker count."""
+    from .analog_base import map_single_threaded, torch_threads
+
+    def live(layer_x):
+        st = DisturbStats()
+        return _live_row_reads(*layer_x, st), st
+
+    workers = torch_threads()
+    parts = map_single_threaded(live, zip(layers, inputs), workers)
+    jobs = []
+    for layer, (rows, st) in zip(layers, parts):
         stats.add(st)
-        if not np.array_equal(g_new, g):
+        jobs += [(layer, r, v) for r, v in rows]
+
+    def advance(job):
+        layer, r, v = job
+        cfg, arr = layer.config, layer.array
+        g = arr.g_dev[:, r].reshape(-1, cfg.tile_rows, cfg.tile_cols)     # (2·nc, R, C)
+        return advance_arrays(arr.spec, cfg.device_params(), g, v, pulse, dw_max=dw_max,
+                              wires=cfg.wires,
+                              cache=caches.setdefault((id(layer), r), TransferCache()))
+
+    changed: dict[int, tuple] = {}
+    for (layer, r, _), (g_new, st) in zip(jobs, map_single_threaded(advance, jobs, workers)):
+        stats.add(st)
+        arr = layer.array
+        if not np.array_equal(g_new, arr.g_dev[:, r].reshape(g_new.shape)):
             arr.g_dev[:, r] = g_new.reshape(arr.g_dev[:, r].shape)
-            changed = True
-    if changed:
-        with transfer_cache.disabled():            # evolving arrays would only fill it
-            arr._build_readout()
-    return changed
+            changed.setdefault(id(layer), (arr, []))[1].append(r)
+    with transfer_cache.disabled():                # evolving arrays would only fill it
+        map_single_threaded(lambda item: item[0].refresh_row_tiles(item[1]), changed.values(),
+                            workers)
+    return bool(changed)
 
 
 def _state_change(model: nn.Module, start: dict[str, np.ndarray]) -> tuple[float, float, float]:
@@ -204,10 +235,10 @@ def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chu
         logits, inputs = _infer_chunk(model, x)
         ok = int((logits.argmax(1) == y).sum())
         correct += ok
-        changed = False
         with torch.no_grad():
-            for name, layer in analog_layers(model):
-                changed |= _disturb_layer(layer, inputs[name], pulse, dw_max, caches, stats)
+            layers = list(analog_layers(model))
+            changed = _disturb_layers([m for _, m in layers], [inputs[n] for n, _ in layers],
+                                      pulse, dw_max, caches, stats)
         share, mean_dw, max_dw = _state_change(model, start) if changed or not rows else \
             (rows[-1]["moved_share"], rows[-1]["mean_abs_dw"], rows[-1]["max_abs_dw"])
         rows.append({"images": lo + len(y), "accuracy": 100.0 * ok / len(y),

@@ -159,6 +159,28 @@ class ProgrammedArray:
         self.readout = self.read_terms[0][1]
         self._surrogates = {}
 
+    def refresh_row_tiles(self, rows) -> None:
+        """Rebuild the read matrices after the device conductances of row tiles ``rows`` (and
+        no others) changed in :attr:`g_dev`: with wires and linear cells only those row tiles'
+        transfer matrices are solved and spliced into new read-matrix tensors (each row tile's
+        matrices depend on its own conductances alone); otherwise (ideal wires, the
+        ``polynomial`` mode, whose fits span the layer) :meth:`_build_readout`."""
+        rows = sorted({int(r) for r in rows})
+        if not rows:
+            return
+        if not 0 <= rows[0] <= rows[-1] < self.n_row_tiles:
+            raise ValueError(f"row tiles must lie in 0..{self.n_row_tiles - 1}, got {rows}")
+        if self.polynomial or not self.config.wires or len(rows) == self.n_row_tiles:
+            self._build_readout()
+            return
+        g_cell = torch.as_tensor(self.cell_conductances(self.g_dev[:, rows]), dtype=torch.float64)
+        readout64 = self.readout64.clone()
+        readout64[rows] = self._per_row_tile(self._transfer_read_matrices(g_cell))
+        self.read_terms64 = [(1, readout64)]
+        self.read_terms = [(1, readout64.to(torch.float32).contiguous())]
+        self.readout64, self.readout = readout64, self.read_terms[0][1]
+        self._surrogates = {}
+
     def _transfer_read_matrices(self, g_cell: Tensor) -> Tensor:
         """Per-array read matrices Tᵀ (2, nr, nc, R, C) in S with wires, for cell conductances
         of that shape: only the bit lines the layer reads are solved in the last column tile
