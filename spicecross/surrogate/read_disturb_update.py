@@ -261,15 +261,16 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
             stats.rows_aggregated += int(sure.sum())
             can_move = can_move & ~sure
     stats.rows_exact += int(can_move.sum())
+    by_row = cache.by_row()                                          # (R, inputs, A·C)
     for j in torch.nonzero(can_move.any(0)).flatten().tolist():
-        i, reads = int(rows[j]), can_move[:, j]
-        v_cell = torch.einsum("mk,ajk->amj", v[reads], t[:, i])     # (A, m, C)
+        i, reads = int(rows[j]), torch.nonzero(can_move[:, j]).flatten()
+        v_cell = v[reads] @ by_row[i]                                # (m, A·C)
         d_off, d_on = dev.doses(v_cell, pulse, off=bool((hi[reads, j] > p.v_off_v).any()),
                                 on=bool((lo[reads, j] < p.v_on_v).any()))
         if d_off is not None:
-            off[:, i] += d_off.sum(1)
+            off[:, i] += d_off.sum(0).view(A, C)
         if d_on is not None:
-            on[:, i] += d_on.sum(1)
+            on[:, i] += d_on.sum(0).view(A, C)
     return off, on
 
 
@@ -282,6 +283,15 @@ class TransferCache:
     t: torch.Tensor | None = None
     w_built: torch.Tensor | None = None
     pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None
+    _by_row: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def by_row(self) -> torch.Tensor:
+        """``t`` per row as (rows, inputs, A·cols), contiguous: a row's cell voltages for reads
+        ``v`` (m, inputs) are one product ``v @ by_row()[i]`` (made once per ``t``)."""
+        if self._by_row is None or self._by_row[0] is not self.t:
+            A, R, C, K = self.t.shape
+            self._by_row = (self.t, self.t.permute(1, 3, 0, 2).reshape(R, K, A * C).contiguous())
+        return self._by_row[1]
 
 
 def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarray,
