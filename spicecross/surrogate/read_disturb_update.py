@@ -43,7 +43,9 @@ VTEAM's OFF rate ``k_off/x_span·(V/v_off − 1)`` is linear in ``V`` wherever `
 the dose of all surely switching reads of row ``i`` is ``T_i·Σv / v_off − n_i``: one product
 per row instead of one per read. Otherwise (or for ramps, whose integral
 ``∫ rate dt = rise·k·u^α·u/((α+1)(1+u))``, ``u = V/v_th − 1``, is nonlinear in ``V``) every
-such read is solved exactly as well.
+such read is solved exactly as well. The same linearity makes the reads a row solves one by
+one cheap where only OFF motion is possible: their dose is ``k_off·width/v_off`` times
+``Σ max(V_cell − v_off, 0)``, summed in cache-sized blocks of reads (:func:`_excess_sum`).
 
 **Integration.** Within a segment of consecutive reads the conductances (so ``T``) and the
 window (a function of the state) are frozen at the segment's start, every read's rate is
@@ -71,9 +73,13 @@ from .cells import series_node_1t1r
 from .dynamic import DynamicTileSurrogate, cell_voltage_transfer
 from .mapping import effective_cell_conductance
 from .nonlinear import BlockSolver
+from .read_disturb_bounds import (deviation_bounds, inert_reads, row_voltage_bounds,
+                                  rows_any_read_can_move)
 
 #: Reads per nonlinear solve of 1T1R arrays (their node voltages are kept per read).
 SOLVE_CHUNK = 128
+#: Reads per block of :func:`_excess_sum` (≈ 1 MiB of float64 cell voltages per 64×64 array pair).
+EXCESS_BLOCK = 1024
 #: Segments of at least this many reads are dosed as two halves (kept should it be split).
 SPLIT_MIN_READS = 256
 
@@ -119,55 +125,6 @@ class DisturbStats:
     def add(self, other: "DisturbStats") -> None:
         for k in self.__dataclass_fields__:
             setattr(self, k, getattr(self, k) + getattr(other, k))
-
-
-def inert_reads(v: np.ndarray, p: VTEAMParams, v_bulk_v: float = 0.0) -> np.ndarray:
-    """(n,) True for reads (n, rows) in V that provably move no cell (bound 1 of the module
-    doc: cell voltages within [−span, span]; 1T1R: the selectors' bulk ``v_bulk_v`` too)."""
-    t = torch.from_numpy(np.ascontiguousarray(v))            # torch's row extremes: faster
-    span = (np.maximum(t.amax(1).numpy(), max(v_bulk_v, 0.0))
-            - np.minimum(t.amin(1).numpy(), min(v_bulk_v, 0.0)))
-    return (span <= p.v_off_v) & (-span >= p.v_on_v)
-
-
-def deviation_bounds(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``P`` and ``N`` (rows, inputs) of bound 2 (module doc) of cell-voltage transfer
-    matrices ``t`` (A, rows, cols, inputs) (the first ``inputs`` word lines driven)."""
-    d = t - torch.eye(t.shape[1], t.shape[3], dtype=t.dtype)[None, :, None, :]
-    return d.clamp(min=0).amax(dim=(0, 2)), (-d).clamp(min=0).amax(dim=(0, 2))
-
-
-def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
-                       pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None,
-                       rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower and upper bounds (n, rows) in V on the cell voltages of every row of every array
-    with cell-voltage transfer matrices ``t`` (A, rows, cols, inputs) under reads ``v``
-    (n, inputs), the first ``inputs`` word lines (the others at 0 V) (bound 2 of the module
-    doc; ``pos_neg`` its :func:`deviation_bounds` if known); ``rows``: only these rows' bounds
-    (n, len(rows))."""
-    pos, neg = deviation_bounds(t) if pos_neg is None else pos_neg
-    v_rows = torch.nn.functional.pad(v, (0, t.shape[1] - v.shape[1]))   # (n, rows)
-    if rows is not None:
-        pos, neg, v_rows = pos[rows], neg[rows], v_rows[:, rows]
-    vp = v.clamp(min=0)
-    hi = v_rows + vp @ pos.T
-    lo = v_rows - vp @ neg.T
-    if bool((v < 0).any()):                                  # bipolar reads
-        vn = (-v).clamp(min=0)
-        hi += vn @ neg.T
-        lo -= vn @ pos.T
-    return lo, hi
-
-
-def _rows_any_read_can_move(p: VTEAMParams, pos_neg: tuple[torch.Tensor, torch.Tensor],
-                            v: torch.Tensor, rows: int) -> torch.Tensor:
-    """Indices of the rows (of ``rows``) whose bound 2 for all reads ``v`` (n, inputs) at once
-    (their parts' largest values) reaches a threshold; the others are skipped for every read."""
-    pos, neg = pos_neg
-    vp, vn, pad = v.clamp(min=0).amax(0), (-v).clamp(min=0).amax(0), (0, rows - v.shape[1])
-    hi = torch.nn.functional.pad(v.amax(0), pad) + pos @ vp + neg @ vn
-    lo = torch.nn.functional.pad(v.amin(0), pad) - neg @ vp - pos @ vn
-    return torch.nonzero((hi > p.v_off_v) | (lo < p.v_on_v)).flatten()
 
 
 class _Device:
@@ -237,6 +194,17 @@ def _raw_1t1r(dev: _Device, spec: TileSpec, g: torch.Tensor, v: torch.Tensor,
     return off, on
 
 
+def _excess_sum(v: torch.Tensor, by_row_i: torch.Tensor, v_th: float) -> torch.Tensor:
+    """``Σ_m max(V_m − v_th, 0)`` (A·C,) in V over the cell voltages ``V = v @ by_row_i`` of
+    reads ``v`` (m, inputs) in V, block by block (:data:`EXCESS_BLOCK` reads: the block's
+    voltages stay in the cache between the product, the clamp and the sum)."""
+    out = by_row_i.new_zeros(by_row_i.shape[1])
+    bias = by_row_i.new_full((1, by_row_i.shape[1]), -v_th)
+    for s in range(0, len(v), EXCESS_BLOCK):
+        out += torch.addmm(bias, v[s:s + EXCESS_BLOCK], by_row_i).clamp_(min=0.0).sum(0)
+    return out
+
+
 def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: ReadPulse,
               stats: DisturbStats) -> tuple[torch.Tensor, torch.Tensor]:
     """OFF and ON doses without window (A, rows, cols) of reads ``v`` (n, inputs) at the
@@ -244,7 +212,7 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
     p, t = dev.p, cache.t
     A, R, C, _ = t.shape
     off, on = torch.zeros((A, R, C), dtype=t.dtype), torch.zeros((A, R, C), dtype=t.dtype)
-    rows = _rows_any_read_can_move(p, cache.pos_neg, v, R)           # the others: skipped
+    rows = rows_any_read_can_move(p, cache.pos_neg, v, R)           # the others: skipped
     stats.rows_skipped += len(v) * (R - len(rows))
     if len(rows) == 0:
         return off, on
@@ -262,11 +230,18 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
             can_move = can_move & ~sure
     stats.rows_exact += int(can_move.sum())
     by_row = cache.by_row()                                          # (R, inputs, A·C)
+    linear_off = p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0
     for j in torch.nonzero(can_move.any(0)).flatten().tolist():
         i, reads = int(rows[j]), torch.nonzero(can_move[:, j]).flatten()
+        want_off = bool((hi[reads, j] > p.v_off_v).any())
+        want_on = bool((lo[reads, j] < p.v_on_v).any())
+        if linear_off and not want_on:    # OFF only, rate linear above v_off: Σ relu(V − v_off)
+            if want_off:
+                excess = _excess_sum(v[reads], by_row[i], p.v_off_v)
+                off[:, i] += excess.view(A, C) * (dev.k_off * pulse.width_s / p.v_off_v)
+            continue
         v_cell = v[reads] @ by_row[i]                                # (m, A·C)
-        d_off, d_on = dev.doses(v_cell, pulse, off=bool((hi[reads, j] > p.v_off_v).any()),
-                                on=bool((lo[reads, j] < p.v_on_v).any()))
+        d_off, d_on = dev.doses(v_cell, pulse, off=want_off, on=want_on)
         if d_off is not None:
             off[:, i] += d_off.sum(0).view(A, C)
         if d_on is not None:
