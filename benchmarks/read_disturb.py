@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, load_str, table  # noqa: E402
 
-from spicecross.nn.read_disturb import plot_read_disturb, read_disturb_infer  # noqa: E402
+from spicecross.nn.read_disturb import read_disturb_infer  # noqa: E402
+from spicecross.nn.read_disturb_report import plot_read_disturb  # noqa: E402
 from spicecross.surrogate.config import AnalogConfig  # noqa: E402
 
 

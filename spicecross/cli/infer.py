@@ -243,7 +243,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         return _cmd_infer_spice_loop(args)
     config = config_from_args(args)
     if args.read_disturb:
-        from ..nn.read_disturb import cmd_read_disturb
+        from ..nn.read_disturb_report import cmd_read_disturb
         return cmd_read_disturb(args, config)
     msg = config.read_disturb_warning()
     if msg and config.mode == "nonlinear":

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,11 +37,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ..surrogate import transfer_cache
+from ..surrogate.read_disturb_bounds import inert_reads, inert_spans
 from ..surrogate.read_disturb_update import (DisturbStats, ReadPulse, TransferCache,
-                                             advance_arrays, inert_reads)
+                                             advance_arrays)
 
-__all__ = ["candidate_reads", "check_disturb_config", "disturb_network", "read_disturb_infer",
-           "plot_read_disturb"]
+__all__ = ["candidate_reads", "check_disturb_config", "disturb_network", "read_disturb_infer"]
 
 
 def check_disturb_config(config) -> None:
@@ -76,19 +75,41 @@ def _patches(v: torch.Tensor, layer, idx: np.ndarray, n_pos: int) -> torch.Tenso
     image·``n_pos`` + output position) of word-line voltages ``v`` (N, C, H, W) in V: the rows
     ``F.unfold`` gives them, in its order (channel, kernel row, kernel column), gathered
     without unfolding the other reads (per kernel offset, the reads' input pixels with all
-    their channels, from a channels-last copy)."""
+    their channels, from a channels-last copy of the images they belong to)."""
     import torch.nn.functional as F
 
     (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
     (ph, pw), (dh, dw) = layer.padding, layer.dilation
     wo = layer._output_size(v.shape[2], v.shape[3])[1]
-    pixels = F.pad(v, (pw, pw, ph, ph)).permute(0, 2, 3, 1).contiguous()   # (N, Hp, Wp, C)
     i = torch.from_numpy(idx)
-    img, pos = i // n_pos, i % n_pos
+    images, img = torch.unique(i // n_pos, return_inverse=True)
+    pixels = F.pad(v[images], (pw, pw, ph, ph)).permute(0, 2, 3, 1).contiguous()  # (n, Hp, Wp, C)
+    pos = i % n_pos
     y0, x0 = pos // wo * sh, pos % wo * sw
     out = torch.stack([pixels[img, y0 + dh * a, x0 + dw * b]                # (m, C) each
                        for a in range(kh) for b in range(kw)], dim=2)       # (m, C, kh·kw)
     return out.reshape(len(idx), v.shape[1] * kh * kw)
+
+
+def _patch_extremes(m: torch.Tensor, layer, largest: bool) -> torch.Tensor:
+    """Per convolution read (image, output position, flat in that order) the largest (or
+    smallest) of map ``m`` (N, 1, H, W) over its patch, the zero padding included: the
+    elementwise extreme of the kh·kw shifted views (exact; ``F.max_pool2d`` on one channel
+    took ≈ 6× longer)."""
+    import torch.nn.functional as F
+
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
+    (ph, pw), (dh, dw) = layer.padding, layer.dilation
+    ho, wo = layer._output_size(m.shape[2], m.shape[3])
+    padded = F.pad(m, (pw, pw, ph, ph))
+    pick = torch.maximum if largest else torch.minimum
+    out = None
+    for a in range(kh):
+        for b in range(kw):
+            view = padded[:, :, a * dh:a * dh + (ho - 1) * sh + 1:sh,
+                          b * dw:b * dw + (wo - 1) * sw + 1:sw]
+            out = view.clone() if out is None else pick(out, view, out=out)
+    return out.reshape(-1)
 
 
 def candidate_reads(layer, x: torch.Tensor, v_bulk_v: float = 0.0) -> tuple[int, np.ndarray]:
@@ -100,23 +121,18 @@ def candidate_reads(layer, x: torch.Tensor, v_bulk_v: float = 0.0) -> tuple[int,
     (a row tile's span is at most the whole vector's), so the row tiles' live reads are the
     same as from all vectors; the spans come from the float32 DAC voltages (max and min are
     exact in float32) and only the candidates are unfolded and promoted to float64."""
-    import torch.nn.functional as F
-
     p = layer.config.device_params()
     total, out = 0, []
     for _, v in layer._dac(x, layer.calibration):
         if v.dim() == 4:                 # per read: extremes of its patch (padding zeros too)
-            (ph, pw), pad = layer.padding, lambda m: F.pad(m, (pw, pw, ph, ph))
-            geo = (layer.kernel_size, layer.stride, 0, layer.dilation)
-            hi = F.max_pool2d(pad(v.amax(1, keepdim=True)), *geo).reshape(-1)
-            lo = -F.max_pool2d(pad(-v.amin(1, keepdim=True)), *geo).reshape(-1)
+            hi = _patch_extremes(v.amax(1, keepdim=True), layer, largest=True)
+            lo = _patch_extremes(v.amin(1, keepdim=True), layer, largest=False)
         else:
             hi, lo = v.amax(1), v.amin(1)
-        ext = torch.stack([hi, lo], 1).to(torch.float64).numpy()
-        idx = np.flatnonzero(~inert_reads(ext, p, v_bulk_v))
-        total += len(ext)
+        idx = torch.nonzero(~inert_spans(hi, lo, p, v_bulk_v)).flatten().numpy()
+        total += len(hi)
         if v.dim() == 4:
-            out.append(_patches(v, layer, idx, len(ext) // v.shape[0]))
+            out.append(_patches(v, layer, idx, len(hi) // v.shape[0]))
         else:
             out.append(v[torch.from_numpy(idx)].reshape(len(idx), layer.array.k_in))
     return total, torch.cat(out).to(torch.float64).numpy()
@@ -276,101 +292,3 @@ def read_disturb_infer(model_name: str, data_root, config, *, pulse_width_s: flo
                device_set=config.device_set, tile=f"{config.tile_rows}x{config.tile_cols}",
                cell=config.cell)
     return res
-
-
-def json_report(res: dict[str, Any]) -> dict[str, Any]:
-    """The ``"read_disturb"`` object of ``infer --read-disturb --json``."""
-    st = res["stats"]
-    return {"images": [c["images"] for c in res["chunks"]],
-            "accuracy": [round(c["accuracy"], 4) for c in res["chunks"]],
-            "moved_share": [c["moved_share"] for c in res["chunks"]],
-            "mean_abs_dw": [c["mean_abs_dw"] for c in res["chunks"]],
-            "max_abs_dw": [c["max_abs_dw"] for c in res["chunks"]],
-            "read_voltage_v": res["read_voltage_v"], "pulse_width_s": res["pulse_width_s"],
-            "chunk": res["chunk"], "seconds": round(res["seconds"], 3),
-            "reads": st.reads, "inert_reads": st.inert_reads, "rows_exact": st.rows_exact,
-            "rows_aggregated": st.rows_aggregated, "rows_skipped": st.rows_skipped,
-            "transfer_builds": st.transfer_builds}
-
-
-def plot_read_disturb(runs: list[dict[str, Any]], path: str | Path) -> Path:
-    """Chunk accuracy against images read, one line per run (labelled by its read voltage
-    and pulse width), the undisturbed accuracy dashed; written atomically as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..store import save_figure_atomic
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for k, res in enumerate(runs):
-        color = f"C{k}"
-        xs = [c["images"] for c in res["chunks"]]
-        ax.plot(xs, [c["accuracy"] for c in res["chunks"]], "o-", ms=3, color=color,
-                label=f"{res['read_voltage_v']:g} V reads, {1e9 * res['pulse_width_s']:g} ns "
-                      f"(cells moved {100 * res['chunks'][-1]['moved_share']:.3g} %)")
-        ax.axhline(res["no_disturb_accuracy"], color=color, ls="--", lw=0.8)
-    r0 = runs[0]
-    ax.set_xlabel("test images read")
-    ax.set_ylabel(f"accuracy of each chunk of {r0['chunk']} images (%)")
-    ax.set_title(f"read disturb: {r0['model']}, {r0['tile']} {r0['cell'].upper()} "
-                 f"{r0['device_set']} "
-                 f"(dashed: undisturbed)", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = save_figure_atomic(fig, path)
-    plt.close(fig)
-    return out
-
-
-def print_report(res: dict[str, Any]) -> None:
-    """The text report of ``infer --read-disturb``."""
-    st = res["stats"]
-    print(f"{res['model']}: {res['images']} images ({res['data']})")
-    print(f"  digital      {res['digital_accuracy']:.2f} %")
-    print(f"  undisturbed  {res['no_disturb_accuracy']:.2f} %  ({res['no_disturb_seconds']:.2f} s)")
-    print(f"  read disturb {res['accuracy']:.2f} %  ({res['seconds']:.2f} s; reads at "
-          f"{res['read_voltage_v']:g} V {res['read_scheme']}, pulses of "
-          f"{1e9 * res['pulse_width_s']:g} ns, {res['tile']} {res['cell'].upper()} "
-          f"{res['device_set']}, "
-          f"chunks of {res['chunk']})")
-    print(f"  reads {st.reads}: {st.inert_reads} provably below threshold; (read, row) pairs "
-          f"solved {st.rows_exact}, aggregated {st.rows_aggregated}; {st.transfer_builds} "
-          f"transfer builds")
-    print(f"  {'images':>8} {'accuracy %':>10} {'cells moved %':>14} {'mean |dw|':>10} "
-          f"{'max |dw|':>10}")
-    for c in res["chunks"]:
-        print(f"  {c['images']:>8} {c['accuracy']:>10.2f} {100 * c['moved_share']:>14.4g} "
-              f"{c['mean_abs_dw']:>10.3g} {c['max_abs_dw']:>10.3g}")
-
-
-def cmd_read_disturb(args, config) -> int:
-    """``spicecross infer --read-disturb``: the run, its text or JSON report and the PNG."""
-    import json
-
-    from ..store import check_output_path
-
-    if getattr(args, "program", None) is not None:
-        raise ValueError(f"--read-disturb streams the network as programmed; it cannot be "
-                         f"combined with --program {args.program}")
-    if args.plot is not None:
-        check_output_path(args.plot, "--plot")
-    res = read_disturb_infer(args.model, args.data, config, pulse_width_s=1e-9 * args.read_pulse_ns,
-                             chunk=args.disturb_chunk, limit=args.limit, weights=args.weights,
-                             batch_size=args.batch_size, progress=not args.json)
-    if args.plot is not None:
-        plot_read_disturb([res], args.plot)
-    if args.json:
-        print(json.dumps({"accuracy": round(res["accuracy"], 4),
-                          "no_disturb_accuracy": round(res["no_disturb_accuracy"], 4),
-                          "digital_accuracy": round(res["digital_accuracy"], 4),
-                          "images": res["images"], "read_voltage_v": res["read_voltage_v"],
-                          "read_scheme": res["read_scheme"],
-                          "read_disturb": json_report(res)}))
-    else:
-        print_report(res)
-        if args.plot is not None:
-            print(f"  plot: {args.plot}")
-    sys.stdout.flush()
-    return 0

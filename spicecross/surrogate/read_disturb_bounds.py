@@ -9,16 +9,24 @@ import torch
 
 from ..devices.vteam import VTEAMParams
 
-__all__ = ["inert_reads", "deviation_bounds", "row_voltage_bounds", "rows_any_read_can_move"]
+__all__ = ["inert_spans", "inert_reads", "deviation_bounds", "row_voltage_bounds", "rows_any_read_can_move"]
+
+
+def inert_spans(hi_v: torch.Tensor, lo_v: torch.Tensor, p: VTEAMParams,
+                v_bulk_v: float = 0.0) -> torch.Tensor:
+    """(n,) True for reads whose largest and smallest applied voltages ``hi_v``/``lo_v`` (n,)
+    in V provably move no cell (bound 1: cell voltages within [−span, span]; 1T1R: the
+    selectors' bulk ``v_bulk_v`` counted as applied); compared in float64."""
+    span = (hi_v.to(torch.float64).clamp(min=max(v_bulk_v, 0.0))
+            - lo_v.to(torch.float64).clamp(max=min(v_bulk_v, 0.0)))
+    return (span <= p.v_off_v) & (-span >= p.v_on_v)
 
 
 def inert_reads(v: np.ndarray, p: VTEAMParams, v_bulk_v: float = 0.0) -> np.ndarray:
-    """(n,) True for reads (n, rows) in V that provably move no cell (bound 1:
-    cell voltages within [−span, span]; 1T1R: the selectors' bulk ``v_bulk_v`` too)."""
-    t = torch.from_numpy(np.ascontiguousarray(v))            # torch's row extremes: faster
-    span = (np.maximum(t.amax(1).numpy(), max(v_bulk_v, 0.0))
-            - np.minimum(t.amin(1).numpy(), min(v_bulk_v, 0.0)))
-    return (span <= p.v_off_v) & (-span >= p.v_on_v)
+    """(n,) True for reads (n, rows) in V that provably move no cell (:func:`inert_spans` of
+    each read's extremes)."""
+    t = torch.from_numpy(np.ascontiguousarray(v))
+    return inert_spans(t.amax(1), t.amin(1), p, v_bulk_v).numpy()
 
 
 def deviation_bounds(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
