@@ -231,3 +231,31 @@ def test_disturbed_stream_does_not_depend_on_the_worker_count(monkeypatch):
     assert r1["stats"].rows_exact > 0 and r1["chunks"][-1]["moved_share"] > 0
     assert all(np.array_equal(a, b) for a, b in zip(g1, g2))
     assert r1["chunks"] == r2["chunks"] and r1["stats"] == r2["stats"]
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [((3, 3), (1, 1), (1, 1), (1, 1)),
+                                                               ((5, 3), (2, 1), (2, 0), (1, 2)),
+                                                               ((2, 2), (2, 2), (0, 1), (2, 1))])
+def test_patch_extremes_and_patches_match_unfold(kernel, stride, padding, dilation):
+    """The patch extremes (shifted views) and the gathered candidate patches equal what
+    ``F.unfold`` gives, bitwise, for strides, dilations and zero padding the MNIST network does
+    not use."""
+    import types
+
+    import torch.nn.functional as F
+
+    from spicecross.nn.analog import AnalogConv2d
+    from spicecross.nn.read_disturb import _patch_extremes, _patches
+
+    layer = types.SimpleNamespace(kernel_size=kernel, stride=stride, padding=padding,
+                                  dilation=dilation)
+    layer._output_size = types.MethodType(AnalogConv2d._output_size, layer)
+    v = torch.randn(3, 4, 11, 9)
+    cols = F.unfold(v, kernel, dilation, padding, stride)          # (N, C·kh·kw, L)
+    hi = _patch_extremes(v.amax(1, keepdim=True), layer, largest=True)
+    lo = _patch_extremes(v.amin(1, keepdim=True), layer, largest=False)
+    assert torch.equal(hi, cols.amax(1).reshape(-1)) and torch.equal(lo, cols.amin(1).reshape(-1))
+    n_pos = cols.shape[2]
+    idx = np.array([0, 5, n_pos + 2, 3 * n_pos - 1])
+    want = cols.transpose(1, 2).reshape(-1, cols.shape[1])[torch.from_numpy(idx)]
+    assert torch.equal(_patches(v, layer, idx, n_pos), want)
