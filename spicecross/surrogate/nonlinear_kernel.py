@@ -276,6 +276,21 @@ def _coarse(s, ac_inv, pr, y):
 
 
 @nb.njit(**_JIT)
+def _series_u(a, b, gd, vg, jbd, u, cell):
+    """u = m − b (V) of every cell in closed form at ``a``, ``b`` (0 for open cells)."""
+    R, C = a.shape
+    beta, vto = cell[0], cell[1]
+    for i in range(R):
+        vgl = vg[i] - vto
+        for j in range(C):
+            g = gd[i, j]
+            p = g + beta * (vgl - b[i, j])
+            q = g * (a[i, j] - b[i, j]) + jbd[i, j]
+            uu = 2.0 * q / (p + math.sqrt(p * p - 2.0 * beta * q))
+            u[i, j] = uu if g > 0.0 else 0.0
+
+
+@nb.njit(**_JIT)
 def _solve_one(k, t, warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_dev, g_lin, g_min,
                inv_dw, inv_db, ac_inv, pr, pcT, wires, cell, ctrl, status, iters, moves, work):
     """Item ``k`` (a vector of tile ``t``) in the scratch arrays ``work`` (8, R, C): see
@@ -342,7 +357,8 @@ def _solve_one(k, t, warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_de
     status[k] = SOLVED if done and ok else (OUTSIDE_REGIME if not ok else NOT_CONVERGED)
     for j in range(C):
         i_out[k, j] = g_out * (b[R - 1, j] - vbll[j])
-    if slot[k] >= 0:
+    if slot[k] >= 0:                        # the series nodes at the solution, kept
+        _series_u(a, b, gd, vgl, jbd, u, cell)
         oa[slot[k]] = a
         ob[slot[k]] = b
         om[slot[k]] = b + u
