@@ -1,7 +1,7 @@
 """Nonlinear (exact 1T1R) reads: input vectors per second of the nonlinear solver with its
 linear parts, measured in the same run: the compiled line solver (``linear="lines"``, see
 ``spicecross/surrogate/nonlinear_lines.py``, what ``linear="auto"`` takes for 1T1R tiles with
-lambda 0) with ``--lines-threads`` numba threads, the torch iteration with the dense block
+lambda 0) on ``--lines-threads`` threads, the torch iteration with the dense block
 solve (``linear="block"``, the solver before the line solver) and with the chains' explicit
 wire voltages and Chebyshev steps (``linear="chains"``), against the former sparse-LU fixed
 point (``TileSurrogate(..., method="sparse_lu")``), and their agreement.
@@ -20,7 +20,7 @@ is outside the timing). The sparse-LU solver is timed at batches up to
 extrapolated. Agreement: max |ΔI| / max |I| over the batch. A last table reads ``--tiles``
 tiles of 20 vectors each with ``nonlinear.read_many`` against one by one. Threads: torch's,
 as the environment sets them (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``); the line solver's as
-``--lines-threads`` says (numba's, each a column).
+``--lines-threads`` says (each a column; its default elsewhere is torch's thread count).
 """
 from __future__ import annotations
 
@@ -51,16 +51,10 @@ def _factored(spec, g, g_lin, linear: str) -> BlockSolver:
     return s
 
 
-def _with_threads(threads: int, f, *args):
-    """``f(*args)`` with numba's thread count set to ``threads`` (the line solver's)."""
-    import numba
-
-    old = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        return f(*args)
-    finally:
-        numba.set_num_threads(old)
+def _with_threads(threads: int, solver: BlockSolver, v):
+    """``solver.read(v)`` with the line solver on ``threads`` threads."""
+    solver.threads = threads
+    return solver.read(v)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="tiles read together by read_many (batch 20 each) against one by one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lines-threads", type=int, nargs="+", default=[1, 2],
-                   help="numba threads of the line solver, one column each")
+                   help="threads of the line solver, one column each")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.batches = 1, [b for b in args.batches if b <= 200] or [20]
@@ -99,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 names = [f"lines{th}" for th in args.lines_threads] + ["block", "chains"]
                 times = {lin: [] for lin in names}
                 read = {lin: (lambda s_=solvers[lin], th=lin[5:]: s_.read(v) if not th else
-                              _with_threads(int(th), s_.read, v)) for lin in names}
+                              _with_threads(int(th), s_, v)) for lin in names}
                 for lin in names:
                     read[lin]()
                 for _ in range(args.repeats):

@@ -1,6 +1,8 @@
 """Fast exact nonlinear reads of 1T1R tiles: modified Newton on the word- and bit-line node
 voltages with a block-tridiagonal dense solve in torch as its linear part, batched over vectors
-and over tiles (:func:`read_many`).
+and over tiles (:func:`read_many`). Where its closed form applies (lambda 0) the compiled line
+solver (:mod:`~spicecross.surrogate.nonlinear_lines`, the same iteration with line solves and a
+coarse correction as its linear part) reads first; this iteration solves what it leaves.
 
 Unknowns per cell: the word-line node ``a``, the bit-line node ``b`` and the series node ``m``
 between device and selector (V). The equations are the ones of
@@ -24,19 +26,14 @@ junctions) and Kirchhoff's current law on every wire node. One iteration:
    correction driven by a float64 residual, so the fixed point is the float64 one). Or
    (``linear="chains"``, :mod:`~spicecross.surrogate.nonlinear_chains`) ``A_lin⁻¹`` applied
    approximately with the wire chains' explicit voltages (cumulative sums, ``O(rows·cols)``)
-   and a fixed number of Chebyshev steps: same fixed point, a slower outer rate. ``auto``
-   (the default) takes the chains only where their steps cost less than the block solve
-   (:func:`linear_network`); on a 64×64 read tile (0.1 Ω or 2.5 Ω segments, cells of 100 Ω
-   to 2.5 kΩ) the block solve is faster (benchmarks/nonlinear.py).
+   and Chebyshev steps: same fixed point, slower, ``auto`` only where cheaper (:func:`linear_network`).
 
-This is the sparse-LU fixed point of ``tile_model`` (``method="sparse_lu"``) with the same
-linear part, rewritten as a residual correction: same iterates up to rounding when the cells
-are solved exactly. It stops when no node moves by more than ``tol_v`` relative to the largest
-input or bulk voltage, or when the contraction rate seen in the last two updates says that the
-remaining movement is below that. Once the nodes move too little to change the junctions'
-currents (≤ 1e-12 S each in reverse bias) by ``JUNCTION_FREEZE`` of the tolerance, those
-currents are kept. Vectors are solved in chunks of ``chunk`` (working arrays stay in cache).
-Sense currents are ``g_out·V`` of the last bit-line nodes (A), as in the sparse-LU solver.
+This is the sparse-LU fixed point of ``tile_model`` (``method="sparse_lu"``) as a residual
+correction. It stops when no node moves by more than ``tol_v`` relative to the largest input
+or bulk voltage, or when the contraction rate of the last two updates says that what remains
+is below that. Once the nodes move too little to change the junctions' currents (≤ 1e-12 S
+each in reverse bias) by ``JUNCTION_FREEZE`` of the tolerance, those currents are kept.
+Vectors go in chunks of ``chunk``. Sense currents are ``g_out·V`` of the last bit-line nodes.
 """
 from __future__ import annotations
 
@@ -132,11 +129,15 @@ class BlockSolver:
     (T, R, C) in S: :meth:`read` maps inputs (T, B, R) in V to sense currents (T, B, C) in A.
     ``A_lin`` is factored once here (``dtype`` the precision its corrections are applied in),
     or ``net``, an ``A_lin⁻¹`` already factored (``solve(r_wl, r_bl)`` and ``g_lin_s``, as
-    :class:`BlockNetwork`), is reused: it only preconditions, the fixed point is exact."""
+    :class:`BlockNetwork`), is reused: it only preconditions, the fixed point is exact. Where
+    the compiled line solver applies (``linear`` "auto" or "lines", 1T1R with lambda 0,
+    :mod:`~spicecross.surrogate.nonlinear_lines`) it reads first, on ``threads`` threads
+    (default torch's), and this torch iteration, its ``A_lin`` factored when first needed,
+    re-solves the vectors it leaves."""
 
     def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray | None,
                  dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200,
-                 chunk: int = 128, linear: str = "auto", net=None):
+                 chunk: int = 128, linear: str = "auto", net=None, threads: int | None = None):
         self.spec = spec.for_solvers()
         self.g_dev = torch.as_tensor(np.asarray(g_dev_s, dtype=np.float64))[:, :, None, :]
         self.on = self.g_dev > 0
@@ -153,6 +154,7 @@ class BlockSolver:
         self._net, self._net_args = net, (g_lin_s, dtype, "auto" if linear == "lines" else linear)
         self.g_in, self.g_w, self.g_b, self.g_out = wire_conductances(self.spec)
         self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
+        self.threads = threads      # the line solver's (default torch's thread count)
         self.stats = SolveStats()
 
     @property
@@ -287,19 +289,18 @@ class BlockSolver:
         return torch.cat(outs, dim=1) if outs else v.new_zeros(v.shape[:2] + (self.g_dev.shape[-1],))
 
     def _read_lines(self, v, vg, vb, start) -> torch.Tensor:
-        """:meth:`read` by the compiled line solver; the vectors it leaves (outside its closed
-        form's regime, or not converged) by the torch iteration, as one batch of those vector
-        indices in every tile. ``last_state`` as the torch iteration leaves it: the last chunk's."""
-        T, B, R = v.shape
-        C = self.g_dev.shape[-1]
+        """:meth:`read` by the line solver; the vectors it leaves (outside its closed form's
+        regime, not converged) by the torch iteration, those indices in every tile at once.
+        ``last_state`` is the last chunk's, as the torch iteration leaves it."""
+        (T, B, R), C = v.shape, self.g_dev.shape[-1]
         vg = torch.full_like(v, self.spec.selector.v_gate_v) if vg is None else vg
         vb = v.new_zeros((T, B, C)) if vb is None else vb
         st = None if start is None else tuple(x.transpose(1, 2).numpy() for x in start)
         b0 = (max(B - 1, 0) // self.chunk) * self.chunk              # the last chunk's vectors
-        slot = np.where(np.arange(B) >= b0, np.arange(B) - b0, -1)
-        slot = np.where(slot >= 0, slot + (B - b0) * np.arange(T)[:, None], -1).ravel()
-        res = self.lines.read(v.numpy(), vg.numpy(), vb.numpy(), st, slot, self.tol_v,
-                              self.max_iter)
+        slot = np.arange(B) - b0 + (B - b0) * np.arange(T)[:, None]
+        res = self.lines.read(v.numpy(), vg.numpy(), vb.numpy(), st,
+                              np.where(np.arange(B) >= b0, slot, -1).ravel(), self.tol_v,
+                              self.max_iter, self.threads)
         out = torch.from_numpy(res.currents_a)
         state = (None if res.state is None else tuple(
             torch.from_numpy(x.reshape(T, B - b0, R, C)).transpose(1, 2) for x in res.state))

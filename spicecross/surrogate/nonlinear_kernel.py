@@ -1,32 +1,34 @@
 """The compiled kernel of the line solver (:mod:`~spicecross.surrogate.nonlinear_lines`): the
-whole nonlinear iteration of 1T1R tile reads in numba, one input vector per task (its working
-arrays stay in the core's L2 cache on a 64×64 tile), every inner loop along a row's columns
-(SIMD), vectors in parallel.
+whole nonlinear iteration of 1T1R tile reads in numba, one input vector after the other (its
+working arrays stay in the core's L2 cache on a 64×64 tile), every inner loop along a row's
+columns (SIMD), without the GIL (the caller runs ranges of vectors in threads; no numba
+threading layer, whose OpenMP would fight torch's).
 
-One iteration, for word- and bit-line node voltages ``a``, ``b`` (V):
+One iteration, for word- and bit-line node voltages ``a``, ``b`` (V), a pass per step:
 
-1. forward over the rows, ``ROWS`` at a time: every cell's currents in closed form (the selector in triode, lambda
-   0, the junction currents ``J`` (A) lagged: the root of
-   :meth:`~spicecross.surrogate.nonlinear.BlockSolver._cells_triode`'s quadratic), the KCL
-   residual (A) of the rows' word- and bit-line nodes, their word lines solved for their
-   corrections with ``A_lin``'s tridiagonal row blocks (pivots factored once per tile: no
-   division here), the bit-line residuals updated by the cells' linear coupling ``G_lin·δa``
-   and every bit line's forward elimination advanced row by row;
-2. back over the rows: the bit lines' back substitution, ``b += δb``; the residual that this
-   block Gauss–Seidel sweep leaves, ``G_lin·δb`` on the word-line nodes, restricted to the
-   coarse space (products of Legendre polynomials in row and column position, on word- and on
-   bit-line nodes);
-3. the coarse correction ``Z·(Zᵀ·A_lin·Z)⁻¹·Zᵀ·r``, added to each row of ``a`` and ``b`` by
-   the next iteration's step 1 just before it reads the row (and to all rows at the end).
+1. every cell's currents in closed form (the selector in triode, lambda 0, the junction
+   currents ``J`` (A) of the last iteration: the root of
+   :meth:`~spicecross.surrogate.nonlinear.BlockSolver._cells_triode`'s quadratic) and the KCL
+   residual (A) of every word- and bit-line node;
+2. every word line solved for its correction with ``A_lin``'s tridiagonal row block (pivots
+   factored once per tile: no division here), four lines interleaved;
+3. the bit-line residuals updated by the cells' linear coupling ``G_lin·δa``, every bit line
+   solved (forward elimination, back substitution); the residual this block Gauss–Seidel sweep
+   leaves, ``G_lin·δb`` on the word-line nodes, restricted to the coarse space (products of
+   Legendre polynomials of degree ≤ 2 in row and column position, on word- and on bit-line
+   nodes);
+4. the coarse correction ``Z·(Zᵀ·A_lin·Z)⁻¹·Zᵀ·r`` added to ``a`` and ``b``.
 
 Only step 1's residual decides the fixed point: the level-1 equations of
 :mod:`~spicecross.surrogate.cells`, evaluated with fused multiply-adds and reassociation
 allowed (their rounding differs from torch's at the 1e-16 level; the junction exponential
-:func:`exp_f64` is within one ulp of libm's). Steps 1–3 apply a fixed linear operator
-``≈ A_lin⁻¹`` to it, so they decide only the convergence rate. Status per vector: :data:`SOLVED`; :data:`OUTSIDE_REGIME` (a cell not
-in triode at the solution, a drain junction forward biased past the lag limit, a non-finite
-value); :data:`NOT_CONVERGED` within ``max_iter``: the caller re-solves those with the general
-solver.
+:func:`exp_f64` is within one ulp of libm's). Steps 2–4 apply a fixed linear operator
+``≈ A_lin⁻¹`` to it, so they decide only the convergence rate. The stopping rule and the
+junction freeze are the block solver's (the node movement is each node's whole change in an
+iteration), the rate estimate the larger of the last two. Status per vector: :data:`SOLVED`;
+:data:`OUTSIDE_REGIME` (a cell not in triode where last evaluated, a drain junction forward
+biased past the lag limit, a non-finite value); :data:`NOT_CONVERGED` within ``max_iter``:
+the caller re-solves those with the general solver.
 """
 from __future__ import annotations
 
@@ -37,8 +39,6 @@ import numpy as np
 from numba.core import types
 from numba.extending import intrinsic
 
-#: Word lines solved together, interleaved (rows per block of step 1).
-ROWS = 4
 #: The simulators' conductance across every bulk junction (S), as :data:`cells.SPICE_GMIN_S`.
 GMIN_S = 1e-12
 EXP_ARG_MAX = 709.0
@@ -184,13 +184,12 @@ def _word_lines(rw, idw, g_w):
 @nb.njit(**_FAST)
 def _bit_lines(a, b, da, rb, yb, gl, idb, g_b, pr, pcT, s, big, below):
     """``a += δa``; every bit line solved for its residuals ``rb`` plus the cells' coupling
-    ``G_lin·δa`` (forward elimination into ``yb``, back substitution), ``b += δb``; the
-    residual ``G_lin·δb`` this leaves on the word-line nodes restricted into ``s`` (K, A).
-    ``big`` (C,) gets the largest |δa|, |δb| (V) per column; ``below`` (C,): scratch."""
+    ``G_lin·δa`` (forward elimination in ``yb``, back substitution: ``yb`` ends as δb),
+    ``b += δb``; the residual ``G_lin·δb`` this leaves on the word-line nodes restricted into
+    ``s`` (K, A). ``big``, ``below`` (C,): scratch."""
     R, C = a.shape
     kr, kc = pr.shape[1], pcT.shape[0]
     p0, p1, p2 = pcT[0], pcT[min(1, kc - 1)], pcT[kc - 1]
-    big[:] = 0.0
     for i in range(R):
         c_up = g_b if i > 0 else 0.0
         iu = max(i - 1, 0)
@@ -198,17 +197,14 @@ def _bit_lines(a, b, da, rb, yb, gl, idb, g_b, pr, pcT, s, big, below):
             d = da[i, j]
             a[i, j] += d
             yb[i, j] = (rb[i, j] + gl[i, j] * d + c_up * yb[iu, j]) * idb[i, j]
-            ad, m = abs(d), big[j]
-            big[j] = ad if ad > m else m
     s[:] = 0.0
     below[:] = 0.0
     for i in range(R - 1, -1, -1):
         for j in range(C):
             d = yb[i, j] + g_b * idb[i, j] * below[j]
             below[j] = d
+            yb[i, j] = d
             b[i, j] += d
-            ad, m = abs(d), big[j]
-            big[j] = ad if ad > m else m
         t0 = t1 = t2 = 0.0
         for j in range(C):
             r = gl[i, j] * below[j]
@@ -224,14 +220,17 @@ def _bit_lines(a, b, da, rb, yb, gl, idb, g_b, pr, pcT, s, big, below):
 
 
 @nb.njit(**_FAST)
-def _add_coarse(a, b, y, pr, pcT):
-    """a += Z_a·y, b += Z_b·y (V): the coarse correction on word- and bit-line nodes."""
+def _add_coarse(a, b, y, pr, pcT, da, db, big):
+    """a += Z_a·y, b += Z_b·y (V): the coarse correction on word- and bit-line nodes. Returns
+    the largest movement of a node in this iteration, |δa + Z_a·y| or |δb + Z_b·y| (V), with
+    the sweep's corrections ``da``, ``db``. ``big`` (C,): scratch."""
     R, C = a.shape
     kr, kc = pr.shape[1], pcT.shape[0]
     K = kr * kc
     q1, q2 = min(1, kc - 1), kc - 1
+    big[:] = 0.0
     for half in range(2):
-        x = a if half == 0 else b
+        x, dx = (a, da) if half == 0 else (b, db)
         for i in range(R):
             c0 = c1 = c2 = 0.0
             for p in range(kr):
@@ -239,18 +238,18 @@ def _add_coarse(a, b, y, pr, pcT):
                 c1 += y[half * K + p * kc + q1] * pr[i, p] if kc > 1 else 0.0
                 c2 += y[half * K + p * kc + q2] * pr[i, p] if kc > 2 else 0.0
             for j in range(C):
-                x[i, j] += c0 * pcT[0, j] + c1 * pcT[q1, j] + c2 * pcT[q2, j]
+                c = c0 * pcT[0, j] + c1 * pcT[q1, j] + c2 * pcT[q2, j]
+                x[i, j] += c
+                ad, m = abs(dx[i, j] + c), big[j]
+                big[j] = ad if ad > m else m
+    return big.max()
 
 
 @nb.njit(**_FAST)
-def _coarse(s, ac_inv, pr, y):
-    """Step 3's coefficients y = (Zᵀ·A_lin·Z)⁻¹[:, :K]·s (2K, V). Returns the largest
-    correction it makes (V; |Legendre polynomials| ≤ 1 on the grid, the degree-2 part's
-    extremes within [−1, 1] found exactly) and the coefficients' sum, which is not finite
-    if any node voltage has become so (the coarse step couples every node)."""
+def _coarse(s, ac_inv, y):
+    """Step 3's coefficients y = (Zᵀ·A_lin·Z)⁻¹[:, :K]·s (2K, V). Returns their sum, which is
+    not finite if any node voltage has become so (the coarse step couples every node)."""
     K = ac_inv.shape[1]
-    kr = pr.shape[1]
-    kc = K // kr
     tot = 0.0
     for k in range(2 * K):
         acc = 0.0
@@ -258,21 +257,7 @@ def _coarse(s, ac_inv, pr, y):
             acc += ac_inv[k, pq] * s[pq]
         y[k] = acc
         tot += acc
-    hi = 0.0
-    for half in range(2):
-        for i in range(pr.shape[0]):
-            c0 = c1 = c2 = 0.0
-            for p in range(kr):
-                c0 += y[half * K + p * kc] * pr[i, p]
-                c1 += y[half * K + p * kc + 1] * pr[i, p] if kc > 1 else 0.0
-                c2 += y[half * K + p * kc + 2] * pr[i, p] if kc > 2 else 0.0
-            # c0 + c1·x + c2·(1.5x² − 0.5) on [−1, 1]: the ends and the vertex
-            m = max(abs(c0 - c1 + c2), abs(c0 + c1 + c2))
-            if abs(c1) < 3.0 * abs(c2):
-                x = -c1 / (3.0 * c2)
-                m = max(m, abs(c0 + c1 * x + c2 * (1.5 * x * x - 0.5)))
-            hi = max(hi, m)
-    return hi, tot
+    return tot
 
 
 @nb.njit(**_JIT)
@@ -326,6 +311,7 @@ def _solve_one(k, t, warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_de
     ok = True
     bad = 0
     prev = delta = scale
+    rho_last = 1.0
     it = 0
     while it < max_iter and not done:
         if hot > lag_max:       # a forward-biased drain junction: not lagged (general solver)
@@ -338,17 +324,18 @@ def _solve_one(k, t, warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_de
             hot = _junction_update(b, u, gd, jbd, jsb, cell, scratch)
         _word_lines(rw, idw, g_w)
         _bit_lines(a, b, rw, rb, yb, gl, idb, g_b, pr, pcT, s, big, scratch)
-        d_c, chk = _coarse(s, ac_inv[t], pr, y)
-        _add_coarse(a, b, y, pr, pcT)
-        delta = big.max() + d_c
+        chk = _coarse(s, ac_inv[t], y)
+        delta = _add_coarse(a, b, y, pr, pcT, rw, yb, big)
         if not (np.isfinite(delta) and np.isfinite(chk)):
             ok = False
             break
         # the junction currents just computed are kept once the nodes move too little to
         # change them by the tolerance (BlockSolver's rule)
         frozen = frozen or 2.0 * delta * g_j <= jtol
-        rho = delta / prev if prev > 0 else 1.0
-        prev = delta
+        # BlockSolver's rule (at contraction rho, delta·rho/(1 − rho) is left to move) with the
+        # larger of the last two rates: this iteration's rate varies more between iterations
+        rate = delta / prev if prev > 0 else 1.0
+        rho, rho_last, prev = max(rate, rho_last), rate, delta
         done = delta <= tol or (it > 2 and rho < 0.5 and delta * rho / (1.0 - rho) <= tol)
     # the closed form held where the cells were last evaluated (BlockSolver's check)
     ok = ok and bad == 0
@@ -364,27 +351,25 @@ def _solve_one(k, t, warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_de
         om[slot[k]] = b + u
 
 
-@nb.njit(parallel=True, **_JIT)
-def solve_items(tile, warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_dev, g_lin, g_min,
-                inv_dw, inv_db, ac_inv, pr, pcT, wires, cell, ctrl, status, iters, moves, blocks):
-    """Nonlinear reads of n items, an input vector of tile ``tile[k]`` each, in parallel. Per
-    item: inputs ``v`` (n, R), gates ``vg`` (n, R), bit-line sense ends ``vbl`` (n, C), in V;
-    sense currents into ``i_out`` (n, C) in A; the start's node voltages ``sa``, ``sb``,
-    ``sm`` (n, R, C) in V if ``warm`` (else all 0 V); the solution's into ``oa``, ``ob``,
-    ``om`` at index ``slot[k]`` if that is ≥ 0. Per tile: device and ``A_lin`` cell
-    conductances ``g_dev``, ``g_lin`` (T, R, C) in S, ``g_min`` (T,) the weakest ``g_lin`` > 0;
-    reciprocal pivots ``inv_dw``, ``inv_db`` (T, R, C) in Ω of the word and bit lines'
-    tridiagonal blocks; ``ac_inv`` (T, 2K, K) in Ω, the coarse inverse's first K columns;
-    coarse bases ``pr`` (R, kr), ``pcT`` (kc, C). ``wires``: g_in, g_wl, g_bl, g_out in S;
-    ``cell``: beta A/V², vto V, v_bulk V, is A, V_T V; ``ctrl``: tolerance relative to the
+@nb.njit(nogil=True, **_JIT)
+def solve_items(lo, hi, tile, warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_dev,
+                g_lin, g_min, inv_dw, inv_db, ac_inv, pr, pcT, wires, cell, ctrl, status, iters,
+                moves):
+    """Nonlinear reads of items ``lo`` … ``hi − 1``, an input vector of tile ``tile[k]`` each,
+    one after the other in one set of scratch arrays (without the GIL: callers run disjoint
+    ranges in threads). Per item: inputs ``v`` (n, R), gates ``vg`` (n, R), bit-line sense
+    ends ``vbl`` (n, C), in V; sense currents into ``i_out`` (n, C) in A; the start's node
+    voltages ``sa``, ``sb``, ``sm`` (n, R, C) in V if ``warm`` (else all 0 V); the solution's
+    into ``oa``, ``ob``, ``om`` at index ``slot[k]`` if that is ≥ 0. Per tile: device and
+    ``A_lin`` cell conductances ``g_dev``, ``g_lin`` (T, R, C) in S, ``g_min`` (T,) the weakest
+    ``g_lin`` > 0; reciprocal pivots ``inv_dw``, ``inv_db`` (T, R, C) in Ω of the word and bit
+    lines' tridiagonal blocks; ``ac_inv`` (T, 2K, K) in Ω, the coarse inverse's first K
+    columns; coarse bases ``pr`` (R, kr), ``pcT`` (kc, C). ``wires``: g_in, g_wl, g_bl, g_out
+    in S; ``cell``: beta A/V², vto V, v_bulk V, is A, V_T V; ``ctrl``: tolerance relative to the
     largest drive, max_iter, junction freeze, lag limit (V). Writes ``status``, ``iters`` and
-    the last node movement ``moves`` (V) per item. Items go in ``blocks`` blocks (≥ 1), each
-    with one set of scratch arrays."""
-    n = v.shape[0]
-    R, C = g_dev.shape[1], g_dev.shape[2]
-    for c in nb.prange(blocks):
-        work = np.empty((8, R, C))          # one set of scratch arrays per block of items
-        for k in range(c * n // blocks, (c + 1) * n // blocks):
-            _solve_one(k, tile[k], warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_dev,
-                       g_lin, g_min, inv_dw, inv_db, ac_inv, pr, pcT, wires, cell, ctrl,
-                       status, iters, moves, work)
+    the last node movement ``moves`` (V) per item."""
+    work = np.empty((8, g_dev.shape[1], g_dev.shape[2]))
+    for k in range(lo, hi):
+        _solve_one(k, tile[k], warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_dev,
+                   g_lin, g_min, inv_dw, inv_db, ac_inv, pr, pcT, wires, cell, ctrl, status,
+                   iters, moves, work)

@@ -149,9 +149,11 @@ class LineSystem:
         sense ends ``v_bl_v`` (T, B, C), all V; optionally a ``start`` (a, b, m), each
         (T, B, R, C) in V, and ``slot`` (n,) the index under which a vector's node voltages
         are kept (−1: not kept). ``tol_v``: node movement that ends the iteration, relative to
-        the largest drive (V/V), with the block solver's rate estimate; ``threads``: numba's
-        (default its setting)."""
-        import numba
+        the largest drive (V/V), with the block solver's rate estimate; ``threads``: how many
+        threads solve disjoint ranges of vectors (default torch's thread count)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
 
         from . import nonlinear_kernel as kern
         from .nonlinear import JUNCTION_FREEZE, LAG_JUNCTION_MAX_V
@@ -177,17 +179,15 @@ class LineSystem:
         sel = self.spec.selector
         cell = np.array([sel.beta_a_per_v2, sel.vto_v, sel.v_bulk_v, sel.is_a, sel.vt_v])
         ctrl = np.array([tol_v, max_iter, JUNCTION_FREEZE, LAG_JUNCTION_MAX_V])
-        nt = numba.get_num_threads() if threads is None else int(threads)
-        blocks = max(1, min(n, 4 * nt))
-        old = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(nt, numba.config.NUMBA_NUM_THREADS)))
-        try:
-            if n:
-                kern.solve_items(tile, start is not None, slot, v, vg, vbl, sa, sb, sm, *out,
-                                 i_out, self.g_dev_s, self.g_lin_s, g_min, self.inv_dw,
-                                 self.inv_db, self.coarse_inv, self.basis_rows,
-                                 self.basis_cols_t, np.array(wire_conductances(self.spec)),
-                                 cell, ctrl, status, iters, moves, blocks)
-        finally:
-            numba.set_num_threads(old)
+        args = (tile, start is not None, slot, v, vg, vbl, sa, sb, sm, *out, i_out,
+                self.g_dev_s, self.g_lin_s, g_min, self.inv_dw, self.inv_db, self.coarse_inv,
+                self.basis_rows, self.basis_cols_t, np.array(wire_conductances(self.spec)), cell,
+                ctrl, status, iters, moves)
+        nt = max(1, min(n, torch.get_num_threads() if threads is None else int(threads)))
+        cuts = [n * k // nt for k in range(nt + 1)]
+        if nt == 1:
+            kern.solve_items(0, n, *args)
+        else:
+            with ThreadPoolExecutor(nt) as pool:
+                list(pool.map(lambda k: kern.solve_items(cuts[k], cuts[k + 1], *args), range(nt)))
         return LineReads(i_out.reshape(T, B, C), status, iters, moves, out if kept else None)
