@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                 v = v_all[None, :batch]
                 names = [f"lines{th}" for th in args.lines_threads] + ["block", "chains"]
                 times = {lin: [] for lin in names}
-                read = {lin: (lambda s_=solvers[lin], th=lin[5:]: s_.read(v) if not th else
-                              _with_threads(int(th), s_, v)) for lin in names}
+                read = {lin: (lambda s_=solvers[lin], lin=lin: _with_threads(int(lin[5:]), s_, v)
+                              if lin.startswith("lines") else s_.read(v)) for lin in names}
                 for lin in names:
                     read[lin]()
                 for _ in range(args.repeats):
