@@ -15,7 +15,7 @@ tile with 0.1 Ω wires (contraction 0.08: every line's lowest mode together); th
 takes it out (0.007). Fixed ``B``, so the fixed point is the exact one, as in the block solver.
 
 :class:`LineSystem` holds what is factored once per tile (the tridiagonal pivots, the coarse
-operator ``(Zᵀ·A_lin·Z)⁻¹``, a few ms for a 64×64 tile) and reads vectors
+operator ``(Zᵀ·A_lin·Z)⁻¹``; 10–20 ms for a 64×64 tile here) and reads vectors
 (:meth:`LineSystem.read`); each vector reports whether the closed form held at its solution,
 and :class:`~spicecross.surrogate.nonlinear.BlockSolver` re-solves those that do not
 (saturation, forward-biased junctions) with its general iteration. Tiles whose selectors have
