@@ -1,5 +1,5 @@
-"""The block solver of the nonlinear mode against the sparse-LU fixed point it replaced and
-against ngspice."""
+"""The nonlinear mode's solvers: the torch block iteration and the compiled line solver against
+each other, against the sparse-LU fixed point they replaced and against ngspice."""
 import numpy as np
 import pytest
 import torch
@@ -91,7 +91,7 @@ def test_float64_corrections_give_the_same_fixed_point():
     assert rel_max(outs[0].numpy(), outs[1].numpy()) <= 1e-11
 
 
-def test_block_equals_ngspice_16x16():
+def test_line_and_block_solvers_equal_ngspice_16x16():
     spec = TileSpec.uniform_wires(16, 16, 1.0, cell="1t1r")
     rng, g = random_tile(16, 16, 16)
     vs = rng.uniform(0, 0.2, (3, 16))
@@ -99,7 +99,14 @@ def test_block_equals_ngspice_16x16():
     ref = np.array([r.sense_currents_a for r in
                     solve_many(spec, list(np.repeat(g[None], 3, 0)), list(vs), backend="ngspice",
                                cache_dir=None, progress=False)])
-    assert rel_max(TileSurrogate(spec, g, "nonlinear").read(vs), ref) <= 1e-6
+    sur = TileSurrogate(spec, g, "nonlinear")
+    assert rel_max(sur.read(vs), ref) <= 1e-6
+    # the compiled line solver answered (no vector left to the torch iteration), and the torch
+    # iteration alone agrees with SPICE as well
+    assert sur._block.lines is not None and sur._block.stats.torch_vectors == 0
+    torch_only = BlockSolver(spec, g[None], effective_cell_conductance(spec, g)[None],
+                             linear="block").read(vs[None])[0].numpy()
+    assert rel_max(torch_only, ref) <= 1e-6
 
 
 def test_bad_method():
