@@ -1,8 +1,10 @@
-"""Nonlinear (exact 1T1R) reads: input vectors per second of the nonlinear solver with its two
-linear parts, measured in the same run: the dense block solve (``linear="block"``) and the
-chains' explicit wire voltages with Chebyshev steps (``linear="chains"``, see
-``spicecross/surrogate/nonlinear_chains.py``), which one ``linear="auto"`` takes, against the
-former sparse-LU fixed point (``TileSurrogate(..., method="sparse_lu")``), and their agreement.
+"""Nonlinear (exact 1T1R) reads: input vectors per second of the nonlinear solver with its
+linear parts, measured in the same run: the compiled line solver (``linear="lines"``, see
+``spicecross/surrogate/nonlinear_lines.py``, what ``linear="auto"`` takes for 1T1R tiles with
+lambda 0) on ``--lines-threads`` threads, the torch iteration with the dense block
+solve (``linear="block"``, the solver before the line solver) and with the chains' explicit
+wire voltages and Chebyshev steps (``linear="chains"``), against the former sparse-LU fixed
+point (``TileSurrogate(..., method="sparse_lu")``), and their agreement.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/nonlinear.py
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python benchmarks/nonlinear.py --quick
@@ -12,11 +14,13 @@ Tiles: 1T1R, default level-1 selector (V_G 1.8 V), device conductances U(1/2.5 k
 uniform wire segments (``--r-wire``, Ω), inputs U(0, 0.2 V). Each time is the median wall time
 of ``--repeats`` calls after one untimed warm-up call (the block and chain solvers' calls
 alternate, so both see the same load; ``A_lin`` is factored or bounded before the warm-up: its
-time is printed separately). The sparse-LU solver is timed at batches up to
+time is printed separately; the line solver's first call, which compiles or loads its kernel,
+is outside the timing). The sparse-LU solver is timed at batches up to
 ``--old-max-batch`` only (it needs minutes beyond); its vectors/s at larger batches is not
 extrapolated. Agreement: max |ΔI| / max |I| over the batch. A last table reads ``--tiles``
 tiles of 20 vectors each with ``nonlinear.read_many`` against one by one. Threads: torch's,
-as the environment sets them (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``).
+as the environment sets them (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``); the line solver's as
+``--lines-threads`` says (each a column; its default elsewhere is torch's thread count).
 """
 from __future__ import annotations
 
@@ -38,6 +42,21 @@ from spicecross.surrogate.nonlinear import BlockSolver, linear_network, read_man
 from spicecross.surrogate.tile_model import TileSurrogate  # noqa: E402
 
 
+def _factored(spec, g, g_lin, linear: str) -> BlockSolver:
+    """A BlockSolver with its linear part factored (the torch iteration's ``A_lin`` is
+    otherwise factored at its first read)."""
+    s = BlockSolver(spec, g[None], g_lin, linear=linear)
+    if s.lines is None:
+        s.net
+    return s
+
+
+def _with_threads(threads: int, solver: BlockSolver, v):
+    """``solver.read(v)`` with the line solver on ``threads`` threads."""
+    solver.threads = threads
+    return solver.read(v)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[16, 32, 64])
@@ -49,10 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiles", type=int, default=8,
                    help="tiles read together by read_many (batch 20 each) against one by one")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lines-threads", type=int, nargs="+", default=[1, 2],
+                   help="threads of the line solver, one column each")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats, args.batches = 1, [b for b in args.batches if b <= 200] or [20]
-    print(header("Nonlinear 1T1R reads: block solve vs chains vs sparse-LU fixed point"))
+    print(header("Nonlinear 1T1R reads: line solver vs block solve vs chains vs sparse-LU"))
     rows = []
     for r_wire in args.r_wire:
         for n in args.sizes:
@@ -62,25 +83,36 @@ def main(argv: list[str] | None = None) -> int:
             v_all = rng.uniform(0.0, 0.2, (max(args.batches), n))
             g_lin = effective_cell_conductance(spec, g)[None]
             solvers, t_build = {}, {}
-            for lin in ("block", "chains"):
-                t_build[lin], solvers[lin] = timed(
-                    lambda: BlockSolver(spec, g[None], g_lin, linear=lin))
+            for lin in ("lines", "block", "chains"):
+                t_build[lin], solvers[lin] = timed(lambda: _factored(spec, g, g_lin, lin))
+            for th in args.lines_threads:
+                solvers[f"lines{th}"] = solvers["lines"]
             auto = type(linear_network(spec, g_lin)).__name__.replace("Network", "").lower()
             for batch in args.batches:
                 v = v_all[None, :batch]
-                times = {lin: [] for lin in solvers}
-                for s_ in solvers.values():
-                    s_.read(v)
+                names = [f"lines{th}" for th in args.lines_threads] + ["block", "chains"]
+                times = {lin: [] for lin in names}
+                read = {lin: (lambda s_=solvers[lin], lin=lin: _with_threads(int(lin[5:]), s_, v)
+                              if lin.startswith("lines") else s_.read(v)) for lin in names}
+                for lin in names:
+                    read[lin]()
                 for _ in range(args.repeats):
-                    for lin, s_ in solvers.items():
-                        times[lin].append(timed(lambda: s_.read(v))[0])
-                out = {lin: s_.read(v)[0].numpy() for lin, s_ in solvers.items()}
+                    for lin in names:
+                        times[lin].append(timed(read[lin])[0])
+                out = {lin: read[lin]()[0].numpy() for lin in names}
                 t_b, t_c = median(times["block"]), median(times["chains"])
-                row = [f"{n}×{n}", f"{r_wire:g}", batch, auto, fmt_rate(batch / t_b),
-                       solvers["block"].stats.iterations, fmt_rate(batch / t_c),
-                       f"{solvers['chains'].stats.iterations} × {solvers['chains'].net.steps}",
-                       f"{solvers['chains'].net.mu:.2g}", f"{t_b / t_c:.2f}",
-                       f"{max_rel_diff(out['chains'], out['block']):.1e}"]
+                lines = solvers["lines"]
+                row = [f"{n}×{n}", f"{r_wire:g}", batch, auto]
+                for th in args.lines_threads:
+                    t_l = median(times[f"lines{th}"])
+                    row += [fmt_rate(batch / t_l), f"{t_b / t_l:.1f}"]
+                row += [lines.stats.iterations, lines.stats.torch_vectors,
+                        f"{max_rel_diff(out[names[0]], out['block']):.1e}",
+                        fmt_rate(batch / t_b),
+                        solvers["block"].stats.iterations, fmt_rate(batch / t_c),
+                        f"{solvers['chains'].stats.iterations} × {solvers['chains'].net.steps}",
+                        f"{solvers['chains'].net.mu:.2g}", f"{t_b / t_c:.2f}",
+                        f"{max_rel_diff(out['chains'], out['block']):.1e}"]
                 if batch <= args.old_max_batch:
                     old = TileSurrogate(spec, g, "nonlinear", method="sparse_lu")
                     old.read(v[0, :2])
@@ -88,18 +120,25 @@ def main(argv: list[str] | None = None) -> int:
                                     for _ in range(max(1, args.repeats if n < 64 else 1))])
                     ref = old.read(v[0])
                     row += [fmt_rate(batch / t_old), old.stats.iterations,
+                            f"{max_rel_diff(out[names[0]], ref):.1e}",
                             f"{max_rel_diff(out['block'], ref):.1e}",
                             f"{max_rel_diff(out['chains'], ref):.1e}"]
                 else:
-                    row += ["—", "—", "—", "—"]
-                rows.append(row + [f"{fmt_s(t_build['block'])} / {fmt_s(t_build['chains'])}"])
+                    row += ["—", "—", "—", "—", "—"]
+                rows.append(row + [f"{fmt_s(t_build['lines'])} / {fmt_s(t_build['block'])} / "
+                                   f"{fmt_s(t_build['chains'])}"])
                 print(" | ".join(str(x) for x in row) + f"  [{load_str()}]", flush=True)
     print("\n## Vectors per second, one tile, same run\n")
-    print(table(["tile", "r_wire (Ω)", "batch", "auto takes", "block vectors/s",
+    lines_cols = [c for th in args.lines_threads for c in
+                  (f"lines vectors/s ({th} thread{'s' if th > 1 else ''})", "lines / block speed")]
+    print(table(["tile", "r_wire (Ω)", "batch", "torch iteration's auto part"] + lines_cols + [
+                 "lines iterations", "vectors left to torch",
+                 "max |ΔI|/max |I| lines vs block", "block vectors/s",
                  "block iterations", "chains vectors/s", "chains iterations × Chebyshev steps",
                  "contraction bound μ", "chains / block speed", "max |ΔI|/max |I| chains vs block",
-                 "sparse-LU vectors/s", "sparse-LU iterations", "block vs sparse LU",
-                 "chains vs sparse LU", "A_lin factored / chains bounded"], rows))
+                 "sparse-LU vectors/s", "sparse-LU iterations", "lines vs sparse LU",
+                 "block vs sparse LU", "chains vs sparse LU",
+                 "lines factored / A_lin factored / chains bounded"], rows))
     many_rows = []
     for n in args.sizes:
         spec = TileSpec.uniform_wires(n, n, args.r_wire[-1], cell="1t1r")

@@ -1,6 +1,8 @@
 """Fast exact nonlinear reads of 1T1R tiles: modified Newton on the word- and bit-line node
 voltages with a block-tridiagonal dense solve in torch as its linear part, batched over vectors
-and over tiles (:func:`read_many`).
+and over tiles (:func:`read_many`). Where its closed form applies (lambda 0) the compiled line
+solver (:mod:`~spicecross.surrogate.nonlinear_lines`, the same iteration with line solves and a
+coarse correction as its linear part) reads first; this iteration solves what it leaves.
 
 Unknowns per cell: the word-line node ``a``, the bit-line node ``b`` and the series node ``m``
 between device and selector (V). The equations are the ones of
@@ -24,19 +26,14 @@ junctions) and Kirchhoff's current law on every wire node. One iteration:
    correction driven by a float64 residual, so the fixed point is the float64 one). Or
    (``linear="chains"``, :mod:`~spicecross.surrogate.nonlinear_chains`) ``A_lin⁻¹`` applied
    approximately with the wire chains' explicit voltages (cumulative sums, ``O(rows·cols)``)
-   and a fixed number of Chebyshev steps: same fixed point, a slower outer rate. ``auto``
-   (the default) takes the chains only where their steps cost less than the block solve
-   (:func:`linear_network`); on a 64×64 read tile (0.1 Ω or 2.5 Ω segments, cells of 100 Ω
-   to 2.5 kΩ) the block solve is faster (benchmarks/nonlinear.py).
+   and Chebyshev steps: same fixed point, slower, ``auto`` only where cheaper (:func:`linear_network`).
 
-This is the sparse-LU fixed point of ``tile_model`` (``method="sparse_lu"``) with the same
-linear part, rewritten as a residual correction: same iterates up to rounding when the cells
-are solved exactly. It stops when no node moves by more than ``tol_v`` relative to the largest
-input or bulk voltage, or when the contraction rate seen in the last two updates says that the
-remaining movement is below that. Once the nodes move too little to change the junctions'
-currents (≤ 1e-12 S each in reverse bias) by ``JUNCTION_FREEZE`` of the tolerance, those
-currents are kept. Vectors are solved in chunks of ``chunk`` (working arrays stay in cache).
-Sense currents are ``g_out·V`` of the last bit-line nodes (A), as in the sparse-LU solver.
+This is the sparse-LU fixed point of ``tile_model`` (``method="sparse_lu"``) as a residual
+correction. It stops when no node moves by more than ``tol_v`` relative to the largest input
+or bulk voltage, or when the contraction rate of the last two updates says that what remains
+is below that. Once the nodes move too little to change the junctions' currents (≤ 1e-12 S
+each in reverse bias) by ``JUNCTION_FREEZE`` of the tolerance, those currents are kept.
+Vectors go in chunks of ``chunk``. Sense currents are ``g_out·V`` of the last bit-line nodes.
 """
 from __future__ import annotations
 
@@ -50,6 +47,7 @@ from .cells import SPICE_GMIN_S, _EXP_ARG_MAX, nmos_level1_id, series_node_1t1r
 from .nonlinear_block import (CHAIN_STEP_MACS, LINEAR_PARTS, BlockNetwork,  # noqa: F401
                               block_network, linear_network)
 from .nonlinear_chains import wire_conductances
+from .nonlinear_lines import LineSystem, lines_supported
 
 #: Newton steps of the series nodes per outer iteration at most.
 MAX_CELL_STEPS = 50
@@ -119,6 +117,7 @@ class SolveStats:
     residual_v: float = 0.0          # last largest node-voltage change, V
     fallback_cells: int = 0          # series-node steps redone by the safeguarded solver
     cell_steps: int = 0              # Newton steps of the series nodes (whole batch)
+    torch_vectors: int = 0           # vectors the line solver left to the torch iteration
 
 
 class NotConverged(RuntimeError):
@@ -130,19 +129,40 @@ class BlockSolver:
     (T, R, C) in S: :meth:`read` maps inputs (T, B, R) in V to sense currents (T, B, C) in A.
     ``A_lin`` is factored once here (``dtype`` the precision its corrections are applied in),
     or ``net``, an ``A_lin⁻¹`` already factored (``solve(r_wl, r_bl)`` and ``g_lin_s``, as
-    :class:`BlockNetwork`), is reused: it only preconditions, the fixed point is exact."""
+    :class:`BlockNetwork`), is reused: it only preconditions, the fixed point is exact. Where
+    the compiled line solver applies (``linear`` "auto" or "lines", 1T1R with lambda 0,
+    :mod:`~spicecross.surrogate.nonlinear_lines`) it reads first, on ``threads`` threads
+    (default torch's), and this torch iteration, its ``A_lin`` factored when first needed,
+    re-solves the vectors it leaves."""
 
     def __init__(self, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray | None,
                  dtype: torch.dtype = torch.float32, tol_v: float = 1e-10, max_iter: int = 200,
-                 chunk: int = 128, linear: str = "auto", net=None):
+                 chunk: int = 128, linear: str = "auto", net=None, threads: int | None = None):
         self.spec = spec.for_solvers()
         self.g_dev = torch.as_tensor(np.asarray(g_dev_s, dtype=np.float64))[:, :, None, :]
         self.on = self.g_dev > 0
         self.all_on = bool(self.on.all())
-        self.net = linear_network(self.spec, g_lin_s, dtype, linear) if net is None else net
+        if linear not in LINEAR_PARTS:
+            raise ValueError(f"linear part must be one of {LINEAR_PARTS}, got {linear!r}")
+        if linear == "lines" and not lines_supported(self.spec):
+            raise ValueError("the line solver needs 1t1r cells with lambda_per_v = 0, got "
+                             f"lambda_per_v={self.spec.selector.lambda_per_v!r}")
+        self.lines = None           # the compiled line solver (nonlinear_lines), where it applies
+        if linear in ("auto", "lines") and lines_supported(self.spec):
+            g_lin = g_lin_s if net is None else net.g_lin_s[:, :, 0, :].to(torch.float64)
+            self.lines = LineSystem.build(self.spec, np.asarray(g_dev_s), np.asarray(g_lin))
+        self._net, self._net_args = net, (g_lin_s, dtype, "auto" if linear == "lines" else linear)
         self.g_in, self.g_w, self.g_b, self.g_out = wire_conductances(self.spec)
         self.tol_v, self.max_iter, self.chunk = tol_v, max_iter, max(1, int(chunk))
+        self.threads = threads      # the line solver's (default torch's thread count)
         self.stats = SolveStats()
+
+    @property
+    def net(self):
+        """``A_lin⁻¹`` of the torch iteration, factored when first needed."""
+        if self._net is None:
+            self._net = linear_network(self.spec, *self._net_args)
+        return self._net
 
     def _cells_triode(self, a, b, m, vg, frozen=None):
         """The series nodes in closed form where every selector is in triode and lambda = 0:
@@ -258,6 +278,8 @@ class BlockSolver:
         vg = None if v_gate_v is None else torch.as_tensor(v_gate_v, dtype=torch.float64)
         vb = None if v_bl_v is None else torch.as_tensor(v_bl_v, dtype=torch.float64)
         self.stats = SolveStats()
+        if self.lines is not None:
+            return self._read_lines(v, vg, vb, start)
         outs = []
         for s in range(0, v.shape[1], self.chunk):
             k = slice(s, s + self.chunk)
@@ -265,6 +287,42 @@ class BlockSolver:
                 v[:, k], None if vg is None else vg[:, k], None if vb is None else vb[:, k],
                 None if start is None else tuple(x[:, :, k] for x in start)))
         return torch.cat(outs, dim=1) if outs else v.new_zeros(v.shape[:2] + (self.g_dev.shape[-1],))
+
+    def _read_lines(self, v, vg, vb, start) -> torch.Tensor:
+        """:meth:`read` by the line solver; the vectors it leaves (outside its closed form's
+        regime, not converged) by the torch iteration, those indices in every tile at once.
+        ``last_state`` is the last chunk's, as the torch iteration leaves it."""
+        (T, B, R), C = v.shape, self.g_dev.shape[-1]
+        vg = torch.full_like(v, self.spec.selector.v_gate_v) if vg is None else vg
+        vb = v.new_zeros((T, B, C)) if vb is None else vb
+        st = None if start is None else tuple(x.transpose(1, 2).numpy() for x in start)
+        b0 = (max(B - 1, 0) // self.chunk) * self.chunk              # the last chunk's vectors
+        slot = np.arange(B) - b0 + (B - b0) * np.arange(T)[:, None]
+        res = self.lines.read(v.numpy(), vg.numpy(), vb.numpy(), st,
+                              np.where(np.arange(B) >= b0, slot, -1).ravel(), self.tol_v,
+                              self.max_iter, self.threads)
+        out = torch.from_numpy(res.currents_a)
+        state = (None if res.state is None else tuple(
+            torch.from_numpy(x.reshape(T, B - b0, R, C)).transpose(1, 2) for x in res.state))
+        failed = (res.status != 0).reshape(T, B)
+        idx = np.flatnonzero(failed.any(axis=0))
+        if len(idx):
+            k = torch.from_numpy(idx)
+            i = self._read_chunk(v[:, k], vg[:, k], vb[:, k],
+                                 None if start is None else tuple(x[:, :, k] for x in start))
+            fix = torch.from_numpy(failed[:, idx])
+            out[:, k] = torch.where(fix[..., None], i, out[:, k])
+            self.stats.torch_vectors = int(failed.sum())
+            for col, b in enumerate(idx):       # kept vectors the torch iteration solved
+                if b >= b0:
+                    for x, y in zip(state, self.last_state):
+                        x[:, :, b - b0] = torch.where(fix[:, col, None, None], y[:, :, col],
+                                                      x[:, :, b - b0])
+        solved = res.status == 0
+        self.stats.iterations = max(self.stats.iterations, int(res.iterations[solved].max(initial=0)))
+        self.stats.residual_v = max(self.stats.residual_v, float(res.moves_v[solved].max(initial=0.0)))
+        self.last_state = state
+        return out
 
     def _read_chunk(self, v_in: torch.Tensor, vg_in=None, v_bl=None, start=None) -> torch.Tensor:
         v = v_in.transpose(1, 2)                                               # (T, R, B)

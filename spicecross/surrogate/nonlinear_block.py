@@ -71,8 +71,10 @@ def block_network(spec: TileSpec, g_lin_s: np.ndarray | torch.Tensor,
 
 
 #: Linear parts of :class:`BlockSolver`: dense row blocks, the chains' explicit voltages with
-#: Chebyshev steps (:mod:`~spicecross.surrogate.nonlinear_chains`), or the cheaper of the two.
-LINEAR_PARTS = ("auto", "block", "chains")
+#: Chebyshev steps (:mod:`~spicecross.surrogate.nonlinear_chains`), the compiled line solver
+#: (:mod:`~spicecross.surrogate.nonlinear_lines`, its own whole iteration), or ``auto``: the
+#: line solver where it applies (1T1R, lambda 0), else the cheaper of the first two.
+LINEAR_PARTS = ("auto", "block", "chains", "lines")
 #: Cost of one chain Chebyshev step per cell, in the block solve's multiply-adds (it does
 #: ``4·cols`` per cell). Measured with torch 2.13 on one core (float32): applying both chain
 #: sums ≈ 8.5 ns per cell, a step with its elementwise passes ≈ 10 ns, the 64×64 block solve
@@ -87,8 +89,8 @@ def linear_network(spec: TileSpec, g_lin_s, dtype: torch.dtype = torch.float32,
     their Chebyshev steps (one more for the right-hand side) cost less than the block solve,
     ``(steps + 1)·CHAIN_STEP_MACS < 4·cols``: weakly coupled tiles (small contraction bound
     μ: weak cells, thin wires) with long word lines; otherwise the block solve."""
-    if linear not in LINEAR_PARTS:
-        raise ValueError(f"linear part must be one of {LINEAR_PARTS}, got {linear!r}")
+    if linear not in LINEAR_PARTS or linear == "lines":
+        raise ValueError(f"linear part must be one of {LINEAR_PARTS[:3]}, got {linear!r}")
     if linear != "block":
         chains = ChainNetwork(spec, g_lin_s, dtype)
         cols = chains.g_lin_s.shape[-1]
