@@ -175,7 +175,7 @@ def _raw_1t1r(dev: _Device, spec: TileSpec, g: torch.Tensor, v: torch.Tensor,
     off, on = (torch.zeros((A, R, C), dtype=torch.float64) for _ in range(2))
     if wires:
         solver = BlockSolver(spec, g.numpy(), effective_cell_conductance(spec, g.numpy()),
-                             dtype=torch.float64, linear="block")
+                             dtype=torch.float64, linear="auto")
     for s in range(0, len(v), SOLVE_CHUNK):
         vc = v[s:s + SOLVE_CHUNK]                            # (m, R)
         if wires:
