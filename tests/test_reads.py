@@ -195,3 +195,23 @@ def test_own_gate_sources_split_only_nodes_held_by_a_source_and_read_the_same():
     out = own_gate_sources(els)
     assert [e.name for e in out] == ["gate1", "gate0_s0", "s0", "s1", "leak"]
     assert out[2].nodes == ("m0", "g_0_s0", "b0", "0") and out[3].nodes == els[3].nodes
+
+
+def test_repeated_vectors_are_solved_once():
+    """A vector given more than once reads the same currents; the deck holds it once."""
+    from spicecross.spice.solve import distinct_rows
+
+    spec, g, v = tile("1t1r", seed=8)
+    v = np.abs(v)
+    twice = np.vstack([v, v[::-1], v[2:3]])
+    d, index = distinct_rows(twice)
+    np.testing.assert_array_equal(d, v)
+    np.testing.assert_array_equal(d[index], twice)
+    once = solve_reads(spec, g, v, backend="vacask", cache_dir=None)
+    res = solve_reads(spec, g, twice, backend="vacask", cache_dir=None)
+    assert res.ok and res.currents_a.shape == (len(twice), COLS)
+    assert res.netlist_hashes == once.netlist_hashes      # the same deck: the distinct vectors
+    np.testing.assert_array_equal(res.currents_a, np.vstack([once.currents_a,
+                                                            once.currents_a[::-1],
+                                                            once.currents_a[2:3]]))
+    assert distinct_rows(np.zeros((0, ROWS)))[0].shape == (0, ROWS)

@@ -309,16 +309,17 @@ def own_gate_sources(elements: list[Element]) -> list[Element]:
     and KLU's refactorisation (most of a 1T1R read's time) fills that in. A 64×64 1T1R tile:
     125 → 93 million instructions per refactorisation (callgrind), the sweep ~15 % cheaper
     (benchmarks/spice_deck_cost.py)."""
-    uses: dict[str, list[Element]] = {}
-    for e in elements:
-        for n in set(e.nodes):
-            uses.setdefault(n, []).append(e)
     held = {e.nodes[0]: e for e in elements
             if e.kind == "V" and not e.wave and e.nodes[1] == "0" and e.nodes[0] != "0"}
-    split = {n for n, src in held.items()
-             if all(u is src or (u.kind == "M" and u.nodes[1] == n and n not in
-                                 (u.nodes[0], *u.nodes[2:])) for u in uses[n])
-             and any(u.kind == "M" for u in uses[n])}
+    gates, other = set(), set()          # held nodes with a selector gate / anything else
+    for e in elements:
+        for k, n in enumerate(e.nodes):
+            if n in held and e is not held[n]:
+                if e.kind == "M" and k == 1 and e.nodes.count(n) == 1:
+                    gates.add(n)
+                else:
+                    other.add(n)
+    split = gates - other
     out = []
     for e in elements:
         if e.kind == "V" and e.nodes[0] in split and held.get(e.nodes[0]) is e:
