@@ -14,8 +14,9 @@ VACASK decks are solved one after another, the variants in the same run: ``befor
 per tile, one gate source per row of selectors, repeated vectors solved again), ``own gates``,
 ``+ distinct`` (repeated vectors solved once) and ``now`` (16 vectors per tile, the shipped
 path). Reported: simulator runs, sweep points, the VACASK CPU time (user + system of the
-simulator processes: hardly affected by other jobs) and the Python time emitting the decks, with
-ratios against ``before``.
+simulator processes; other jobs on the machine still inflate it by tens of %), the Python CPU
+time emitting the decks and, with ``--callgrind``, the instructions VACASK executes
+(deterministic), with ratios against the first variant.
 """
 from __future__ import annotations
 
@@ -63,27 +64,34 @@ def solve_costs(cell: str, args) -> None:
         return [(layers[n].array.spec.for_solvers(), layers[n].array.g_dev[s, t.r, t.c], t.v)
                 for n, tiles in sampled.items() for t in tiles for s in (0, 1)]
 
-    variants = {"before": (jobs(8), False, False), "own gates": (jobs(8), True, False),
-                "+ distinct": (jobs(8), True, True), "now": (jobs(16), True, True)}
+    settings = {"before": (8, False, False), "own gates": (8, True, False),
+                "+ distinct": (8, True, True), "now": (16, True, True)}
+    variants = {k: (jobs(settings[k][0]), *settings[k][1:]) for k in args.variants}
     rows, base = [], None
     for name, (js, own, distinct) in variants.items():
         emit_s = cpu_s = 0.0
-        points = 0
+        points = instructions = 0
         for spec, g, v in js:
             v = distinct_rows(v)[0] if distinct else v
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             text = vacask_reads_netlist(spec, g, v, own_gates=own)
-            emit_s += time.perf_counter() - t0
+            emit_s += time.process_time() - t0
             c0 = children_cpu_s()
             VACASK.read_tiles(text, len(v))
             cpu_s += children_cpu_s() - c0
             points += len(v)
-        base = base or (cpu_s, emit_s)
+            if args.callgrind:
+                from spice_deck_cost import callgrind_parts
+                instructions += callgrind_parts(text)["total"]
+        base = base or (cpu_s, emit_s, instructions)
         rows.append([cell, name, str(len(js)), str(points), f"{cpu_s:.1f}",
-                     f"{base[0] / cpu_s:.2f}×", f"{emit_s:.2f}", f"{base[1] / emit_s:.2f}×"])
+                     f"{base[0] / cpu_s:.2f}×", f"{emit_s:.2f}", f"{base[1] / emit_s:.2f}×",
+                     *([f"{instructions / 1e9:.1f}", f"{base[2] / instructions:.2f}×"]
+                       if args.callgrind else [])])
         print(f"  {cell} {name}: {cpu_s:.1f} s VACASK CPU; {load_str()}", flush=True)
     print(table(["cell", "variant", "runs", "sweep points", "VACASK CPU (s)", "ratio",
-                 "emitting (s)", "ratio"], rows))
+                 "emitting, Python CPU (s)", "ratio",
+                 *(["VACASK instructions (G)", "ratio"] if args.callgrind else [])], rows))
 
 
 def main() -> None:
@@ -95,6 +103,11 @@ def main() -> None:
     ap.add_argument("--calibration", default=None, help="1T1R calibration (from-model) to apply")
     ap.add_argument("--solve-only", action="store_true",
                     help="instead: the VACASK cost of the check's decks, per variant")
+    ap.add_argument("--variants", nargs="+", default=["before", "own gates", "+ distinct", "now"],
+                    choices=["before", "own gates", "+ distinct", "now"],
+                    help="--solve-only: the variants to compare (the first is the baseline)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="--solve-only: also count VACASK's instructions (valgrind; slow)")
     args = ap.parse_args()
     if args.solve_only:
         print(header("SPICE check: VACASK cost of its decks, per variant"))

@@ -163,3 +163,21 @@ def test_core_gate_holds_runs_to_its_slots_until_widened():
     assert gate.slots == 3 and gate.held == 0
     with pytest.raises(ValueError, match="at least 1 slot, got 0"):
         CoreGate(0)
+
+
+def test_check_beside_passes_on_the_work_s_failure():
+    """A failing work() ends check_beside with its own error (the pending runs are dropped)."""
+    from spicecross.calibration.network_check import check_beside
+    from spicecross.nn.analog import patch_model
+    from spicecross.nn.inference import load_eval_data, load_network
+    from spicecross.surrogate.config import AnalogConfig
+
+    cfg = AnalogConfig.build(tile_rows=32, tile_cols=32)
+    data = load_eval_data("mnist", None, 4, 16)
+    net = patch_model(load_network("mnist"), cfg, data.calibration)
+
+    def work():
+        raise RuntimeError("work failed")
+
+    with pytest.raises(RuntimeError, match="work failed"):
+        check_beside(net, data.test.tensors[0], work, 4, cache_dir=None)

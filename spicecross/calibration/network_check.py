@@ -257,6 +257,10 @@ def check_beside(model: nn.Module, images: Tensor, work: Callable[[], Any],
         try:
             with limited_threads(max(1, cores - gate.slots)):
                 result = work()
+        except BaseException:
+            for f in futures:       # runs not started yet are dropped; a failed work() ends
+                f.cancel()          # after the running ones, not after the whole check
+            raise
         finally:
             gate.widen(workers)
         spice = _currents([f.result() for f in futures])
