@@ -307,8 +307,9 @@ def own_gate_sources(elements: list[Element]) -> list[Element]:
     Why: sp_mos1 (OSDI) couples its gate to drain, source and bulk through implicit charge
     equations, so one gate node shared by a row of 64 selectors joins 64 cells in the matrix,
     and KLU's refactorisation (most of a 1T1R read's time) fills that in. A 64×64 1T1R tile:
-    125 → 93 million instructions per refactorisation (callgrind), the sweep ~15 % cheaper
-    (benchmarks/spice_deck_cost.py)."""
+    125 → 93 million instructions per refactorisation, a sweep 17–20 % fewer instructions
+    (callgrind); VACASK CPU 1.0–1.16× (the extra sources cost loading and elaboration;
+    benchmarks/spice_deck_cost.py, at load 4–6)."""
     held = {e.nodes[0]: e for e in elements
             if e.kind == "V" and not e.wave and e.nodes[1] == "0" and e.nodes[0] != "0"}
     gates, other = set(), set()          # held nodes with a selector gate / anything else
