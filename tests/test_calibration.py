@@ -109,3 +109,75 @@ def test_calibrate_from_model_fits_per_layer_and_applies(tmp_path):
         == list(cal.g_sel_layers_s)
     with pytest.raises(ValueError, match="cols 16 vs the network's 64"):
         apply_calibration(AnalogConfig.build(cell="1t1r", tile_rows=16), back)
+
+
+def test_check_samples_about_vectors_per_tile_reads_per_tile():
+    """The SPICE check draws one tile per VECTORS_PER_TILE reads of a layer (at most the
+    layer's tiles), each read a live word-line vector of that tile; a bad count is refused."""
+    from spicecross.calibration.network_check import VECTORS_PER_TILE, sample_tile_reads
+    from spicecross.nn.analog import analog_layers, patch_model
+    from spicecross.nn.inference import load_eval_data, load_network
+    from spicecross.surrogate.config import AnalogConfig
+
+    cfg = AnalogConfig.build(tile_rows=32, tile_cols=32)
+    data = load_eval_data("mnist", None, 8, 16)
+    net = patch_model(load_network("mnist"), cfg, data.calibration)
+    layers = dict(analog_layers(net))
+    for per_tile in (VECTORS_PER_TILE, 4):
+        sampled = sample_tile_reads(net, data.test.tensors[0], 32, 0, per_tile)
+        for name, tiles in sampled.items():
+            arr = layers[name].array
+            assert len(tiles) == min(arr.n_row_tiles * arr.n_col_tiles, -(-32 // per_tile))
+            assert sum(len(t.v) for t in tiles) <= 32
+            assert all(np.abs(t.v).max(axis=1).min() > 0 for t in tiles)
+    with pytest.raises(ValueError, match="vectors per tile must be a positive integer, got 0"):
+        sample_tile_reads(net, data.test.tensors[0], 32, 0, 0)
+
+
+def test_core_gate_holds_runs_to_its_slots_until_widened():
+    """check_beside's gate: at most `slots` simulator runs at once; widening lets more in."""
+    import threading
+    import time
+
+    from spicecross.calibration.network_check import CoreGate
+
+    gate, inside, peak, lock = CoreGate(1), [0], [0], threading.Lock()
+
+    def run():
+        with gate:
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.05)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.12)
+    assert peak[0] == 1 and gate.held <= 1
+    gate.widen(3)
+    for t in threads:
+        t.join()
+    assert gate.slots == 3 and gate.held == 0
+    with pytest.raises(ValueError, match="at least 1 slot, got 0"):
+        CoreGate(0)
+
+
+def test_check_beside_passes_on_the_work_s_failure():
+    """A failing work() ends check_beside with its own error (the pending runs are dropped)."""
+    from spicecross.calibration.network_check import check_beside
+    from spicecross.nn.analog import patch_model
+    from spicecross.nn.inference import load_eval_data, load_network
+    from spicecross.surrogate.config import AnalogConfig
+
+    cfg = AnalogConfig.build(tile_rows=32, tile_cols=32)
+    data = load_eval_data("mnist", None, 4, 16)
+    net = patch_model(load_network("mnist"), cfg, data.calibration)
+
+    def work():
+        raise RuntimeError("work failed")
+
+    with pytest.raises(RuntimeError, match="work failed"):
+        check_beside(net, data.test.tensors[0], work, 4, cache_dir=None)

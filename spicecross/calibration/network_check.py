@@ -2,10 +2,10 @@
 (its programmed arrays, the word-line voltages that real images put on them, every read phase),
 solved in SPICE, compared with the surrogate's reads of the same arrays.
 
-Per analog layer a few tiles are drawn and, for each, several input vectors among those the
-images actually apply (vectors that are all zero on the tile are skipped), so reads of one array
-share one programmed state. Both arrays of every double-column pair are solved. Reported per
-layer and overall:
+Per analog layer a few tiles are drawn (one per :data:`VECTORS_PER_TILE` reads) and, for each,
+several input vectors among those the images actually apply (vectors that are all zero on the
+tile are skipped), so reads of one array share one programmed state and one simulator run.
+Both arrays of every double-column pair are solved. Reported per layer and overall:
 
 * ``max_err_lsb`` / ``rms_err_lsb``: the differential current error ``|ΔI⁺ − ΔI⁻|`` in units of
   the column's ADC step (range / (2^(bits−1) − 1)); with an ideal ADC, 8-bit steps of the
@@ -29,8 +29,13 @@ from torch import Tensor, nn
 from ..nn.calibrator import adc_codes, adc_yardstick
 from ..spice.simulators import DEFAULT_CHECK_BACKEND
 
-#: Input vectors read per sampled tile (reads of one programmed array).
-VECTORS_PER_TILE = 8
+#: Input vectors read per sampled tile (reads of one programmed array): 32 reads per layer
+#: sample 2 tiles. Each sampled tile costs its two arrays a simulator run whose parsing,
+#: elaboration, first factorisation and (1T1R) cold first point are paid once per run, about
+#: 3 reads' worth of a 64×64 deck; 16 vectors per tile instead of 8 cut a 32-read check from
+#: 30 to 18 runs (benchmarks/spice_check.py --solve-only). Fewer tiles per layer: the check
+#: samples fewer programmed states (arrays) and more input vectors on each.
+VECTORS_PER_TILE = 16
 
 
 @dataclass
@@ -64,12 +69,15 @@ def _word_line_vectors(layer, x: Tensor) -> np.ndarray:
     return np.concatenate(out)
 
 
-def sample_tile_reads(model: nn.Module, images: Tensor, reads_per_layer: int, seed: int = 0
-                      ) -> dict[str, list[SampledTile]]:
+def sample_tile_reads(model: nn.Module, images: Tensor, reads_per_layer: int, seed: int = 0,
+                      vectors_per_tile: int = VECTORS_PER_TILE) -> dict[str, list[SampledTile]]:
     """Up to ``reads_per_layer`` reads per analog layer of a calibrated patched ``model`` on
-    ``images``, grouped by tile (see module doc)."""
+    ``images``, grouped by tile, about ``vectors_per_tile`` per tile (see module doc)."""
     from ..nn.analog import analog_layers
 
+    if isinstance(vectors_per_tile, bool) or not isinstance(vectors_per_tile, int) \
+            or vectors_per_tile < 1:
+        raise ValueError(f"vectors per tile must be a positive integer, got {vectors_per_tile!r}")
     rng = np.random.default_rng(seed)
     inputs = _layer_inputs(model, images)
     out: dict[str, list[SampledTile]] = {}
@@ -78,7 +86,7 @@ def sample_tile_reads(model: nn.Module, images: Tensor, reads_per_layer: int, se
         arr = layer.array
         R = layer.config.tile_rows
         n_tiles = arr.n_row_tiles * arr.n_col_tiles
-        want_tiles = min(n_tiles, max(1, -(-reads_per_layer // VECTORS_PER_TILE)))
+        want_tiles = min(n_tiles, max(1, -(-reads_per_layer // vectors_per_tile)))
         picks = rng.choice(n_tiles, want_tiles, replace=False)
         left = reads_per_layer
         tiles = []
@@ -101,17 +109,51 @@ def solve_sampled_arrays(jobs: list[tuple], backend: str, n_jobs: int | None, pa
                          scheduler: str | None, cache_dir, progress: bool) -> list[np.ndarray]:
     """SPICE sense currents (n, cols) in A for each (spec, g, v (n, rows)) job: all reads of one
     array in one simulator run (:func:`~spicecross.spice.solve.solve_many_reads`)."""
-    from ..spice.simulators import SimulationError
     from ..spice.solve import solve_many_reads
 
-    res = solve_many_reads(jobs, backend=backend, n_jobs=n_jobs, parallel_backend=parallel_backend,
-                           scheduler=scheduler, cache_dir=cache_dir, progress=progress,
-                           desc="SPICE check")
+    return _currents(solve_many_reads(jobs, backend=backend, n_jobs=n_jobs,
+                                      parallel_backend=parallel_backend, scheduler=scheduler,
+                                      cache_dir=cache_dir, progress=progress, desc="SPICE check"))
+
+
+def _currents(res: list) -> list[np.ndarray]:
+    """The sense currents (A) of the check's ReadsResults; SimulationError if any failed."""
+    from ..spice.simulators import SimulationError
+
     bad = [r for r in res if not r.ok]
     if bad:
         raise SimulationError(f"SPICE check: {len(bad)} of {len(res)} arrays failed; first: "
                               f"{bad[0].error}")
     return [r.currents_a for r in res]
+
+
+class CoreGate:
+    """At most ``slots`` holders at a time (a ``with`` block each); :meth:`widen` raises the
+    limit and wakes the waiting ones."""
+
+    def __init__(self, slots: int) -> None:
+        import threading
+
+        if slots < 1:
+            raise ValueError(f"a gate needs at least 1 slot, got {slots}")
+        self._cv = threading.Condition()
+        self.slots, self.held = slots, 0
+
+    def __enter__(self) -> "CoreGate":
+        with self._cv:
+            self._cv.wait_for(lambda: self.held < self.slots)
+            self.held += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._cv:
+            self.held -= 1
+            self._cv.notify()
+
+    def widen(self, slots: int) -> None:
+        with self._cv:
+            self.slots = max(self.slots, slots)
+            self._cv.notify_all()
 
 
 def _summary(d_err: np.ndarray, lsb: np.ndarray, fs: np.ndarray, codes_differ: np.ndarray,
@@ -186,24 +228,42 @@ def check_beside(model: nn.Module, images: Tensor, work: Callable[[], Any],
                  n_jobs: int | None = None, seed: int = 0, cache_dir="default"
                  ) -> tuple[Any, dict[str, Any]]:
     """Run ``work()`` (e.g. the inference of the test set) while the SPICE check of ``model``
-    solves beside it: the check's simulator runs (``n_jobs`` at a time, default one per core,
-    so that the cores ``work`` leaves idle, and all of them once it ends, go to SPICE) run from
-    a background thread, ``work`` gets the cores not given to SPICE (at least one torch
-    thread), and the check costs the wall time by which it outlasts ``work``, not its whole time.
-    Returns ``(work(), report)``; the report is :func:`spice_check`'s."""
+    solves beside it: while ``work`` runs it keeps one core (one torch thread) and the
+    simulator runs get the others (at least one run at a time); once it ends they get all
+    ``n_jobs`` (default one per core). Each array's reads are one simulator run, started from a
+    background thread, so the check costs the wall time by which it outlasts ``work``, and
+    never slows ``work`` below its one-core pace with more runs than free cores (2 cores, 1T1R
+    before: two runs beside a one-thread inference). Returns ``(work(), report)``; the report
+    is :func:`spice_check`'s."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from ..spice.solve import solve_many_reads
     from ..threads import available_cores, limited_threads
 
     prep = prepare_spice_check(model, images, reads_per_layer, backend, seed)
     cores = available_cores()
     workers = cores if n_jobs is None else int(n_jobs)
-    with ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(solve_sampled_arrays, prep.jobs, prep.backend, workers, "threading",
-                          None, cache_dir, False)
-        with limited_threads(max(1, cores - workers)):
-            result = work()
-        spice = fut.result()
+    if workers < 1:
+        raise ValueError(f"n_jobs must be ≥ 1, got {n_jobs!r}")
+    gate = CoreGate(max(1, min(workers, cores - 1)))
+
+    def solve(job: tuple):
+        with gate:
+            return solve_many_reads([job], backend=prep.backend, n_jobs=1, cache_dir=cache_dir,
+                                    progress=False)[0]
+
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(solve, job) for job in prep.jobs]
+        try:
+            with limited_threads(max(1, cores - gate.slots)):
+                result = work()
+        except BaseException:
+            for f in futures:       # runs not started yet are dropped; a failed work() ends
+                f.cancel()          # after the running ones, not after the whole check
+            raise
+        finally:
+            gate.widen(workers)
+        spice = _currents([f.result() for f in futures])
     return result, compare_spice_check(model, prep, spice)
 
 
@@ -266,5 +326,5 @@ def compare_spice_check(model: nn.Module, prep: PreparedCheck, spice: list[np.nd
     return report
 
 
-__all__ = ["PreparedCheck", "SampledTile", "check_beside", "compare_spice_check", "prepare_spice_check",
-           "sample_tile_reads", "solve_sampled_arrays", "spice_check"]
+__all__ = ["CoreGate", "PreparedCheck", "SampledTile", "check_beside", "compare_spice_check",
+           "prepare_spice_check", "sample_tile_reads", "solve_sampled_arrays", "spice_check"]

@@ -298,18 +298,60 @@ def reads_continue_previous(elements: list[Element]) -> bool:
     return not is_linear(elements)
 
 
+def own_gate_sources(elements: list[Element]) -> list[Element]:
+    """The element list with every selector (``M``) whose gate node is held by an ideal DC
+    source to ground, and touched by nothing but selector gates, given a gate node and source
+    of its own at the same voltage (V). Exact in DC: a level-1 MOSFET's gate draws no DC
+    current, so every gate sits at the source voltage either way; the row's shared source goes.
+
+    Why: sp_mos1 (OSDI) couples its gate to drain, source and bulk through implicit charge
+    equations, so one gate node shared by a row of 64 selectors joins 64 cells in the matrix,
+    and KLU's refactorisation (most of a 1T1R read's time) fills that in. A 64×64 1T1R tile:
+    125 → 93 million instructions per refactorisation, a sweep 17–20 % fewer instructions
+    (callgrind); VACASK CPU 1.0–1.16× (the extra sources cost loading and elaboration;
+    benchmarks/spice_deck_cost.py, at load 4–6)."""
+    held = {e.nodes[0]: e for e in elements
+            if e.kind == "V" and not e.wave and e.nodes[1] == "0" and e.nodes[0] != "0"}
+    gates, other = set(), set()          # held nodes with a selector gate / anything else
+    for e in elements:
+        for k, n in enumerate(e.nodes):
+            if n in held and e is not held[n]:
+                if e.kind == "M" and k == 1 and e.nodes.count(n) == 1:
+                    gates.add(n)
+                else:
+                    other.add(n)
+    split = gates - other
+    out = []
+    for e in elements:
+        if e.kind == "V" and e.nodes[0] in split and held.get(e.nodes[0]) is e:
+            continue
+        if e.kind == "M" and e.nodes[1] in split:
+            src = held[e.nodes[1]]
+            gate = f"{e.nodes[1]}_{e.name}"
+            out.append(Element("V", f"{src.name}_{e.name}", (gate, "0"), src.value))
+            e = Element(e.kind, e.name, (e.nodes[0], gate, *e.nodes[2:]), e.value, e.extra,
+                        e.wave)
+        out.append(e)
+    return out
+
+
 def vacask_reads_netlist(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray, *,
-                         warm_start: bool | None = None, save_nodes: bool = False) -> str:
+                         warm_start: bool | None = None, save_nodes: bool = False,
+                         own_gates: bool = True) -> str:
     """Many reads of one programmed tile as one VACASK netlist: one ``op`` analysis (``reads``)
     swept over the integer parameter ``read_k`` = 0 … n−1, input ``vin<i>`` at
     ``dc=vread<i>[read_k]`` (row ``i`` of every vector); each point starts from scratch or,
     for nonlinear tiles, from the previous point's solution (:func:`reads_continue_previous`;
     ``warm_start`` True/False overrides it). Only the sense currents ``vsense<j>:flow(br)`` (A)
     are saved (``save_nodes``: every node voltage too, which cost ~10 % of a 64×64 run).
+    ``own_gates``: each selector gets its own gate source (:func:`own_gate_sources`; False keeps
+    one gate source per row, for comparisons).
 
     ``g_s``: (rows, cols) conductances in S; ``v_batch_v``: (n, rows) input voltages in V.
     """
     v, elements, sources = _split_inputs(spec, g_s, v_batch_v)
+    if own_gates:
+        elements = own_gate_sources(elements)
     text = vacask_netlist_from_elements(spec, elements)
     n = v.shape[0]
     params = [f"parameters {READS_INDEX}=0"]
@@ -348,6 +390,6 @@ def write_netlist(path: str | Path, spec: TileSpec, g_s: np.ndarray, v_in_v: np.
 
 __all__ = ["ngspice_netlist", "vacask_netlist", "ngspice_netlist_from_elements",
            "vacask_netlist_from_elements", "selector_model_params", "selector_instance_params",
-           "ngspice_reads_netlist", "vacask_reads_netlist", "reads_continue_previous", "is_linear",
-           "netlist_hash", "write_netlist", "Element", "EMITTED_KINDS", "VTEAM_SUBCKT",
-           "VTEAM_MODEL"]
+           "ngspice_reads_netlist", "vacask_reads_netlist", "own_gate_sources",
+           "reads_continue_previous", "is_linear", "netlist_hash", "write_netlist", "Element",
+           "EMITTED_KINDS", "VTEAM_SUBCKT", "VTEAM_MODEL"]

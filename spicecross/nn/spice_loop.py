@@ -134,7 +134,7 @@ class SpiceReader:
         return self.settings.simulator
 
     def __call__(self, array, vmat: Tensor) -> list[Tensor]:
-        from ..spice.solve import solve_many_reads
+        from ..spice.solve import distinct_rows, solve_many_reads
 
         t0 = time.perf_counter()
         v = vmat.detach().to(torch.float64).numpy()
@@ -146,8 +146,8 @@ class SpiceReader:
             rows = array.tile_rows_of(r)
             vt = np.zeros((M, R))
             vt[:, :rows.stop - rows.start] = v[:, rows]
-            uniq, inverse = np.unique(vt, axis=0, return_inverse=True)
-            distinct.append((uniq, inverse.reshape(-1)))
+            uniq, inverse = distinct_rows(vt)
+            distinct.append((uniq, inverse))
             for c in range(array.n_col_tiles):
                 for s in (0, 1):
                     jobs.append((spec, array.g_dev[s, r, c], uniq))

@@ -189,24 +189,48 @@ def _chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def distinct_rows(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(d, index)``: the rows of ``v`` without repeats, in the order of their first appearance,
+    and for each row of ``v`` its row in ``d`` (``d[index] == v``)."""
+    if len(v) == 0:
+        return v, np.zeros(0, np.int64)
+    _, first, inverse = np.unique(v, axis=0, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return v[first[order]], rank[inverse.reshape(-1)]
+
+
+@dataclass
+class ReadsPlan:
+    """The simulator runs of one programmed tile's reads: ``jobs`` (one per chunk of distinct
+    input vectors) and ``index``, the row of the distinct vectors each input vector reads."""
+
+    jobs: list[tuple]
+    index: np.ndarray
+
+
 def _reads_jobs(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray, sim: Simulator,
-                cdir: Path | None, chunk: int) -> list[tuple]:
+                cdir: Path | None, chunk: int) -> ReadsPlan:
+    """Chunks of the distinct input vectors (a repeated vector on one programmed tile reads the
+    same currents, so it is solved once: the MNIST check samples repeat ~17 % of theirs)."""
     g = spec.check_conductances(g_s)
-    v = np.atleast_2d(spec.check_inputs(v_batch_v, "input batch"))
-    return [(spec, g, v[a:b], sim.name, cdir, os.getpid()) for a, b in _chunk_bounds(len(v), chunk)]
+    v, index = distinct_rows(np.atleast_2d(spec.check_inputs(v_batch_v, "input batch")))
+    return ReadsPlan([(spec, g, v[a:b], sim.name, cdir, os.getpid())
+                      for a, b in _chunk_bounds(len(v), chunk)], index)
 
 
-def _merge_reads(spec: TileSpec, jobs: list[tuple], parts: list[ReadsResult],
+def _merge_reads(spec: TileSpec, plan: ReadsPlan, parts: list[ReadsResult],
                  sim: Simulator) -> ReadsResult:
     if not parts:
         return ReadsResult(np.empty((0, spec.cols)), True, "", sim.name, sim.version())
     rows, errors, start = [], [], 0
-    for (_, _, v, *_), res in zip(jobs, parts):
+    for (_, _, v, *_), res in zip(plan.jobs, parts):
         rows.append(res.currents_a if res.ok else np.full((len(v), spec.cols), np.nan))
         if not res.ok:
-            errors.append(f"vectors {start}–{start + len(v) - 1}: {res.error}")
+            errors.append(f"distinct vectors {start}–{start + len(v) - 1}: {res.error}")
         start += len(v)
-    return ReadsResult(np.vstack(rows), not errors, "; ".join(errors), sim.name,
+    return ReadsResult(np.vstack(rows)[plan.index], not errors, "; ".join(errors), sim.name,
                        parts[0].simulator_version,
                        tuple(h for p in parts for h in p.netlist_hashes),
                        sum(p.seconds for p in parts), all(p.cached for p in parts))
@@ -217,14 +241,15 @@ def solve_reads(spec: TileSpec, g_s: np.ndarray, v_batch_v: np.ndarray,
                 chunk: int = READS_CHUNK_MAX) -> ReadsResult:
     """Many reads of one programmed tile (G in S, shape (rows, cols)) with input vectors
     ``v_batch_v`` (V, shape (n, rows)): one simulator run per chunk of at most ``chunk``
-    vectors instead of one per vector, each chunk cached by its netlist's content hash.
+    vectors instead of one per vector, each chunk cached by its netlist's content hash; a vector
+    given more than once is solved once (:func:`distinct_rows`).
 
     The currents equal one ``.op`` per vector (:func:`solve_tile`) to ≤ 1e-9 relative
     (tests/test_reads.py). Failures come back as ``ok=False``.
     """
     sim = choose_simulator(spec, backend)
-    jobs = _reads_jobs(spec, g_s, v_batch_v, sim, resolve_cache_dir(cache_dir), chunk)
-    return _merge_reads(spec, jobs, [_reads_chunk_job(j) for j in jobs], sim)
+    plan = _reads_jobs(spec, g_s, v_batch_v, sim, resolve_cache_dir(cache_dir), chunk)
+    return _merge_reads(spec, plan, [_reads_chunk_job(j) for j in plan.jobs], sim)
 
 
 def solve_many_reads(jobs: Sequence[tuple[TileSpec, np.ndarray, np.ndarray]],
@@ -246,11 +271,11 @@ def solve_many_reads(jobs: Sequence[tuple[TileSpec, np.ndarray, np.ndarray]],
     for spec, g, v in jobs:
         sims.append(choose_simulator(spec, backend))
         per_job.append(_reads_jobs(spec, g, v, sims[-1], cdir, chunk))
-    flat = [j for js in per_job for j in js]
+    flat = [j for p in per_job for j in p.jobs]
     parts = _run_parallel(_reads_chunk_job, flat, n_jobs, parallel_backend, scheduler,
                           progress, desc)
     out, k = [], 0
-    for (spec, _, _), js, sim in zip(jobs, per_job, sims):
-        out.append(_merge_reads(spec, js, parts[k:k + len(js)], sim))
-        k += len(js)
+    for (spec, _, _), p, sim in zip(jobs, per_job, sims):
+        out.append(_merge_reads(spec, p, parts[k:k + len(p.jobs)], sim))
+        k += len(p.jobs)
     return combine(plan, out)
