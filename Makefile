@@ -6,15 +6,24 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spicecross-installed
+KERNEL := spicecross/surrogate/nonlinear_kernel.py
+KERNEL_STAMP := $(VENV)/.spicecross-kernel-compiled
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test golden bench clean
 
-setup: $(STAMP) ngspice
+setup: $(STAMP) ngspice $(KERNEL_STAMP)
 	@# Byte-compile the (editable) package once per source change: environments that set
 	@# PYTHONDONTWRITEBYTECODE would otherwise compile every module at every CLI start.
 	@$(PY) -m compileall -q spicecross >/dev/null
+
+# The exact nonlinear 1T1R reads' compiled kernel (numba, cached beside the module): compiled
+# here once per change of its source (≈ 30 s), not in the first read of a demo or test.
+$(KERNEL_STAMP): $(KERNEL) $(STAMP)
+	@echo "== compiling the nonlinear read kernel (numba; once per change of $(KERNEL))"
+	@$(PY) -c "from spicecross.surrogate.nonlinear_lines import compile_kernel as c; assert c()"
+	@touch $@
 
 ngspice:
 	@command -v ngspice >/dev/null 2>&1 && [ -e /usr/lib/x86_64-linux-gnu/libngspice.so -o -e /usr/lib/aarch64-linux-gnu/libngspice.so ] || { \

@@ -226,3 +226,11 @@ def test_line_solver_keeps_only_the_last_chunk_as_state():
     ref.read(v[:, 8:])
     for x, y in zip(s_.last_state, ref.last_state):
         assert x.shape == (1, 6, 3, 6) and np.max(np.abs(x.numpy() - y.numpy())) <= 1e-10
+
+
+def test_compile_kernel_reads_through_the_line_solver():
+    """``make setup``'s warm-up compiles (or loads) the kernel through a read the line solver
+    answers, not the torch fallback."""
+    from spicecross.surrogate.nonlinear_lines import compile_kernel
+
+    assert compile_kernel() is True

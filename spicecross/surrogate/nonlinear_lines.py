@@ -191,3 +191,20 @@ class LineSystem:
             with ThreadPoolExecutor(nt) as pool:
                 list(pool.map(lambda k: kern.solve_items(cuts[k], cuts[k + 1], *args), range(nt)))
         return LineReads(i_out.reshape(T, B, C), status, iters, moves, out if kept else None)
+
+
+def compile_kernel() -> bool:
+    """Compile the line solver's kernel (or load it from numba's cache beside the module) by
+    one small 1T1R read; True if the line solver answered. ``make setup`` runs it, so the first
+    nonlinear read of a new checkout does not pay the compilation (≈ 30 s here, cold)."""
+    import torch
+
+    from .config import AnalogConfig
+    from .mapping import effective_cell_conductance
+    from .nonlinear import BlockSolver
+
+    spec = AnalogConfig.build(tile_rows=4, tile_cols=4, cell="1t1r").tile_spec()
+    g = np.full((1, 4, 4), 1e-4)
+    solver = BlockSolver(spec, g, effective_cell_conductance(spec, g), dtype=torch.float64)
+    solver.read(torch.full((1, 2, 4), 0.2, dtype=torch.float64))
+    return solver.lines is not None
