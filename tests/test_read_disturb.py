@@ -16,8 +16,8 @@ from spicecross.cli import main
 from spicecross.devices.vteam import get_parameter_set, state_for_conductance
 from spicecross.spice.tile_transient import PulseTrain, run_tile_transient
 from spicecross.surrogate.dynamic import cell_voltage_transfer, cell_voltages
-from spicecross.surrogate.read_disturb_update import (ReadPulse, advance_arrays, inert_reads,
-                                                      row_voltage_bounds)
+from spicecross.surrogate.read_disturb_bounds import inert_reads, row_voltage_bounds
+from spicecross.surrogate.read_disturb_update import ReadPulse, advance_arrays
 
 P = get_parameter_set("pt_hf_ti")
 

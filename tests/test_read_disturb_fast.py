@@ -13,8 +13,8 @@ from spicecross.circuit.tile import TileSpec
 from spicecross.devices.vteam import get_parameter_set
 from spicecross.surrogate import transfer_cache
 from spicecross.surrogate.dynamic import cell_voltage_transfer, cell_voltages
-from spicecross.surrogate.read_disturb_update import (ReadPulse, TransferCache, advance_arrays,
-                                                      inert_reads)
+from spicecross.surrogate.read_disturb_bounds import inert_reads
+from spicecross.surrogate.read_disturb_update import ReadPulse, TransferCache, advance_arrays
 
 P = get_parameter_set("pt_hf_ti")
 

@@ -116,7 +116,7 @@ def candidate_reads(layer, x: torch.Tensor, v_bulk_v: float = 0.0) -> tuple[int,
     """All reads ``x`` puts on the layer (every phase, the order of
     :func:`~spicecross.calibration.network_check._word_line_vectors`): their number and the
     word-line vectors (m, K) in V, float64, of those the passive bound over the whole vector
-    (:func:`~spicecross.surrogate.read_disturb_update.inert_reads` of its largest and smallest
+    (:func:`~spicecross.surrogate.read_disturb_bounds.inert_spans` of its largest and smallest
     voltage) does not prove inert, in read order. Every other read is inert in every row tile
     (a row tile's span is at most the whole vector's), so the row tiles' live reads are the
     same as from all vectors; the spans come from the float32 DAC voltages (max and min are

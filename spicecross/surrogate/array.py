@@ -153,7 +153,13 @@ class ProgrammedArray:
         if poly is not None:
             a = a + torch.from_numpy(poly[0])          # the linear remainder joins the matmul
         arrays = [a] + ([torch.from_numpy(p) for p in poly[1:]] if poly is not None else [])
-        self.read_terms64 = [(k + 1, self._per_row_tile(m)) for k, m in enumerate(arrays)]
+        self._store_read_terms([self._per_row_tile(m) for m in arrays])
+
+    def _store_read_terms(self, per_row_tile: list[Tensor]) -> None:
+        """Keep the read matrices per row tile (nr, R, C_out) of the powers 1, 2, … of the
+        inputs in float64 and float32 (new tensors: the layers' cached code-unit reads are
+        keyed by them) and forget the per-tile surrogates built from the old conductances."""
+        self.read_terms64 = [(k + 1, m) for k, m in enumerate(per_row_tile)]
         self.read_terms = [(k, m.to(torch.float32).contiguous()) for k, m in self.read_terms64]
         self.readout64 = self.read_terms64[0][1]                          # (nr, R, C_out), S
         self.readout = self.read_terms[0][1]
@@ -176,10 +182,7 @@ class ProgrammedArray:
         g_cell = torch.as_tensor(self.cell_conductances(self.g_dev[:, rows]), dtype=torch.float64)
         readout64 = self.readout64.clone()
         readout64[rows] = self._per_row_tile(self._transfer_read_matrices(g_cell))
-        self.read_terms64 = [(1, readout64)]
-        self.read_terms = [(1, readout64.to(torch.float32).contiguous())]
-        self.readout64, self.readout = readout64, self.read_terms[0][1]
-        self._surrogates = {}
+        self._store_read_terms([readout64])
 
     def _transfer_read_matrices(self, g_cell: Tensor) -> Tensor:
         """Per-array read matrices Tᵀ (2, nr, nc, R, C) in S with wires, for cell conductances

@@ -9,7 +9,8 @@ import torch
 
 from ..devices.vteam import VTEAMParams
 
-__all__ = ["inert_spans", "inert_reads", "deviation_bounds", "row_voltage_bounds", "rows_any_read_can_move"]
+__all__ = ["inert_spans", "inert_reads", "deviation_bounds", "row_voltage_bounds",
+           "rows_any_read_can_move"]
 
 
 def inert_spans(hi_v: torch.Tensor, lo_v: torch.Tensor, p: VTEAMParams,

@@ -73,8 +73,8 @@ from .cells import series_node_1t1r
 from .dynamic import DynamicTileSurrogate, cell_voltage_transfer
 from .mapping import effective_cell_conductance
 from .nonlinear import BlockSolver
-from .read_disturb_bounds import (deviation_bounds, inert_reads, inert_spans,
-                                  row_voltage_bounds, rows_any_read_can_move)
+from .read_disturb_bounds import (deviation_bounds, inert_reads, row_voltage_bounds,
+                                  rows_any_read_can_move)
 
 #: Reads per nonlinear solve of 1T1R arrays (their node voltages are kept per read).
 SOLVE_CHUNK = 128
@@ -83,8 +83,7 @@ EXCESS_BLOCK = 1024
 #: Segments of at least this many reads are dosed as two halves (kept should it be split).
 SPLIT_MIN_READS = 256
 
-__all__ = ["ReadPulse", "DisturbStats", "TransferCache", "inert_reads", "inert_spans",
-           "deviation_bounds", "row_voltage_bounds", "advance_arrays"]
+__all__ = ["ReadPulse", "DisturbStats", "TransferCache", "advance_arrays"]
 
 
 @dataclass(frozen=True)
