@@ -14,7 +14,8 @@ from spicecross.devices.vteam import get_parameter_set
 from spicecross.surrogate import transfer_cache
 from spicecross.surrogate.dynamic import cell_voltage_transfer, cell_voltages
 from spicecross.surrogate.read_disturb_bounds import inert_reads
-from spicecross.surrogate.read_disturb_update import ReadPulse, TransferCache, advance_arrays
+from spicecross.surrogate.read_disturb_transfer import TransferCache
+from spicecross.surrogate.read_disturb_update import ReadPulse, advance_arrays
 
 P = get_parameter_set("pt_hf_ti")
 

@@ -64,10 +64,20 @@ def map_single_threaded(fn: Callable, items, workers: int) -> list:
     not wait at the end of every small operation for a thread the machine's load has
     descheduled."""
     items = list(items)
-    if workers > 1 and not getattr(_POOL_THREAD, "inside", False):
-        return list(_single_thread_pool(workers, os.getpid()).map(fn, items))
+    pool = single_thread_pool(workers)
+    if pool is not None:
+        return list(pool.map(fn, items))
     with limited_threads(1):
         return [fn(item) for item in items]
+
+
+def single_thread_pool(workers: int) -> ThreadPoolExecutor | None:
+    """The process's pool of ``workers`` single-threaded worker threads
+    (:func:`_single_thread_pool`), or None when ``workers`` ≤ 1 or when called from one of
+    its threads (run the work in this thread then: no task may wait for the pool it runs in)."""
+    if workers > 1 and not getattr(_POOL_THREAD, "inside", False):
+        return _single_thread_pool(workers, os.getpid())
+    return None
 
 
 class _AnalogLayer(nn.Module):

@@ -38,8 +38,8 @@ from torch.utils.data import TensorDataset
 
 from ..surrogate import transfer_cache
 from ..surrogate.read_disturb_bounds import inert_reads, inert_spans
-from ..surrogate.read_disturb_update import (DisturbStats, ReadPulse, TransferCache,
-                                             advance_arrays)
+from ..surrogate.read_disturb_transfer import TransferCache
+from ..surrogate.read_disturb_update import DisturbStats, ReadPulse, advance_arrays
 
 __all__ = ["candidate_reads", "check_disturb_config", "disturb_network", "read_disturb_infer"]
 
@@ -167,42 +167,97 @@ def _live_row_reads(layer, x: torch.Tensor, stats: DisturbStats) -> list[tuple[i
 def _disturb_layers(layers: list, inputs: list[torch.Tensor], pulse: ReadPulse, dw_max: float,
                     caches: dict, stats: DisturbStats) -> bool:
     """Advance the arrays of the analog ``layers`` by the reads of their ``inputs``; True if
-    any conductance changed. Every (layer, row tile) is advanced on its own (its G⁺ and G⁻
-    arrays share its reads), and the read matrices of the row tiles that moved are rebuilt:
-    layers and row tiles shared among single-threaded workers (one per torch thread),
-    results applied in order, so the answer does not depend on the worker count."""
-    from .analog_base import map_single_threaded, torch_threads
+    any conductance changed. Per layer three steps, each on one torch thread: its live reads
+    per row tile (:func:`_live_row_reads`); every (layer, row tile) advanced on its own (its
+    G⁺ and G⁻ arrays share its reads); the read matrices of its row tiles that moved rebuilt.
+    With several workers the steps of all layers flow through the single-threaded worker
+    pool as soon as what they need is done (a layer's rebuild waits for its own row tiles
+    only). Every step reads and writes its own layer's arrays alone, so the answer does not
+    depend on the worker count or the order in which steps finish."""
+    from .analog_base import single_thread_pool, torch_threads
 
-    def live(layer_x):
+    def live(layer, x):
         st = DisturbStats()
-        return _live_row_reads(*layer_x, st), st
+        return _live_row_reads(layer, x, st), st
 
-    workers = torch_threads()
-    parts = map_single_threaded(live, zip(layers, inputs), workers)
-    jobs = []
-    for layer, (rows, st) in zip(layers, parts):
-        stats.add(st)
-        jobs += [(layer, r, v) for r, v in rows]
-
-    def advance(job):
-        layer, r, v = job
+    def advance(layer, r, v):
         cfg, arr = layer.config, layer.array
         g = arr.g_dev[:, r].reshape(-1, cfg.tile_rows, cfg.tile_cols)     # (2·nc, R, C)
         return advance_arrays(arr.spec, cfg.device_params(), g, v, pulse, dw_max=dw_max,
                               wires=cfg.wires,
                               cache=caches.setdefault((id(layer), r), TransferCache()))
 
-    changed: dict[int, tuple] = {}
-    for (layer, r, _), (g_new, st) in zip(jobs, map_single_threaded(advance, jobs, workers)):
+    def apply(layer, r, g_new, st) -> bool:
         stats.add(st)
         arr = layer.array
-        if not np.array_equal(g_new, arr.g_dev[:, r].reshape(g_new.shape)):
-            arr.g_dev[:, r] = g_new.reshape(arr.g_dev[:, r].shape)
-            changed.setdefault(id(layer), (arr, []))[1].append(r)
-    with transfer_cache.disabled():                # evolving arrays would only fill it
-        map_single_threaded(lambda item: item[0].refresh_row_tiles(item[1]), changed.values(),
-                            workers)
-    return bool(changed)
+        if np.array_equal(g_new, arr.g_dev[:, r].reshape(g_new.shape)):
+            return False
+        arr.g_dev[:, r] = g_new.reshape(arr.g_dev[:, r].shape)
+        return True
+
+    def refresh(layer, rows):
+        layer.array.refresh_row_tiles(rows)
+
+    work = list(zip(layers, inputs))
+    pool = single_thread_pool(torch_threads())
+    with torch.no_grad(), transfer_cache.disabled():   # evolving arrays would only fill it
+        if pool is None:
+            return _run_inline(work, live, advance, apply, refresh, stats)
+        return _run_steps(pool, work, live, advance, apply, refresh, stats)
+
+
+def _run_inline(work, live, advance, apply, refresh, stats) -> bool:
+    """The steps of :func:`_disturb_layers` one after the other in this thread."""
+    from ..threads import limited_threads
+
+    changed = False
+    with limited_threads(1):
+        for layer, x in work:
+            rows, st = live(layer, x)
+            stats.add(st)
+            moved = [r for r, v in rows if apply(layer, r, *advance(layer, r, v))]
+            if moved:
+                refresh(layer, moved)
+                changed = True
+    return changed
+
+
+def _run_steps(pool, work, live, advance, apply, refresh, stats) -> bool:
+    """The steps of :func:`_disturb_layers` on the single-threaded worker ``pool``, each
+    submitted once what it needs has finished (results applied in this thread)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    pending = {pool.submit(live, layer, x): ("live", layer, None) for layer, x in work}
+    left: dict[int, int] = {}
+    moved: dict[int, list[int]] = {}
+    try:
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                kind, layer, r = pending.pop(f)
+                key = id(layer)
+                if kind == "live":
+                    rows, st = f.result()
+                    stats.add(st)
+                    left[key], moved[key] = len(rows), []
+                    for r_, v in rows:
+                        pending[pool.submit(advance, layer, r_, v)] = ("advance", layer, r_)
+                elif kind == "advance":
+                    if apply(layer, r, *f.result()):
+                        moved[key].append(r)
+                    left[key] -= 1
+                else:
+                    f.result()
+                if kind != "refresh" and left[key] == 0 and moved[key]:
+                    left[key] = -1                                  # submitted once
+                    pending[pool.submit(refresh, layer, sorted(moved[key]))] = \
+                        ("refresh", layer, None)
+    except BaseException:
+        for f in pending:
+            f.cancel()
+        wait(pending)
+        raise
+    return any(moved.values())
 
 
 def _state_change(model: nn.Module, start: dict[str, np.ndarray]) -> tuple[float, float, float]:

@@ -46,9 +46,16 @@ def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
     ``pos_neg`` its :func:`deviation_bounds` if known); ``rows``: only these rows' bounds
     (n, len(rows))."""
     pos, neg = deviation_bounds(t) if pos_neg is None else pos_neg
-    v_rows = torch.nn.functional.pad(v, (0, t.shape[1] - v.shape[1]))   # (n, rows)
-    if rows is not None:
-        pos, neg, v_rows = pos[rows], neg[rows], v_rows[:, rows]
+    if rows is None:
+        v_rows = torch.nn.functional.pad(v, (0, t.shape[1] - v.shape[1]))   # (n, rows)
+    else:                                    # only the rows asked for; undriven ones at 0 V
+        pos, neg = pos[rows], neg[rows]
+        driven = rows < v.shape[1]
+        if bool(driven.all()):
+            v_rows = torch.index_select(v, 1, rows)
+        else:
+            v_rows = v.new_zeros((v.shape[0], len(rows)))
+            v_rows[:, driven] = torch.index_select(v, 1, rows[driven])
     vp = v.clamp(min=0)
     hi = v_rows + vp @ pos.T
     lo = v_rows - vp @ neg.T

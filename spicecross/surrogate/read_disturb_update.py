@@ -53,8 +53,9 @@ exact for those, and the state moves by the sum (explicit Euler over the reads).
 whose largest state change exceeds ``dw_max`` (of the state range) is halved (its halves'
 doses, summed to judge it, kept), down to single pulses, and a single pulse that still moves
 more is cut into ``⌈Δw/dw_max⌉`` time sub-steps. ``T`` is rebuilt once any state has moved by
-more than ``dw_max`` since it was built (also across calls, :class:`TransferCache`), so a
-segment's frozen conductances are within ``2·dw_max`` of the state range of the true ones:
+more than ``dw_max`` since it was built, array by array (also across calls,
+:class:`~spicecross.surrogate.read_disturb_transfer.TransferCache`), so a segment's frozen
+conductances are within ``2·dw_max`` of the state range of the true ones:
 ``|Δw_err| ≤ Δw · 2·dw_max · ρ``, ``ρ`` the relative change of the cells' rates per unit
 state change through the wire drops (mV per state range against overdrives of tens of mV).
 tests/test_read_disturb.py checks this against per-pulse integration and SPICE transients.
@@ -70,11 +71,11 @@ import torch
 from ..circuit.tile import TileSpec
 from ..devices.vteam import VTEAMParams
 from .cells import series_node_1t1r
-from .dynamic import DynamicTileSurrogate, cell_voltage_transfer
+from .dynamic import DynamicTileSurrogate
 from .mapping import effective_cell_conductance
 from .nonlinear import BlockSolver
-from .read_disturb_bounds import (deviation_bounds, inert_reads, row_voltage_bounds,
-                                  rows_any_read_can_move)
+from .read_disturb_bounds import inert_reads, row_voltage_bounds, rows_any_read_can_move
+from .read_disturb_transfer import TransferCache
 
 #: Reads per nonlinear solve of 1T1R arrays (their node voltages are kept per read).
 SOLVE_CHUNK = 128
@@ -83,7 +84,7 @@ EXCESS_BLOCK = 1024
 #: Segments of at least this many reads are dosed as two halves (kept should it be split).
 SPLIT_MIN_READS = 256
 
-__all__ = ["ReadPulse", "DisturbStats", "TransferCache", "advance_arrays"]
+__all__ = ["ReadPulse", "DisturbStats", "advance_arrays"]
 
 
 @dataclass(frozen=True)
@@ -230,42 +231,25 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
     stats.rows_exact += int(can_move.sum())
     by_row = cache.by_row()                                          # (R, inputs, A·C)
     linear_off = p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0
+    over, under = hi > p.v_off_v, lo < p.v_on_v
     for j in torch.nonzero(can_move.any(0)).flatten().tolist():
-        i, reads = int(rows[j]), torch.nonzero(can_move[:, j]).flatten()
-        want_off = bool((hi[reads, j] > p.v_off_v).any())
-        want_on = bool((lo[reads, j] < p.v_on_v).any())
+        i, col = int(rows[j]), can_move[:, j]
+        reads = torch.nonzero(col).flatten()
+        want_off = bool((col & over[:, j]).any())
+        want_on = bool((col & under[:, j]).any())
+        v_reads = torch.index_select(v, 0, reads)
         if linear_off and not want_on:    # OFF only, rate linear above v_off: Σ relu(V − v_off)
             if want_off:
-                excess = _excess_sum(v[reads], by_row[i], p.v_off_v)
+                excess = _excess_sum(v_reads, by_row[i], p.v_off_v)
                 off[:, i] += excess.view(A, C) * (dev.k_off * pulse.width_s / p.v_off_v)
             continue
-        v_cell = v[reads] @ by_row[i]                                # (m, A·C)
+        v_cell = v_reads @ by_row[i]                                 # (m, A·C)
         d_off, d_on = dev.doses(v_cell, pulse, off=want_off, on=want_on)
         if d_off is not None:
             off[:, i] += d_off.sum(0).view(A, C)
         if d_on is not None:
             on[:, i] += d_on.sum(0).view(A, C)
     return off, on
-
-
-@dataclass
-class TransferCache:
-    """A group's cell-voltage transfer matrices ``t`` (A, rows, cols, inputs) and the states
-    ``w_built`` they were built at; kept across calls of :func:`advance_arrays` while the
-    states stay within ``dw_max`` of ``w_built``."""
-
-    t: torch.Tensor | None = None
-    w_built: torch.Tensor | None = None
-    pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None
-    _by_row: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def by_row(self) -> torch.Tensor:
-        """``t`` per row as (rows, inputs, A·cols), contiguous: a row's cell voltages for reads
-        ``v`` (m, inputs) are one product ``v @ by_row()[i]`` (made once per ``t``)."""
-        if self._by_row is None or self._by_row[0] is not self.t:
-            A, R, C, K = self.t.shape
-            self._by_row = (self.t, self.t.permute(1, 3, 0, 2).reshape(R, K, A * C).contiguous())
-        return self._by_row[1]
 
 
 def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarray,
@@ -280,8 +264,8 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
     1T1R arrays (``spec.cell``; rectangular pulses only): every segment solves its reads
     with the selectors at the segment's conductances (no transfer matrices, no row bounds).
     ``wires=False``: ideal wires, ``V_cell = v_i``. ``cache``: the group's transfer matrices
-    from earlier calls (updated in place); they are rebuilt once any state has moved by more
-    than ``dw_max`` since they were built, so every segment sees conductances within
+    from earlier calls (updated in place); an array's are rebuilt once any of its states has
+    moved by more than ``dw_max`` since they were built, so every segment sees conductances within
     ``2·dw_max`` of the present ones. Segments of ≥ ``split_min_reads`` reads are dosed as
     their halves' doses, kept should the segment be split (equal up to the sums' order)."""
     if not dw_max > 0:
@@ -311,21 +295,11 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
     cache = TransferCache() if cache is None else cache
 
     def transfer() -> TransferCache:
-        stale = (cache.t is None or cache.w_built.shape != w.shape
-                 or cache.t.shape[-1] != n_in
-                 or float((w - cache.w_built).abs().max()) > dw_max)
-        if stale and wires:
-            g = torch.where(open_cell, torch.zeros_like(w), dev.dyn.conductances(w))
-            cache.t = cell_voltage_transfer(spec, g, inputs=n_in)
-            cache.w_built = w.clone()
+        def g_of(idx: torch.Tensor) -> torch.Tensor:
+            return torch.where(open_cell[idx], 0.0, dev.dyn.conductances(w[idx]))
+
+        if cache.update(spec, w, n_in, dw_max, wires, g_of) and wires:
             stats.transfer_builds += 1
-        elif stale:
-            R = spec.rows
-            cache.t = torch.eye(R, n_in, dtype=torch.float64)[None, :, None, :].expand(
-                g0.shape[0], R, spec.cols, n_in)
-            cache.w_built = w.clone()
-        if stale:
-            cache.pos_neg = deviation_bounds(cache.t)
         return cache
 
     memo: dict = {}                     # (lo, hi, frozen) → doses of reads lo:hi
