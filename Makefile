@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spicecross-installed
-KERNEL := spicecross/surrogate/nonlinear_kernel.py
+KERNEL := spicecross/surrogate/nonlinear_kernel.py spicecross/surrogate/read_disturb_kernel.py
 KERNEL_STAMP := $(VENV)/.spicecross-kernel-compiled
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
@@ -18,11 +18,13 @@ setup: $(STAMP) ngspice $(KERNEL_STAMP)
 	@# PYTHONDONTWRITEBYTECODE would otherwise compile every module at every CLI start.
 	@$(PY) -m compileall -q spicecross >/dev/null
 
-# The exact nonlinear 1T1R reads' compiled kernel (numba, cached beside the module): compiled
-# here once per change of its source (≈ 30 s), not in the first read of a demo or test.
+# The compiled kernels (numba, cached beside their modules: the exact nonlinear 1T1R reads',
+# ≈ 30 s, and read disturb's): compiled here once per change of their source, not in the
+# first read of a demo or test.
 $(KERNEL_STAMP): $(KERNEL) $(STAMP)
-	@echo "== compiling the nonlinear read kernel (numba; once per change of $(KERNEL))"
+	@echo "== compiling the numba kernels (once per change of $(KERNEL))"
 	@$(PY) -c "from spicecross.surrogate.nonlinear_lines import compile_kernel as c; assert c()"
+	@$(PY) -c "from spicecross.surrogate.read_disturb_kernel import compile_kernel as c; assert c()"
 	@touch $@
 
 ngspice:

@@ -215,7 +215,7 @@ def test_array_reads_only_used_bit_lines_and_matches_full_t():
 
 
 def _squares_in_child() -> list[int]:
-    from spicecross.nn.analog_base import map_single_threaded
+    from spicecross.threads import map_single_threaded
 
     return map_single_threaded(lambda i: i * i, range(5), 2)
 
@@ -226,7 +226,7 @@ def test_single_threaded_workers_nest_and_survive_a_fork():
     forked child gets a pool of its own (the parent's threads do not exist there)."""
     import multiprocessing
 
-    from spicecross.nn.analog_base import map_single_threaded
+    from spicecross.threads import map_single_threaded
 
     nested = map_single_threaded(
         lambda i: map_single_threaded(lambda j: (i, j, torch.get_num_threads()), range(3), 2),
@@ -234,3 +234,41 @@ def test_single_threaded_workers_nest_and_survive_a_fork():
     assert nested == [[(i, j, 1) for j in range(3)] for i in range(4)]
     with multiprocessing.get_context("fork").Pool(1) as pool:
         assert pool.apply_async(_squares_in_child).get(timeout=60) == [0, 1, 4, 9, 16]
+
+
+def test_fork_join_splits_where_it_stands_without_deadlock():
+    """fork_join from the main thread and, nested three deep, from the pool's own busy
+    workers: results in order, every call on one torch thread, the second half run by a free
+    worker when one exists and by the caller otherwise (no thread waits for a call that has
+    not started, so nothing deadlocks on 2 workers); one torch thread: both halves here."""
+    import threading
+
+    from spicecross.threads import fork_join, limited_threads, map_single_threaded
+
+    seen = []
+
+    def leaf(i):
+        seen.append(threading.current_thread().name)
+        return i, torch.get_num_threads()
+
+    def tree(i, depth):
+        if depth == 0:
+            return leaf(i)
+        return fork_join(lambda: tree(2 * i, depth - 1), lambda: tree(2 * i + 1, depth - 1))
+
+    with limited_threads(1):
+        assert fork_join(lambda: leaf(0), lambda: leaf(1)) == ((0, 1), (1, 1))
+    assert set(seen) == {threading.current_thread().name}
+    got = map_single_threaded(lambda i: tree(i, 3), range(4), 2)
+    flat = []
+
+    def walk(t):
+        if isinstance(t[0], tuple):
+            walk(t[0])
+            walk(t[1])
+        else:
+            flat.append(t)
+    for t in got:
+        walk(t)
+    assert flat == [(i, 1) for i in range(32)]
+    assert any(name.startswith("spicecross-worker") for name in seen)

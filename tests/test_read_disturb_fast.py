@@ -216,12 +216,17 @@ def test_refresh_row_tiles_equals_a_full_rebuild(cell):
 
 
 def test_disturbed_stream_does_not_depend_on_the_worker_count(monkeypatch):
-    """Layers and row tiles are advanced on a pool of workers: one worker and two leave
-    bitwise the same conductances, accuracies and counts."""
+    """Layers and row tiles are advanced on a pool of workers, and large candidate searches
+    and row doses split in two (here every one of them): one worker and two leave bitwise the
+    same conductances, accuracies and counts."""
     import spicecross.nn.analog_base as ab
+    import spicecross.nn.read_disturb as rd
+    import spicecross.surrogate.read_disturb_update as rdu
     from spicecross.nn.analog import analog_layers
     from spicecross.nn.read_disturb import disturb_network
 
+    monkeypatch.setattr(rd, "FORK_MIN_READS", 1)
+    monkeypatch.setattr(rdu, "FORK_MIN_VOLTAGES", 1)
     out = []
     for workers in (1, 2):
         monkeypatch.setattr(ab, "torch_threads", lambda w=workers: w)

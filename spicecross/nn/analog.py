@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..surrogate.config import AnalogConfig
+from ..threads import map_single_threaded
 from . import analog_base
 from .analog_base import _AnalogLayer
 from .calibrator import calibrate_model
@@ -271,7 +272,7 @@ def _program_layers(jobs: list[tuple[str, type, nn.Module]], config: AnalogConfi
     workers = min(analog_base.torch_threads(), len(jobs))
     if workers <= 1:
         return [build(i) for i in range(len(jobs))]
-    built = dict(zip(order, analog_base.map_single_threaded(build, order, workers)))
+    built = dict(zip(order, map_single_threaded(build, order, workers)))
     return [built[i] for i in range(len(jobs))]
 
 

@@ -6,9 +6,6 @@ converters and the scaling back to weight units are described in :mod:`spicecros
 from __future__ import annotations
 
 import functools
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -19,7 +16,7 @@ from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
 from ..surrogate.converters import DAC, adc_codes_, adc_steps, adc_sum_
-from ..threads import limited_threads
+from ..threads import limited_threads, map_single_threaded
 from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges
 
 #: torch's intra-op thread count now: the number of single-threaded workers that read a batch in
@@ -30,54 +27,6 @@ torch_threads = torch.get_num_threads
 #: column whose calibration never saw a current has the smallest positive range, and its
 #: unbounded entries would overflow float32 (or make 0·inf); any current there saturates.
 CODE_READ_BOUND = 1e20
-
-
-#: Marks the threads of :func:`_single_thread_pool` (``inside`` True in them).
-_POOL_THREAD = threading.local()
-
-
-@functools.lru_cache(maxsize=None)
-def _single_thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
-    """Process ``pid``'s pool of ``workers`` threads, each running torch single-threaded,
-    kept for the process's life (a forked child, another pid, gets its own: the parent's
-    threads do not exist there). A pool per call, with torch lowered to one thread and raised
-    again around it in the calling thread, made 64×64 MNIST inference ≈ 1.3× slower (measured,
-    same process)."""
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="spicecross-worker")
-    barrier = threading.Barrier(workers)
-
-    def one_thread() -> None:
-        torch.set_num_threads(1)
-        _POOL_THREAD.inside = True
-        barrier.wait()              # every worker thread runs this once
-
-    for f in [pool.submit(one_thread) for _ in range(workers)]:
-        f.result()
-    return pool
-
-
-def map_single_threaded(fn: Callable, items, workers: int) -> list:
-    """``[fn(item) for item in items]`` in order, every call on one torch thread: shared among
-    ``workers`` single-threaded worker threads (:func:`_single_thread_pool`) when ``workers``
-    > 1, else (or when called from one of those workers, so that no task waits for the pool
-    it runs in) in this thread with torch lowered to one thread. Workers on one thread each do
-    not wait at the end of every small operation for a thread the machine's load has
-    descheduled."""
-    items = list(items)
-    pool = single_thread_pool(workers)
-    if pool is not None:
-        return list(pool.map(fn, items))
-    with limited_threads(1):
-        return [fn(item) for item in items]
-
-
-def single_thread_pool(workers: int) -> ThreadPoolExecutor | None:
-    """The process's pool of ``workers`` single-threaded worker threads
-    (:func:`_single_thread_pool`), or None when ``workers`` ≤ 1 or when called from one of
-    its threads (run the work in this thread then: no task may wait for the pool it runs in)."""
-    if workers > 1 and not getattr(_POOL_THREAD, "inside", False):
-        return _single_thread_pool(workers, os.getpid())
-    return None
 
 
 class _AnalogLayer(nn.Module):

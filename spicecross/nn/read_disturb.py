@@ -27,6 +27,7 @@ as applied (:mod:`~spicecross.surrogate.read_disturb_update`).
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any
@@ -42,6 +43,10 @@ from ..surrogate.read_disturb_transfer import TransferCache
 from ..surrogate.read_disturb_update import DisturbStats, ReadPulse, advance_arrays
 
 __all__ = ["candidate_reads", "check_disturb_config", "disturb_network", "read_disturb_infer"]
+
+#: Reads of one phase of a layer from which :func:`candidate_reads` splits the images in two
+#: halves, the second offered to another worker (:func:`~spicecross.threads.fork_join`).
+FORK_MIN_READS = 20_000
 
 
 def check_disturb_config(config) -> None:
@@ -121,20 +126,31 @@ def candidate_reads(layer, x: torch.Tensor, v_bulk_v: float = 0.0) -> tuple[int,
     (a row tile's span is at most the whole vector's), so the row tiles' live reads are the
     same as from all vectors; the spans come from the float32 DAC voltages (max and min are
     exact in float32) and only the candidates are unfolded and promoted to float64."""
+    from ..threads import fork_join
+
     p = layer.config.device_params()
-    total, out = 0, []
-    for _, v in layer._dac(x, layer.calibration):
+
+    def candidates(v: torch.Tensor) -> torch.Tensor:
         if v.dim() == 4:                 # per read: extremes of its patch (padding zeros too)
             hi = _patch_extremes(v.amax(1, keepdim=True), layer, largest=True)
             lo = _patch_extremes(v.amin(1, keepdim=True), layer, largest=False)
         else:
             hi, lo = v.amax(1), v.amin(1)
         idx = torch.nonzero(~inert_spans(hi, lo, p, v_bulk_v)).flatten().numpy()
-        total += len(hi)
         if v.dim() == 4:
-            out.append(_patches(v, layer, idx, len(hi) // v.shape[0]))
+            return _patches(v, layer, idx, len(hi) // v.shape[0])
+        return v[torch.from_numpy(idx)].reshape(len(idx), layer.array.k_in)
+
+    total, out = 0, []
+    for _, v in layer._dac(x, layer.calibration):
+        n_reads = (v.shape[0] * math.prod(layer._output_size(v.shape[2], v.shape[3]))
+                   if v.dim() == 4 else len(v))
+        total += n_reads
+        h = len(v) // 2
+        if n_reads >= FORK_MIN_READS and h:      # two halves of the images, in order
+            out += fork_join(lambda: candidates(v[:h]), lambda: candidates(v[h:]))
         else:
-            out.append(v[torch.from_numpy(idx)].reshape(len(idx), layer.array.k_in))
+            out.append(candidates(v))
     return total, torch.cat(out).to(torch.float64).numpy()
 
 
@@ -174,7 +190,8 @@ def _disturb_layers(layers: list, inputs: list[torch.Tensor], pulse: ReadPulse, 
     pool as soon as what they need is done (a layer's rebuild waits for its own row tiles
     only). Every step reads and writes its own layer's arrays alone, so the answer does not
     depend on the worker count or the order in which steps finish."""
-    from .analog_base import single_thread_pool, torch_threads
+    from ..threads import single_thread_pool
+    from .analog_base import torch_threads
 
     def live(layer, x):
         st = DisturbStats()

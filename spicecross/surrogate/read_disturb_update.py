@@ -45,7 +45,8 @@ per row instead of one per read. Otherwise (or for ramps, whose integral
 ``∫ rate dt = rise·k·u^α·u/((α+1)(1+u))``, ``u = V/v_th − 1``, is nonlinear in ``V``) every
 such read is solved exactly as well. The same linearity makes the reads a row solves one by
 one cheap where only OFF motion is possible: their dose is ``k_off·width/v_off`` times
-``Σ max(V_cell − v_off, 0)``, summed in cache-sized blocks of reads (:func:`_excess_sum`).
+``Σ max(V_cell − v_off, 0)``, made and summed in one compiled pass per row
+(:func:`~spicecross.surrogate.read_disturb_kernel.excess_sums`).
 
 **Integration.** Within a segment of consecutive reads the conductances (so ``T``) and the
 window (a function of the state) are frozen at the segment's start, every read's rate is
@@ -70,19 +71,22 @@ import torch
 
 from ..circuit.tile import TileSpec
 from ..devices.vteam import VTEAMParams
+from ..threads import fork_join
 from .cells import series_node_1t1r
 from .dynamic import DynamicTileSurrogate
 from .mapping import effective_cell_conductance
 from .nonlinear import BlockSolver
 from .read_disturb_bounds import inert_reads, row_voltage_bounds, rows_any_read_can_move
+from .read_disturb_kernel import excess_sums
 from .read_disturb_transfer import TransferCache
 
 #: Reads per nonlinear solve of 1T1R arrays (their node voltages are kept per read).
 SOLVE_CHUNK = 128
-#: Reads per block of :func:`_excess_sum` (≈ 1 MiB of float64 cell voltages per 64×64 array pair).
-EXCESS_BLOCK = 1024
 #: Segments of at least this many reads are dosed as two halves (kept should it be split).
 SPLIT_MIN_READS = 256
+#: Exact cell voltages of one segment from which its rows are dosed in two groups, the second
+#: offered to another worker (:func:`~spicecross.threads.fork_join`).
+FORK_MIN_VOLTAGES = 2 ** 22
 
 __all__ = ["ReadPulse", "DisturbStats", "advance_arrays"]
 
@@ -194,17 +198,6 @@ def _raw_1t1r(dev: _Device, spec: TileSpec, g: torch.Tensor, v: torch.Tensor,
     return off, on
 
 
-def _excess_sum(v: torch.Tensor, by_row_i: torch.Tensor, v_th: float) -> torch.Tensor:
-    """``Σ_m max(V_m − v_th, 0)`` (A·C,) in V over the cell voltages ``V = v @ by_row_i`` of
-    reads ``v`` (m, inputs) in V, block by block (:data:`EXCESS_BLOCK` reads: the block's
-    voltages stay in the cache between the product, the clamp and the sum)."""
-    out = by_row_i.new_zeros(by_row_i.shape[1])
-    bias = by_row_i.new_full((1, by_row_i.shape[1]), -v_th)
-    for s in range(0, len(v), EXCESS_BLOCK):
-        out += torch.addmm(bias, v[s:s + EXCESS_BLOCK], by_row_i).clamp_(min=0.0).sum(0)
-    return out
-
-
 def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: ReadPulse,
               stats: DisturbStats) -> tuple[torch.Tensor, torch.Tensor]:
     """OFF and ON doses without window (A, rows, cols) of reads ``v`` (n, inputs) at the
@@ -232,23 +225,37 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
     by_row = cache.by_row()                                          # (R, inputs, A·C)
     linear_off = p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0
     over, under = hi > p.v_off_v, lo < p.v_on_v
-    for j in torch.nonzero(can_move.any(0)).flatten().tolist():
-        i, col = int(rows[j]), can_move[:, j]
-        reads = torch.nonzero(col).flatten()
-        want_off = bool((col & over[:, j]).any())
-        want_on = bool((col & under[:, j]).any())
-        v_reads = torch.index_select(v, 0, reads)
-        if linear_off and not want_on:    # OFF only, rate linear above v_off: Σ relu(V − v_off)
-            if want_off:
-                excess = _excess_sum(v_reads, by_row[i], p.v_off_v)
-                off[:, i] += excess.view(A, C) * (dev.k_off * pulse.width_s / p.v_off_v)
-            continue
-        v_cell = v_reads @ by_row[i]                                 # (m, A·C)
-        d_off, d_on = dev.doses(v_cell, pulse, off=want_off, on=want_on)
-        if d_off is not None:
-            off[:, i] += d_off.sum(0).view(A, C)
-        if d_on is not None:
-            on[:, i] += d_on.sum(0).view(A, C)
+
+    def dose_rows(js: list[int]) -> None:           # rows of their own: no two write one row
+        summed = []              # OFF only, rate linear above v_off: Σ relu(V − v_off), compiled
+        for j in js:
+            i, col = int(rows[j]), can_move[:, j]
+            want_off = bool((col & over[:, j]).any())
+            want_on = bool((col & under[:, j]).any())
+            if linear_off and not want_on:
+                if want_off:
+                    summed.append(j)
+                continue
+            v_cell = torch.index_select(v, 0, torch.nonzero(col).flatten()) @ by_row[i]
+            d_off, d_on = dev.doses(v_cell, pulse, off=want_off, on=want_on)   # (m, A·C)
+            if d_off is not None:
+                off[:, i] += d_off.sum(0).view(A, C)
+            if d_on is not None:
+                on[:, i] += d_on.sum(0).view(A, C)
+        if summed:
+            excess = excess_sums(v.numpy(), by_row.numpy(), rows[summed].numpy(),
+                                 can_move[:, summed].T.numpy(), p.v_off_v)
+            off[:, rows[summed]] += (torch.from_numpy(excess).view(len(summed), A, C)
+                                     .transpose(0, 1) * (dev.k_off * pulse.width_s / p.v_off_v))
+
+    per_row = can_move.sum(0)
+    todo = torch.nonzero(per_row).flatten().tolist()
+    work = torch.cumsum(per_row[todo], 0) if todo else per_row[:0]
+    if todo and int(work[-1]) * A * C >= FORK_MIN_VOLTAGES and len(todo) > 1:
+        cut = min(max(1, int(torch.searchsorted(work, work[-1] // 2))), len(todo) - 1)
+        fork_join(lambda: dose_rows(todo[:cut]), lambda: dose_rows(todo[cut:]))
+    else:
+        dose_rows(todo)
     return off, on
 
 
