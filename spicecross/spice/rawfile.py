@@ -8,8 +8,9 @@ another in one file (ngspice writes one per analysis).
 This module imports numpy only when a plot's columns are asked for (:attr:`RawPlot.data`): a
 real plot keeps its values as one flat ``array('d')``, so reading an operating point
 (:meth:`RawPlot.point`) stays numpy-free (``spicecross solve``'s start-up). The variable names
-are parsed (and checked) when first used: ``point(k, having=...)`` finds the few variables it
-needs (a tile's sense currents) in the raw bytes, without turning 33 000 names into strings.
+are parsed (and checked) when first used: :meth:`RawPlot.variables_with` finds the few
+variables a caller needs (a tile's sense currents) in the raw bytes, without turning 33 000
+names into strings.
 """
 from __future__ import annotations
 
@@ -87,13 +88,9 @@ class RawPlot:
 
         return np.asarray(self._values).reshape(self.npts, self.nvar)
 
-    def point(self, k: int = 0, having: str | None = None) -> dict[str, float]:
-        """Point ``k`` of a real plot, name → value (no numpy); with ``having`` only the
-        variables whose name holds that (lower-case ASCII) text."""
-        row = self.row(k)
-        if having is None:
-            return dict(zip(self.names, row))
-        return {name: row[i] for i, name in self.variables_with(having)}
+    def point(self, k: int = 0) -> dict[str, float]:
+        """Point ``k`` of a real plot, name → value (no numpy)."""
+        return dict(zip(self.names, self.row(k)))
 
     def variables_with(self, needle: str) -> list[tuple[int, str]]:
         """(index, name) of the variables whose name holds ``needle``, in order. Before the
@@ -112,7 +109,7 @@ class RawPlot:
             line += low.count(b"\n", counted, start)
             counted = start
             m = _VARIABLE.match(block, start)
-            if m is None or m.start(1) >= end or line >= self.nvar:
+            if m is None:
                 raise ValueError(f"{self._source}: unreadable variable line "
                                  f"{block[start:end].decode('latin-1').strip()!r}")
             name = m.group(1).decode("latin-1").lower()
