@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     status. Called without ``argv`` (the console script, ``python -m spicecross.cli``) it
     ends the process's garbage collection (:func:`gc.freeze`) before returning: the process
     is about to exit, and the interpreter's last collections over every imported module
-    would add 15–30 ms to a command (a third of what ``spicecross solve`` adds to its
-    simulator's run)."""
+    added 15–30 ms to ``spicecross solve`` (2-core machine, under load)."""
     if argv is not None:
         return _main(list(argv))
     try:

@@ -211,9 +211,7 @@ def solve_text(text: str, simulator: str | Simulator, cache_dir: Path | None = N
         # read when first used (33 000 names of a 128×128 tile: ~30 ms), unless stored now
         nodes = (sim.node_voltages(plot) if cache_dir is not None
                  else lambda: sim.node_voltages(plot))
-    except SimulationError as exc:
-        if not key:     # failed before the simulator started
-            identify()
+    except SimulationError as exc:     # the simulator ran: identify() has been called
         return SolveResult([math.nan], {}, False, str(exc), sim.name, version, key,
                            time.perf_counter() - t0, False, label)
     dt = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+
 TYPE_CHECKING = False   # typing would cost ``spicecross solve``'s start
 if TYPE_CHECKING:
     import numpy as _np
