@@ -3,6 +3,7 @@ CLI's start-up time.
 
     .venv/bin/python benchmarks/solve_cli.py                 # 128×128 0T1R, VACASK, best of 3
     .venv/bin/python benchmarks/solve_cli.py --size 64 --repeats 5
+    .venv/bin/python benchmarks/solve_cli.py --repeats 7 --tree main=. --tree new=../wt/x
 
 Method. ``spicecross netlist --rows N --cols N --simulator vacask --out tile.sim`` emits one read
 of a random 0T1R tile (seeded, default wires). *Raw*: the exact command spicecross runs
@@ -12,11 +13,19 @@ subprocess, wall time including the interpreter, imports, reading the netlist, t
 and parsing its raw file. Interleaved, min of ``--repeats``. Start-up: wall time of
 ``spicecross solve --help`` and ``spicecross netlist --help``. Targets (performance issue):
 solve ≤ 1.1× raw, start-up < 0.5 s.
+
+The CLI is the ``spicecross`` console script next to this interpreter, i.e. the code of the
+installed (editable) checkout. ``--tree LABEL=PATH`` (repeatable) times the same console script
+with ``PATH`` first on ``PYTHONPATH`` instead, so that checkout's ``spicecross`` package runs
+(A/B of two checkouts in one interleaved run); each tree's byte code is compiled first, as a
+user's second run finds it.
 """
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,40 +49,65 @@ def wall(cmd: list[str], **kw) -> float:
     return dt
 
 
+def tree_env(path: str | None) -> dict[str, str] | None:
+    """The environment running the console script on checkout ``path`` (None: as installed)."""
+    if path is None:
+        return None
+    old = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(Path(path).resolve()) + (f":{old}" if old else "")}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
+                    help="also time this checkout's spicecross (repeatable)")
     args = ap.parse_args()
+    trees: dict[str, str | None] = {"installed": None} if not args.tree else {}
+    for t in args.tree:
+        label, _, path = t.partition("=")
+        if not path or not (Path(path) / "spicecross" / "cli" / "__init__.py").is_file():
+            ap.error(f"--tree {t!r}: expected LABEL=PATH of a spicecross checkout")
+        trees[label] = path
+        compileall.compile_dir(str(Path(path) / "spicecross"), quiet=1)
     print(header("spicecross solve vs the raw simulator"))
     sim = get_simulator("vacask")
+    raw: list[float] = []
+    cli: dict[str, list[float]] = {k: [] for k in trees}
     with tempfile.TemporaryDirectory() as d:
         deck = Path(d) / "tile.sim"
         wall([CLI, "netlist", "--rows", str(args.size), "--cols", str(args.size),
               "--simulator", "vacask", "--seed", "1", "--out", str(deck)])
-        raw, cli = [], []
-        for k in range(args.repeats):
+        outs = {}
+        for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as run:
                 tmp = Path(run)
                 raw.append(wall(sim._command(sim.executable(), deck, tmp), cwd=tmp,
                                 env=simulator_env()))
-            t0 = time.perf_counter()
-            out = subprocess.run([CLI, "solve", "--no-cache", "--jobs", "1", "--json",
-                                  str(deck)], capture_output=True, text=True)
-            cli.append(time.perf_counter() - t0)
-            if out.returncode != 0:
-                raise RuntimeError(out.stderr.strip()[-300:])
-            if k == 0:
-                n = len(json.loads(out.stdout.strip().splitlines()[-1])["sense_currents"])
-        start = {c: min(wall([CLI, c, "--help"]) for _ in range(args.repeats))
-                 for c in ("solve", "netlist")}
-    r, c = min(raw), min(cli)
-    print(table(["tile", "raw vacask", "spicecross solve", "ratio", "solve --help",
+            for label, path in trees.items():
+                t0 = time.perf_counter()
+                out = subprocess.run([CLI, "solve", "--no-cache", "--jobs", "1", "--json",
+                                      str(deck)], capture_output=True, text=True,
+                                     env=tree_env(path))
+                cli[label].append(time.perf_counter() - t0)
+                if out.returncode != 0:
+                    raise RuntimeError(out.stderr.strip()[-300:])
+                outs[label] = out.stdout
+        payloads = set(outs.values())      # byte-identical output of every checkout
+        n = len(json.loads(next(iter(outs.values())).strip().splitlines()[-1])["sense_currents"])
+        start = {(label, c): min(wall([CLI, c, "--help"], env=tree_env(path))
+                                 for _ in range(args.repeats))
+                 for label, path in trees.items() for c in ("solve", "netlist")}
+    r = min(raw)
+    print(table(["tile", "code", "raw vacask", "spicecross solve", "ratio", "solve --help",
                  "netlist --help"],
-                [[f"{args.size}×{args.size}", f"{r:.3f} s", f"{c:.3f} s", f"{c / r:.2f}×",
-                  f"{start['solve']:.3f} s", f"{start['netlist']:.3f} s"]]))
-    print(f"(sense currents parsed: {n}); {load_str()}")
-    return 0
+                [[f"{args.size}×{args.size}", label, f"{r:.3f} s", f"{min(c):.3f} s",
+                  f"{min(c) / r:.2f}×", f"{start[label, 'solve']:.3f} s",
+                  f"{start[label, 'netlist']:.3f} s"] for label, c in cli.items()]))
+    same = "the same output" if len(payloads) == 1 else "DIFFERENT outputs"
+    print(f"(sense currents parsed: {n}; {len(trees)} checkout(s), {same}); {load_str()}")
+    return 0 if len(payloads) == 1 else 1
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import pytest
 from spicecross.cli import COMMAND_MODULES, COMMANDS, build_parser
 from spicecross.spice import untrusted
 from spicecross.spice.rawfile import _VARIABLE, _variable_names, read_raw
-from spicecross.spice.simulators import VACASK
+from spicecross.spice.simulators import NGSPICE, VACASK, SimulationError
 from spicecross.spice.solve_netlist import netlist_hash
 
 # Lines that exercise every keyword, comment marker and blank of the checks, joined below
@@ -163,3 +163,125 @@ def tile_netlists() -> list[str]:
         out += [ngspice_netlist(spec, g, v), vacask_netlist(spec, g, v),
                 vacask_reads_netlist(spec, g, np.vstack([v, v / 2]))]
     return out
+
+
+@pytest.mark.parametrize("extra_field", [False, True])
+def test_variables_found_in_the_raw_bytes_equal_the_parsed_names(tmp_path, extra_field):
+    """RawPlot.variables_with before the names are parsed (bytes search) equals filtering the
+    parsed names; sense currents read that way equal parse()'s."""
+    rng = random.Random(4)
+    words = ["vsense", "VSENSE", "vsense0:flow(br)", "Vsense12:flow(br)", "i(vsense3)", "bl_0_1",
+             "xvsensex", "vsenseµ", "wl_3_4", "vsense7:flow(br)", "vin0:flow(br)"]
+    for trial in range(40):
+        names = [rng.choice(words) + rng.choice(["", "_a", "1"]) for _ in range(rng.randint(1, 12))]
+        path = tmp_path / f"r{trial}.raw"
+        write_raw(path, names, np.arange(len(names), dtype=float)[None] + 0.5,
+                  extra_field=extra_field)
+        (lazy,) = read_raw(path)
+        (eager,) = read_raw(path)
+        eager.names     # parsed first
+        for needle in ("vsense", "flow", "µ"):      # µ (not ASCII): found in the parsed names
+            assert lazy.variables_with(needle) == eager.variables_with(needle) == [
+                (i, n) for i, n in enumerate(eager.names) if needle in n]
+            assert ("names" in lazy.__dict__) == (needle == "µ")
+        for sim in (VACASK, NGSPICE):
+            (lazy,) = read_raw(path)
+            try:
+                expected = sim.parse(eager)[0]
+            except SimulationError:
+                with pytest.raises(SimulationError, match="no sense source"):
+                    sim.sense_currents(lazy)
+                continue
+            assert sim.sense_currents(lazy) == pytest.approx(expected, nan_ok=True)
+
+
+def test_an_unreadable_variable_line_is_a_simulation_error(tmp_path):
+    write_raw(tmp_path / "r.raw", ["a", "vsense0:flow(br)"], [[1.0, 2.0]])
+    data = (tmp_path / "r.raw").read_bytes().replace(b"\t1\tvsense0", b"\tx\tvsense0")
+    (tmp_path / "bad.raw").write_bytes(data)
+    (plot,) = read_raw(tmp_path / "bad.raw")
+    with pytest.raises(SimulationError, match="unreadable raw file"):
+        VACASK.sense_currents(plot)
+    with pytest.raises(SimulationError, match="unreadable raw file"):
+        VACASK.node_voltages(plot)
+
+
+def test_solve_result_reads_node_voltages_when_first_used_and_pickles_them(tmp_path):
+    import pickle
+
+    from spicecross.circuit.netlist import vacask_netlist
+    from spicecross.circuit.tile import TileSpec
+    from spicecross.spice.solve_netlist import SolveResult, solve_text
+
+    spec, rng = TileSpec(rows=3, cols=2), np.random.default_rng(3)
+    text = vacask_netlist(spec, rng.uniform(1e-5, 1e-4, (3, 2)), rng.uniform(0, 0.2, 3))
+    calls = []
+    res = solve_text(text, "vacask", None, "t", while_running=lambda: calls.append(1))
+    assert res.ok and calls == [1] and callable(res._nodes)        # not read yet
+    cur, nodes = VACASK.read_tile(text)
+    assert res.sense_currents == cur.tolist()
+    assert res.node_voltages_v == nodes and not callable(res._nodes)
+    again = pickle.loads(pickle.dumps(solve_text(text, "vacask")))
+    assert again == SolveResult(again.sense_currents, nodes, True, "", "vacask",
+                                again.simulator_version, again.netlist_hash, again.seconds)
+    assert pickle.loads(pickle.dumps(VACASK)) is VACASK
+
+
+def test_while_running_overlaps_the_run_and_its_error_kills_it(tmp_path):
+    from spicecross.circuit.netlist import vacask_netlist
+    from spicecross.circuit.tile import TileSpec
+
+    text = vacask_netlist(TileSpec(rows=2, cols=2), np.full((2, 2), 1e-4), np.full(2, 0.1))
+    seen = []
+
+    def look():     # the run directory exists and holds the deck while the simulator runs
+        (run,) = tmp_path.iterdir()
+        seen.append(sorted(p.name for p in run.iterdir()))
+    plots = VACASK.run(text, workdir=tmp_path, while_running=look)
+    assert seen and "deck.sim" in seen[0] and len(plots) == 1
+    assert list(tmp_path.iterdir()) == []                     # removed after the run
+
+    def fail():
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        VACASK.run(text, workdir=tmp_path, while_running=fail)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nothing_but_the_start_is_imported_before_the_simulator_starts(tmp_path):
+    """At the simulator's start ``spicecross solve`` has not imported the modules whose work
+    overlaps the run (hashlib, json) nor the heavy ones it does not need (typing, dataclasses,
+    tempfile, shutil, numpy); the console-script path freezes the GC before it exits."""
+    deck = tmp_path / "t.sim"
+    subprocess.run([sys.executable, "-m", "spicecross.cli", "netlist", "--rows", "3", "--cols",
+                    "2", "--simulator", "vacask", "--seed", "2", "--out", str(deck)], check=True,
+                   capture_output=True)
+    code = ("import gc, subprocess, sys\n"
+            "seen = []\n"
+            "init = subprocess.Popen.__init__\n"
+            "def spy(self, *a, **k):\n"
+            "    seen.append(set(sys.modules)); init(self, *a, **k)\n"
+            "subprocess.Popen.__init__ = spy\n"
+            "from spicecross.cli import main\n"
+            f"sys.argv = ['spicecross', 'solve', '--no-cache', '--json', {str(deck)!r}]\n"
+            "rc = main()\n"
+            "heavy = ('hashlib', 'json', 'typing', 'dataclasses', 'tempfile', 'shutil', 'numpy')\n"
+            "print(sorted(m for m in heavy if m in seen[0]), rc, gc.get_freeze_count() > 0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip().splitlines()
+    assert out[-1] == "[] 0 True"
+    assert len(json.loads(out[0])["sense_currents"]) == 2
+
+
+def test_help_width_is_the_terminal_width_shutil_finds(monkeypatch):
+    import shutil
+
+    from spicecross.cli.args import ArgumentParser
+
+    for columns in ("57", None, "junk"):
+        if columns is None:
+            monkeypatch.delenv("COLUMNS", raising=False)
+        else:
+            monkeypatch.setenv("COLUMNS", columns)
+        formatter = ArgumentParser(prog="x")._get_formatter()
+        assert formatter._width == shutil.get_terminal_size().columns - 2

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .args import integer
+
+
+def _import_output() -> None:
+    """What the output needs, imported while the simulator runs (not before it starts)."""
+    import json  # noqa: F401
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
@@ -20,7 +24,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
         check_output_path(args.out, "--out")
     try:
         results = solve_files(args.paths, n_jobs=args.jobs, trust=args.trust_netlist,
-                              cache_dir=None if args.no_cache else default_cache_dir())
+                              cache_dir=None if args.no_cache else default_cache_dir(),
+                              while_running=_import_output)
     except SimulatorMissing as exc:
         raise ValueError(str(exc)) from exc
     failures = [r for r in results if not r.ok]
@@ -35,6 +40,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
                 }, {"file": r.label, "ok": r.ok, "error": r.error, "simulator": r.simulator,
                     "simulator_version": r.simulator_version, "netlist_hash": r.netlist_hash})
     if args.json:
+        import json
+
         payload = [r.to_json() for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else payload))
     else:

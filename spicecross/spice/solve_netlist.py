@@ -3,52 +3,82 @@
 twice.
 
 This is what ``spicecross solve`` runs, so it starts fast: without a cache (``--no-cache``)
-nothing here imports numpy (the raw file is read into Python floats by
-:meth:`~spicecross.spice.simulators.Simulator.read_tile_floats`); the cache's ``.npz`` entries import
-it when they are read or written. :mod:`spicecross.spice.solve` builds tiles, many reads and
+nothing here imports numpy (the raw file is read into Python floats); the cache's ``.npz``
+entries import it when they are read or written. Without a cache the simulator starts before
+the netlist's hash is taken (and before hashlib is imported): that work overlaps the run, and
+the node voltages are only read from the raw file when :attr:`SolveResult.node_voltages_v` is
+first used. :mod:`spicecross.spice.solve` builds tiles, many reads and
 the parallel machinery on top and re-exports these names.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
 
 from ..errors import UserError
 from .simulators import SimulationError, Simulator, get_simulator, simulator_for_path
 from .untrusted import check_currents, check_trusted, lines_holding, plain_lines
 
+TYPE_CHECKING = False   # typing, dataclasses and hashlib would cost the simulator's start
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     import numpy as np
 
 __all__ = ["SolveResult", "default_cache_dir", "netlist_hash", "read_netlist", "solve_files",
            "solve_text"]
 
 
-@dataclass
 class SolveResult:
     """The outcome of one simulated tile read.
 
     ``sense_currents``: (cols,) currents into the 0 V sense sources in A as Python floats
     ([NaN] on failure; :attr:`sense_currents_a` is the same as a numpy array);
-    ``node_voltages_v``: node name → voltage in V (empty on failure).
+    ``node_voltages_v``: node name → voltage in V (empty on failure; given as a dict, or as a
+    function returning it, called when the attribute is first read).
     """
 
-    sense_currents: list[float]
-    node_voltages_v: dict[str, float] = field(default_factory=dict)
-    ok: bool = True
-    error: str = ""
-    simulator: str = ""
-    simulator_version: str = ""
-    netlist_hash: str = ""
-    seconds: float = 0.0
-    cached: bool = False
-    label: str = ""
+    _FIELDS = ("sense_currents", "node_voltages_v", "ok", "error", "simulator",
+               "simulator_version", "netlist_hash", "seconds", "cached", "label")
+
+    def __init__(self, sense_currents: list[float],
+                 node_voltages_v: dict[str, float] | Callable[[], dict[str, float]] | None = None,
+                 ok: bool = True, error: str = "", simulator: str = "",
+                 simulator_version: str = "", netlist_hash: str = "", seconds: float = 0.0,
+                 cached: bool = False, label: str = ""):
+        self.sense_currents, self._nodes, self.ok, self.error = (
+            sense_currents, {} if node_voltages_v is None else node_voltages_v, ok, error)
+        self.simulator, self.simulator_version, self.netlist_hash = (
+            simulator, simulator_version, netlist_hash)
+        self.seconds, self.cached, self.label = seconds, cached, label
+
+    @property
+    def node_voltages_v(self) -> dict[str, float]:
+        if callable(self._nodes):
+            self._nodes = self._nodes()
+        return self._nodes
+
+    @node_voltages_v.setter
+    def node_voltages_v(self, value: dict[str, float]) -> None:
+        self._nodes = value
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f) for f in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"SolveResult({', '.join(f'{f}={getattr(self, f)!r}' for f in self._FIELDS)})"
+
+    def __getstate__(self) -> dict:
+        self.node_voltages_v  # noqa: B018 - a pickled result carries its voltages, not the plot
+        return self.__dict__
 
     @property
     def sense_currents_a(self) -> np.ndarray:
@@ -87,6 +117,8 @@ def netlist_hash(text: str) -> str:
     start (after blanks) with ``*`` or ``//``. A :func:`~spicecross.spice.untrusted.plain_lines`
     text (the emitters' output) reaches the same string without splitting it into lines
     (tests/test_solve_startup.py holds the two equal)."""
+    import hashlib
+
     if plain_lines(text):
         body = _without_comment_lines(text)
         body = body[:-1] if body.endswith("\n") else body
@@ -147,17 +179,26 @@ def _store_cached(path: Path, currents: Sequence[float] | np.ndarray, nodes: dic
 
 
 def solve_text(text: str, simulator: str | Simulator, cache_dir: Path | None = None,
-               label: str = "") -> SolveResult:
+               label: str = "", while_running: Callable[[], object] | None = None
+               ) -> SolveResult:
     """Solve one tile-read netlist text (``simulator`` 'ngspice', 'vacask' or a Simulator),
-    through the cache.
+    through the cache. ``while_running``: called once while the simulator runs (without a
+    cache; with one, before it starts).
 
     Never raises for simulator failures: they come back as ``ok=False`` with the simulator's
     own message in ``error``. A missing simulator still raises (nothing can be solved).
     """
     sim = get_simulator(simulator)
-    key = f"{sim.name}-{netlist_hash(text)}"
-    version = sim.version()
+    key = version = ""
+
+    def identify() -> None:     # without a cache: while the simulator runs
+        nonlocal key, version
+        key, version = f"{sim.name}-{netlist_hash(text)}", sim.version()
+        if while_running is not None:
+            while_running()
+
     if cache_dir is not None:
+        identify()
         hit = _load_cached(_cache_path(cache_dir, key))
         if hit is not None:
             cur, nodes, meta = hit
@@ -165,8 +206,12 @@ def solve_text(text: str, simulator: str | Simulator, cache_dir: Path | None = N
                                0.0, True, label)
     t0 = time.perf_counter()
     try:
-        cur, nodes = sim.read_tile_floats(text)
-    except SimulationError as exc:
+        plot = sim.run(text, while_running=None if cache_dir is not None else identify)[0]
+        cur = check_currents(sim.sense_currents(plot), sim.label)
+        # read when first used (33 000 names of a 128×128 tile: ~30 ms), unless stored now
+        nodes = (sim.node_voltages(plot) if cache_dir is not None
+                 else lambda: sim.node_voltages(plot))
+    except SimulationError as exc:     # the simulator ran: identify() has been called
         return SolveResult([math.nan], {}, False, str(exc), sim.name, version, key,
                            time.perf_counter() - t0, False, label)
     dt = time.perf_counter() - t0
@@ -196,7 +241,8 @@ def read_netlist(path: str | Path) -> str:
 
 def solve_files(paths: Sequence[str | Path], n_jobs: int | None = None,
                 cache_dir: Path | None | str = "default", progress: bool = True,
-                trust: bool = False) -> list[SolveResult]:
+                trust: bool = False, while_running: Callable[[], object] | None = None
+                ) -> list[SolveResult]:
     """Solve netlist files as written (``.cir`` → ngspice, ``.sim`` → VACASK), in threads (the
     work is in the simulator processes, which end with this one). ``cache_dir``: a folder,
     None (no cache) or "default" (:func:`default_cache_dir`).
@@ -204,6 +250,7 @@ def solve_files(paths: Sequence[str | Path], n_jobs: int | None = None,
     Every file is read and, unless ``trust``, checked to be inert
     (:func:`~spicecross.spice.untrusted.unsafe_line`) before any simulator runs: a netlist with
     ``.control`` blocks, ``shell`` or ``postprocess`` lines raises UserError naming the line.
+    ``while_running``: called once, while the first simulator runs (:func:`solve_text`).
     """
     cdir = resolve_cache_dir(cache_dir)
     jobs = []
@@ -215,7 +262,10 @@ def solve_files(paths: Sequence[str | Path], n_jobs: int | None = None,
         jobs.append((text, sim, cdir, str(p)))
     n_jobs = min(n_jobs or os.cpu_count() or 1, max(len(jobs), 1))
     if n_jobs == 1:
-        return [solve_text(*j) for j in jobs]
+        return [solve_text(*j, while_running=while_running if k == 0 else None)
+                for k, j in enumerate(jobs)]
+    if while_running is not None:
+        while_running()
     from joblib import Parallel, delayed
 
     return Parallel(n_jobs=n_jobs, backend="threading")(delayed(solve_text)(*j) for j in jobs)

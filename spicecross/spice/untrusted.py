@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False   # typing would cost ``spicecross solve``'s start
 if TYPE_CHECKING:
     import numpy as _np
 
@@ -71,9 +71,12 @@ def plain_lines(text: str) -> bool:
     return text.isascii() and not any(c in text for c in ODD_ASCII_BREAKS)
 
 
-#: The keywords one of whose (case-insensitive) occurrences every unsafe line contains.
-_KEYWORDS = {"ngspice": (".control", ".exec", ".include", ".inc", ".lib", "shell", "exec"),
-             "vacask": ("postprocess", "embed", "include", "exec", "shell", "system", "load")}
+#: Per simulator, the lines (after their ``\n``) whose first word starts with the first letter
+#: of one of the keywords above, in either case: every unsafe line of a :func:`plain_lines`
+#: text is one of them (or the text's first line). One regex pass over the text (its literal
+#: ``\n`` prefix is searched like ``str.find``) leaves a few candidates in a tile netlist.
+_CANDIDATES = {"ngspice": re.compile(r"\n[ \t]*[.sSeE]"),
+               "vacask": re.compile(r"\n[ \t]*[pPeEiIsSlL]")}
 
 
 def lines_holding(text: str, needle: str, haystack: str | None = None):
@@ -109,25 +112,19 @@ def unsafe_line(text: str, simulator: str) -> tuple[int, str] | None:
     ``.include``/``.lib``; VACASK ``postprocess``, ``embed``, ``include`` and ``load`` of a
     module outside its own library (an absolute path or one with ``..``). None when the
     netlist is inert. Lines are those of ``text.splitlines()``. A :func:`plain_lines` text is
-    not read line by line: only the lines holding one of the keywords are matched
-    (:func:`lines_holding`)."""
+    not read line by line: only its first line and the :data:`_CANDIDATES` lines are matched
+    (a line's blanks are spaces and tabs there, so they are all the lines that can match)."""
     if simulator not in ("ngspice", "vacask"):
         raise ValueError(f"unknown simulator {simulator!r}")
     if not plain_lines(text):
         return _unsafe_line_by_line(text, simulator)
-    lower = text.lower()     # ASCII: same length and line breaks as text
-    first = None
-    for word in _KEYWORDS[simulator]:
-        for start, _, end in lines_holding(text, word, lower):
-            if first is not None and start >= first:
-                break
-            if _unsafe(text[start:end], simulator):
-                first = start
-                break
-    if first is None:
-        return None
-    end = text.find("\n", first)
-    return text.count("\n", 0, first) + 1, text[first:end if end >= 0 else None].strip()
+    starts = (0, *(m.start() + 1 for m in _CANDIDATES[simulator].finditer(text)))
+    for start in starts:
+        end = text.find("\n", start)
+        line = text[start:end if end >= 0 else None]
+        if _unsafe(line, simulator):
+            return text.count("\n", 0, start) + 1, line.strip()
+    return None
 
 
 def _unsafe_line_by_line(text: str, simulator: str) -> tuple[int, str] | None:
