@@ -35,7 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, load_str, table  # noqa: E402
 
-from spicecross.spice.simulators import get_simulator, simulator_env  # noqa: E402
+from spicecross.spice.executables import simulator_env  # noqa: E402
+from spicecross.spice.simulators import get_simulator  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("spicecross"))
 

@@ -369,7 +369,7 @@ def update_case(case: GoldenCase, root: Path | None = None) -> list[str]:
                 changes.append(f"{rpath.relative_to(root)}:{key} changed shape")
     else:
         changes.append(f"new {rpath.relative_to(root)}")
-    from .spice.simulators import ngspice_version
+    from .spice.executables import ngspice_version
 
     with atomic_h5(rpath) as f:
         for key, arr in fresh.items():

@@ -129,7 +129,7 @@ def test_every_simulator_has_a_device_transient_runner():
 def test_one_simulator_process_runs_single_threaded(tmp_path):
     """VACASK's own report of its CPUs under the command line and environment every run uses
     (workers × simulator threads ≤ cores)."""
-    from spicecross.spice.simulators import SIMULATOR_THREADS, simulator_env
+    from spicecross.spice.executables import SIMULATOR_THREADS, simulator_env
 
     spec, g, v = read_4x4("0t1r")
     deck = tmp_path / "deck.sim"

@@ -57,7 +57,8 @@ __all__ = ["COMMANDS", "COMMAND_MODULES", "UserError", "build_parser", "main"]
 
 
 # Failures of the outside world (simulator missing or failing, no convergence): one line too.
-_RUNTIME_ERRORS = (("spicecross.spice.simulators", ("SimulationError", "SimulatorMissing")),
+_RUNTIME_ERRORS = (("spicecross.spice.simulators", ("SimulationError",)),
+                   ("spicecross.spice.executables", ("SimulatorMissing",)),
                    ("spicecross.surrogate.tile_model", ("ConvergenceError",)))
 
 

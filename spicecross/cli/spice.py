@@ -13,7 +13,7 @@ def _import_output() -> None:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    from ..spice.simulators import SimulatorMissing
+    from ..spice.executables import SimulatorMissing
     from ..spice.solve_netlist import default_cache_dir, solve_files
 
     if args.out:   # numpy and h5py only when HDF5 is written: a plain solve starts without them

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..spice.simulators import VACASK, SimulationError, openvaf_executable
+from ..spice.executables import openvaf_executable
+from ..spice.simulators import VACASK, SimulationError
 from .transient import W_EDGE, check_sine_run, run_sine_transient, spice_number as _g
 from .vteam import VTEAMParams
 from .vteam_reference import SineDrive
