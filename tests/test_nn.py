@@ -278,35 +278,3 @@ def test_cli_train_missing_data_is_one_line_error(tmp_path: Path,
     err = capsys.readouterr().err.strip()
     assert "absent" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x.pt").exists()
-
-
-def test_fast_max_pool_is_bitwise_nn_max_pool():
-    """models.MaxPool2d without gradients gives bitwise nn.MaxPool2d's values (odd sizes in
-    floor mode, NaN, ±inf, ties, channels-last input); with gradients it is nn.MaxPool2d's own
-    kernel (the same gradient, ties included)."""
-    import torch
-    from torch import nn
-
-    from spicecross.nn.models import MaxPool2d
-
-    ref, fast = nn.MaxPool2d(2, 2), MaxPool2d(kernel_size=2, stride=2)
-    g = torch.Generator().manual_seed(0)
-    for shape in [(4, 3, 28, 28), (2, 5, 7, 9), (1, 1, 2, 2), (3, 2, 3, 4)]:
-        x = torch.randn(shape, generator=g).round()           # many ties
-        x.view(-1)[::7] = float("nan")
-        x.view(-1)[1::11] = float("inf")
-        x.view(-1)[2::13] = -float("inf")
-        for inp in (x, x.contiguous(memory_format=torch.channels_last)):
-            with torch.no_grad():
-                a, b = ref(inp), fast(inp)
-            assert a.shape == b.shape
-            assert torch.equal(a.isnan(), b.isnan())
-            assert torch.equal(a.nan_to_num(0.0, 1e30, -1e30), b.nan_to_num(0.0, 1e30, -1e30))
-    with torch.no_grad(), pytest.raises(RuntimeError):
-        fast(torch.zeros(3, 2, 1, 4))                          # too small: nn's own error
-    x = torch.randn(2, 3, 6, 6, generator=g).round().requires_grad_()
-    ref(x).sum().backward()
-    want = x.grad.clone()
-    x.grad = None
-    fast(x).sum().backward()
-    assert torch.equal(x.grad, want)

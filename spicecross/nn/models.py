@@ -1,8 +1,7 @@
 """The seed paper's three CNNs (Souto et al., MemTorch on MNIST/CIFAR10/CIFAR100).
 
 Every layer is a plain ``nn.Conv2d``, ``nn.Linear``, ``nn.BatchNorm2d``, ``nn.ReLU``,
-``nn.MaxPool2d`` (:class:`MaxPool2d`, the same module with a faster forward), ``nn.Dropout``
-or ``nn.Flatten`` module held in ``nn.Sequential`` containers,
+``nn.MaxPool2d``, ``nn.Dropout`` or ``nn.Flatten`` module held in ``nn.Sequential`` containers,
 so a later pass can walk ``model.named_modules()`` and swap each Conv2d/Linear for a
 crossbar-backed version with ``setattr`` on its parent.
 
@@ -11,7 +10,6 @@ cancelled by the BatchNorm's mean subtraction); Linear layers keep theirs.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 __all__ = [
@@ -22,28 +20,7 @@ __all__ = [
     "Cifar10CNN",
     "Cifar100CNN",
     "build_model",
-    "MaxPool2d",
 ]
-
-
-class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d``; without gradients, 2×2 windows of stride 2 (no padding, dilation or
-    ceil mode) are taken as the elementwise maximum of the input's four strided views, bitwise
-    the same values (a maximum is exact; NaN propagates in both). torch 2.13's CPU kernel took
-    about 5× longer on these NCHW batches (250 MNIST images, one thread: 22 vs 4.5 ms at
-    16×28×28, 11.4 vs 2.0 ms at 32×14×14). With gradients the module's own kernel runs, so
-    training and its tie-breaking are unchanged."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if (x.requires_grad and torch.is_grad_enabled()) or x.dim() != 4 or min(x.shape[2:]) < 2 \
-                or self.return_indices \
-                or self.ceil_mode or self.padding not in (0, (0, 0)) \
-                or self.kernel_size not in (2, (2, 2)) or self.stride not in (2, (2, 2)) \
-                or self.dilation not in (1, (1, 1)):
-            return super().forward(x)
-        h, w = x.shape[2] // 2 * 2, x.shape[3] // 2 * 2           # floor mode: drop a last odd one
-        return torch.maximum(torch.maximum(x[:, :, 0:h:2, 0:w:2], x[:, :, 0:h:2, 1:w:2]),
-                             torch.maximum(x[:, :, 1:h:2, 0:w:2], x[:, :, 1:h:2, 1:w:2]))
 
 
 def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -55,7 +32,7 @@ def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
         nn.Conv2d(out_ch, out_ch, kernel_size=3, padding=1, bias=False),
         nn.BatchNorm2d(out_ch),
         nn.ReLU(inplace=True),
-        MaxPool2d(kernel_size=2, stride=2),
+        nn.MaxPool2d(kernel_size=2, stride=2),
     )
 
 
