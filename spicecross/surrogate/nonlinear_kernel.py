@@ -174,13 +174,12 @@ def _forward(a, b, da, yb, jbd, jsum, gd, vin, vg, vbl, wires, cell, gl, idw, id
     ``jbd``, ``jsum``: the root of
     :meth:`~spicecross.surrogate.nonlinear.BlockSolver._cells_triode`'s quadratic) and the KCL
     residual (A) of the row's word- and bit-line nodes; if ``update_j`` the junction currents
-    at these nodes for the next iteration (:func:`_junctions`); if ``relin`` the Jacobian's
-    cells there (:func:`_linearize`, word-line pivots into ``idw``); the word lines solved
-    (δa: ``a += δa``, ``da = δa``); the bit lines' forward elimination of their residual plus
-    ``Ga·δa`` into ``yb``. Returns how many on-cells the closed form does not hold for (not in
-    triode, V_ov ≤ max(u, 0), or u not finite), and the largest junction voltage (V) of the
-    update (−1e300 without). ``zero``: every node and junction at 0 V (the first residual is
-    the drives' currents alone). ``s4`` (4, 4, C): scratch."""
+    at these nodes for the next iteration (:func:`_junctions`); the word lines solved (δa:
+    ``a += δa``, ``da = δa``); the bit lines' forward elimination of their residual plus the
+    cells' coupling ``G_lin·δa`` into ``yb``. Returns how many on-cells the closed form does not
+    hold for (not in triode, V_ov ≤ max(u, 0), or u not finite), and the largest junction
+    voltage (V) of the update (−1e300 without). ``zero``: every node and junction at 0 V (the
+    first residual is the drives' currents alone). ``s4`` (4, 4, C): scratch."""
     R, C = a.shape
     g_in, g_w, g_b, g_out = wires[0], wires[1], wires[2], wires[3]
     beta, vto = cell[0], cell[1]
@@ -197,7 +196,8 @@ def _forward(a, b, da, yb, jbd, jsum, gd, vin, vg, vbl, wires, cell, gl, idw, id
                 for j in range(C):
                     rb4[r, j] = g_out * vbl[j] if i + 1 == R else 0.0
                 continue
-            bad += _residual_row(i, a, b, gd, jbd, jsum, vin, vg, vbl, wires, cell, rw4[r], rb4[r], u4[r])
+            bad += _residual_row(i, a, b, gd, jbd, jsum, vin, vg, vbl, wires, cell, rw4[r],
+                                 rb4[r], u4[r])
             if update_j:
                 hot = max(hot, _junctions(i, b, u4[r], gd, jbd, jsum, cell, s4[3, 0]))
         sw.word4(rw4, idw, i0, g_w)
@@ -213,11 +213,13 @@ def _bit_forward_row(i, a, da, yb, x, rb, gl, idb, g_b):
     C = a.shape[1]
     c_up = g_b if i > 0 else 0.0
     iu = max(i - 1, 0)
+    ai, dai = a[i], da[i]
+    for j in range(C):              # two loops: fewer arrays, fewer aliasing checks
+        ai[j] += x[j]
+        dai[j] = x[j]
+    yi, yu, gi, ii = yb[i], yb[iu], gl[i], idb[i]
     for j in range(C):
-        d = x[j]
-        a[i, j] += d
-        da[i, j] = d
-        yb[i, j] = (rb[j] + gl[i, j] * d + c_up * yb[iu, j]) * idb[i, j]
+        yi[j] = (rb[j] + gi[j] * x[j] + c_up * yu[j]) * ii[j]
 
 
 @nb.njit(**_JIT)

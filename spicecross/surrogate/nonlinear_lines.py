@@ -151,8 +151,6 @@ class LineSystem:
         are kept (−1: not kept). ``tol_v``: node movement that ends the iteration, relative to
         the largest drive (V/V), with the block solver's rate estimate; ``threads``: how many
         threads solve disjoint ranges of vectors (default torch's thread count)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         import torch
 
         from . import nonlinear_kernel as kern
@@ -185,12 +183,28 @@ class LineSystem:
                 ctrl, status, iters, moves)
         nt = max(1, min(n, torch.get_num_threads() if threads is None else int(threads)))
         cuts = [n * k // nt for k in range(nt + 1)]
-        if nt == 1:
-            kern.solve_items(0, n, *args)
-        else:
-            with ThreadPoolExecutor(nt) as pool:
-                list(pool.map(lambda k: kern.solve_items(cuts[k], cuts[k + 1], *args), range(nt)))
+        # ranges 1 … nt − 1 on the pool's threads, range 0 on this one
+        jobs = [_pool(nt - 1).submit(kern.solve_items, cuts[k], cuts[k + 1], *args)
+                for k in range(1, nt)]
+        kern.solve_items(0, cuts[1], *args)
+        for job in jobs:
+            job.result()
         return LineReads(i_out.reshape(T, B, C), status, iters, moves, out if kept else None)
+
+
+_POOL: list = [None, 0]
+
+
+def _pool(workers: int):
+    """A thread pool of at least ``workers`` threads, kept between reads (starting threads for
+    every read cost more than a 64×64 tile's 20-vector read on two threads takes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _POOL[1] < workers:
+        if _POOL[0] is not None:
+            _POOL[0].shutdown(wait=False)
+        _POOL[0], _POOL[1] = ThreadPoolExecutor(workers, "line-solver"), workers
+    return _POOL[0]
 
 
 def compile_kernel() -> bool:
