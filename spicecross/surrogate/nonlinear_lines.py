@@ -12,7 +12,9 @@ linear conductances) followed by a Galerkin correction on a coarse space of 2·9
 vectors (products of Legendre polynomials of degree ≤ 2 in row and column position, on the
 word-line and on the bit-line nodes). The sweep alone leaves one slow error mode on a 64×64
 tile with 0.1 Ω wires (contraction 0.08: every line's lowest mode together); the coarse step
-takes it out (0.007). Fixed ``B``, so the fixed point is the exact one, as in the block solver.
+takes it out (0.007). Once per vector the line solves switch to the cells' Jacobian where the
+vector's second iteration starts (the kernel's docstring), so ``B`` changes once; it never
+enters the residual, so the fixed point is the exact one, as in the block solver.
 
 :class:`LineSystem` holds what is factored once per tile (the tridiagonal pivots, the coarse
 operator ``(Zᵀ·A_lin·Z)⁻¹``; 10–20 ms for a 64×64 tile here) and reads vectors
@@ -98,7 +100,8 @@ class LineReads:
 class LineSystem:
     """What the line solver factors once for T tiles of one ``spec``: device and ``A_lin``
     cell conductances (T, R, C) in S, the word lines' and bit lines' reciprocal pivots
-    (T, R, C) in Ω, the coarse bases and the coarse inverse's first K columns (T, 2K, K) in Ω."""
+    (T, R, C) in Ω, the coarse bases and the coarse inverse's first K columns (T, 2K, K) in Ω,
+    the wires' degrees (S) of the word-line (C,) and bit-line (R,) nodes."""
 
     spec: TileSpec
     g_dev_s: np.ndarray
@@ -108,6 +111,8 @@ class LineSystem:
     basis_rows: np.ndarray
     basis_cols_t: np.ndarray
     coarse_inv: np.ndarray
+    degrees_w: np.ndarray
+    degrees_b: np.ndarray
 
     @classmethod
     def build(cls, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray) -> "LineSystem":
@@ -139,7 +144,7 @@ class LineSystem:
         ac = np.einsum("kij,tlij->tkl", za, aza) + np.einsum("kij,tlij->tkl", zb, azb)
         ac_inv = np.linalg.inv(0.5 * (ac + ac.swapaxes(1, 2)))
         return cls(spec, g_dev, g, inv_dw, inv_db, pr, np.ascontiguousarray(pc.T),
-                   np.ascontiguousarray(ac_inv[:, :, :K]))
+                   np.ascontiguousarray(ac_inv[:, :, :K]), deg_w, deg_b)
 
     def read(self, v_in_v: np.ndarray, v_gate_v: np.ndarray, v_bl_v: np.ndarray,
              start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
@@ -179,8 +184,8 @@ class LineSystem:
         ctrl = np.array([tol_v, max_iter, JUNCTION_FREEZE, LAG_JUNCTION_MAX_V])
         args = (tile, start is not None, slot, v, vg, vbl, sa, sb, sm, *out, i_out,
                 self.g_dev_s, self.g_lin_s, g_min, self.inv_dw, self.inv_db, self.coarse_inv,
-                self.basis_rows, self.basis_cols_t, np.array(wire_conductances(self.spec)), cell,
-                ctrl, status, iters, moves)
+                self.basis_rows, self.basis_cols_t, self.degrees_w, self.degrees_b,
+                np.array(wire_conductances(self.spec)), cell, ctrl, status, iters, moves)
         nt = max(1, min(n, torch.get_num_threads() if threads is None else int(threads)))
         cuts = [n * k // nt for k in range(nt + 1)]
         # ranges 1 … nt − 1 on the pool's threads, range 0 on this one

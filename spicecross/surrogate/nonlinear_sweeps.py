@@ -4,7 +4,8 @@ fixed approximate inverse of ``A_lin`` (the nodal matrix with the linear mode's 
 KCL residual (A), so they decide only the convergence rate, never the fixed point. Word-line
 solves (:func:`word4`, four lines interleaved), the bit lines' back substitution with the
 restriction of the residual the block Gauss–Seidel sweep leaves (:func:`backward`), and the
-Galerkin correction on the coarse space (:func:`coarse_step`, :func:`add_coarse`).
+Galerkin correction on the coarse space (:func:`coarse_step`, :func:`add_coarse`), and the
+word lines' pivots when a vector's cells are linearized (:func:`word_pivots4`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,26 @@ def word4(x, idw, i0, g_w):
         p2 = x2[j] + g_w * w2[j] * p2
         p3 = x3[j] + g_w * w3[j] * p3
         x0[j], x1[j], x2[j], x3[j] = p0, p1, p2, p3
+
+
+@nb.njit(**_FAST)
+def word_pivots4(ga, degw, idw, i0, g_w):
+    """Reciprocal pivots (Ω) of word lines ``i0`` … ``i0 + 3`` (clamped) into ``idw``: their
+    cells' ``ga`` (R, C) plus the wires' degrees ``degw`` (C,) on the diagonal (S), ``−g_w``
+    beside it, eliminated from column 0 on, the four lines interleaved."""
+    R, C = ga.shape
+    i1, i2, i3 = min(i0 + 1, R - 1), min(i0 + 2, R - 1), min(i0 + 3, R - 1)
+    gw2 = g_w * g_w
+    p0, p1 = 1.0 / (ga[i0, 0] + degw[0]), 1.0 / (ga[i1, 0] + degw[0])
+    p2, p3 = 1.0 / (ga[i2, 0] + degw[0]), 1.0 / (ga[i3, 0] + degw[0])
+    idw[i0, 0], idw[i1, 0], idw[i2, 0], idw[i3, 0] = p0, p1, p2, p3
+    for j in range(1, C):
+        d = degw[j]
+        p0 = 1.0 / ((ga[i0, j] + d) - gw2 * p0)
+        p1 = 1.0 / ((ga[i1, j] + d) - gw2 * p1)
+        p2 = 1.0 / ((ga[i2, j] + d) - gw2 * p2)
+        p3 = 1.0 / ((ga[i3, j] + d) - gw2 * p3)
+        idw[i0, j], idw[i1, j], idw[i2, j], idw[i3, j] = p0, p1, p2, p3
 
 
 @nb.njit(**_FAST)
