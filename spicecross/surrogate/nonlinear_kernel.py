@@ -261,7 +261,7 @@ def _bit_forward_row(i, a, da, yb, x, rb, gl, idb, g_b):
         yi[j] = (rb[j] + gi[j] * x[j] + c_up * yu[j]) * ii[j]
 
 
-@nb.njit(**_JIT)
+@nb.njit(**_FAST)
 def _series_u(a, b, gd, vg, jbd, u, cell):
     """u = m − b (V) of every cell in closed form at ``a``, ``b`` (0 for open cells)."""
     R, C = a.shape
@@ -364,7 +364,10 @@ def _solve_one(k, t, warm, slot, v, vg, vbl, sa, sb, sm, oa, ob, om, i_out, g_de
         _series_u(a, b, gd, vgl, jbd, da, cell)
         oa[slot[k]] = a
         ob[slot[k]] = b
-        om[slot[k]] = b + da
+        mk = om[slot[k]]
+        for i in range(R):
+            for j in range(C):
+                mk[i, j] = b[i, j] + da[i, j]
 
 
 @nb.njit(nogil=True, **_JIT)
