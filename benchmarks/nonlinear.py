@@ -18,7 +18,9 @@ time is printed separately; the line solver's first call, which compiles or load
 is outside the timing). The sparse-LU solver is timed at batches up to
 ``--old-max-batch`` only (it needs minutes beyond); its vectors/s at larger batches is not
 extrapolated. Agreement: max |ΔI| / max |I| over the batch. A last table reads ``--tiles``
-tiles of 20 vectors each with ``nonlinear.read_many`` against one by one. Threads: torch's,
+tiles of 20 vectors each with ``nonlinear.read_many`` against one by one. ``--baseline REV``
+adds the line solver as of git revision REV (its modules loaded beside the current ones),
+timed alternately with the current one on the same threads, and their agreement. Threads: torch's,
 as the environment sets them (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``); the line solver's as
 ``--lines-threads`` says (each a column; its default elsewhere is torch's thread count).
 """
@@ -51,6 +53,34 @@ def _factored(spec, g, g_lin, linear: str) -> BlockSolver:
     return s
 
 
+def _baseline_lines(rev: str):
+    """The line solver's modules (``nonlinear_lines``, its kernel) as of git revision ``rev``,
+    importable beside the current ones (a package in the temporary directory, one per
+    revision, so numba's cache of its kernel is kept between runs)."""
+    import importlib
+    import subprocess
+    import tempfile
+
+    root = Path(__file__).resolve().parents[1]
+    full = subprocess.run(["git", "-C", str(root), "rev-parse", rev], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    pkg = Path(tempfile.gettempdir()) / f"spicecross_lines_{full[:12]}" / "lines_baseline"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    for name in ("nonlinear_lines", "nonlinear_kernel", "nonlinear_sweeps"):
+        src = subprocess.run(["git", "-C", str(root), "show", f"{full}:spicecross/surrogate/"
+                              f"{name}.py"], capture_output=True, text=True)
+        if src.returncode:
+            continue
+        text = src.stdout.replace("from ..", "from spicecross.")
+        for mod in ("nonlinear_chains", "nonlinear", "config", "mapping"):
+            text = text.replace(f"from .{mod} import", f"from spicecross.surrogate.{mod} import")
+        if not (pkg / f"{name}.py").exists() or (pkg / f"{name}.py").read_text() != text:
+            (pkg / f"{name}.py").write_text(text)
+    sys.path.insert(0, str(pkg.parent))
+    return importlib.import_module("lines_baseline.nonlinear_lines")
+
+
 def _with_threads(threads: int, solver: BlockSolver, v):
     """``solver.read(v)`` with the line solver on ``threads`` threads."""
     solver.threads = threads
@@ -70,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lines-threads", type=int, nargs="+", default=[1, 2],
                    help="threads of the line solver, one column each")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also time the line solver as of this git revision (same run)")
     args = p.parse_args(argv)
+    base_mod = _baseline_lines(args.baseline) if args.baseline else None
     if args.quick:
         args.repeats, args.batches = 1, [b for b in args.batches if b <= 200] or [20]
     print(header("Nonlinear 1T1R reads: line solver vs block solve vs chains vs sparse-LU"))
@@ -87,13 +120,21 @@ def main(argv: list[str] | None = None) -> int:
                 t_build[lin], solvers[lin] = timed(lambda: _factored(spec, g, g_lin, lin))
             for th in args.lines_threads:
                 solvers[f"lines{th}"] = solvers["lines"]
+                if base_mod is not None:
+                    if "base" not in solvers:
+                        solvers["base"] = BlockSolver(spec, g[None], g_lin, linear="lines")
+                        solvers["base"].lines = base_mod.LineSystem.build(spec, g[None], g_lin)
+                    solvers[f"base{th}"] = solvers["base"]
             auto = type(linear_network(spec, g_lin)).__name__.replace("Network", "").lower()
             for batch in args.batches:
                 v = v_all[None, :batch]
-                names = [f"lines{th}" for th in args.lines_threads] + ["block", "chains"]
+                names = [f"{kind}{th}" for th in args.lines_threads
+                         for kind in (("lines", "base") if base_mod else ("lines",))]
+                names += ["block", "chains"]
                 times = {lin: [] for lin in names}
-                read = {lin: (lambda s_=solvers[lin], lin=lin: _with_threads(int(lin[5:]), s_, v)
-                              if lin.startswith("lines") else s_.read(v)) for lin in names}
+                read = {lin: (lambda s_=solvers[lin], lin=lin: s_.read(v) if lin in (
+                    "block", "chains") else _with_threads(int(lin[4 + lin.startswith("lines"):]),
+                                                         s_, v)) for lin in names}
                 for lin in names:
                     read[lin]()
                 for _ in range(args.repeats):
@@ -106,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
                 for th in args.lines_threads:
                     t_l = median(times[f"lines{th}"])
                     row += [fmt_rate(batch / t_l), f"{t_b / t_l:.1f}"]
+                    if base_mod:
+                        t_0 = median(times[f"base{th}"])
+                        row += [fmt_rate(batch / t_0), f"{t_0 / t_l:.2f}"]
+                if base_mod:
+                    row += [solvers["base"].stats.iterations,
+                            f"{max_rel_diff(out[names[0]], out['base' + names[0][5:]]):.1e}"]
                 row += [lines.stats.iterations, lines.stats.torch_vectors,
                         f"{max_rel_diff(out[names[0]], out['block']):.1e}",
                         fmt_rate(batch / t_b),
@@ -130,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(" | ".join(str(x) for x in row) + f"  [{load_str()}]", flush=True)
     print("\n## Vectors per second, one tile, same run\n")
     lines_cols = [c for th in args.lines_threads for c in
-                  (f"lines vectors/s ({th} thread{'s' if th > 1 else ''})", "lines / block speed")]
+                  (f"lines vectors/s ({th} thread{'s' if th > 1 else ''})", "lines / block speed")
+                  + ((f"baseline {args.baseline} vectors/s ({th})", "lines / baseline speed")
+                     if base_mod else ())]
+    if base_mod:
+        lines_cols += ["baseline iterations", "max |ΔI|/max |I| lines vs baseline"]
     print(table(["tile", "r_wire (Ω)", "batch", "torch iteration's auto part"] + lines_cols + [
                  "lines iterations", "vectors left to torch",
                  "max |ΔI|/max |I| lines vs block", "block vectors/s",

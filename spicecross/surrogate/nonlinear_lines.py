@@ -12,7 +12,9 @@ linear conductances) followed by a Galerkin correction on a coarse space of 2·9
 vectors (products of Legendre polynomials of degree ≤ 2 in row and column position, on the
 word-line and on the bit-line nodes). The sweep alone leaves one slow error mode on a 64×64
 tile with 0.1 Ω wires (contraction 0.08: every line's lowest mode together); the coarse step
-takes it out (0.007). Fixed ``B``, so the fixed point is the exact one, as in the block solver.
+takes it out (0.007). Once per vector the line solves switch to the cells' Jacobian where the
+vector's second iteration starts (the kernel's docstring), so ``B`` changes once; it never
+enters the residual, so the fixed point is the exact one, as in the block solver.
 
 :class:`LineSystem` holds what is factored once per tile (the tridiagonal pivots, the coarse
 operator ``(Zᵀ·A_lin·Z)⁻¹``; 10–20 ms for a 64×64 tile here) and reads vectors
@@ -98,7 +100,8 @@ class LineReads:
 class LineSystem:
     """What the line solver factors once for T tiles of one ``spec``: device and ``A_lin``
     cell conductances (T, R, C) in S, the word lines' and bit lines' reciprocal pivots
-    (T, R, C) in Ω, the coarse bases and the coarse inverse's first K columns (T, 2K, K) in Ω."""
+    (T, R, C) in Ω, the coarse bases and the coarse inverse's first K columns (T, 2K, K) in Ω,
+    the wires' degrees (S) of the word-line (C,) and bit-line (R,) nodes."""
 
     spec: TileSpec
     g_dev_s: np.ndarray
@@ -108,6 +111,8 @@ class LineSystem:
     basis_rows: np.ndarray
     basis_cols_t: np.ndarray
     coarse_inv: np.ndarray
+    degrees_w: np.ndarray
+    degrees_b: np.ndarray
 
     @classmethod
     def build(cls, spec: TileSpec, g_dev_s: np.ndarray, g_lin_s: np.ndarray) -> "LineSystem":
@@ -139,7 +144,7 @@ class LineSystem:
         ac = np.einsum("kij,tlij->tkl", za, aza) + np.einsum("kij,tlij->tkl", zb, azb)
         ac_inv = np.linalg.inv(0.5 * (ac + ac.swapaxes(1, 2)))
         return cls(spec, g_dev, g, inv_dw, inv_db, pr, np.ascontiguousarray(pc.T),
-                   np.ascontiguousarray(ac_inv[:, :, :K]))
+                   np.ascontiguousarray(ac_inv[:, :, :K]), deg_w, deg_b)
 
     def read(self, v_in_v: np.ndarray, v_gate_v: np.ndarray, v_bl_v: np.ndarray,
              start: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
@@ -151,8 +156,6 @@ class LineSystem:
         are kept (−1: not kept). ``tol_v``: node movement that ends the iteration, relative to
         the largest drive (V/V), with the block solver's rate estimate; ``threads``: how many
         threads solve disjoint ranges of vectors (default torch's thread count)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         import torch
 
         from . import nonlinear_kernel as kern
@@ -181,16 +184,32 @@ class LineSystem:
         ctrl = np.array([tol_v, max_iter, JUNCTION_FREEZE, LAG_JUNCTION_MAX_V])
         args = (tile, start is not None, slot, v, vg, vbl, sa, sb, sm, *out, i_out,
                 self.g_dev_s, self.g_lin_s, g_min, self.inv_dw, self.inv_db, self.coarse_inv,
-                self.basis_rows, self.basis_cols_t, np.array(wire_conductances(self.spec)), cell,
-                ctrl, status, iters, moves)
+                self.basis_rows, self.basis_cols_t, self.degrees_w, self.degrees_b,
+                np.array(wire_conductances(self.spec)), cell, ctrl, status, iters, moves)
         nt = max(1, min(n, torch.get_num_threads() if threads is None else int(threads)))
         cuts = [n * k // nt for k in range(nt + 1)]
-        if nt == 1:
-            kern.solve_items(0, n, *args)
-        else:
-            with ThreadPoolExecutor(nt) as pool:
-                list(pool.map(lambda k: kern.solve_items(cuts[k], cuts[k + 1], *args), range(nt)))
+        # ranges 1 … nt − 1 on the pool's threads, range 0 on this one
+        jobs = [_pool(nt - 1).submit(kern.solve_items, cuts[k], cuts[k + 1], *args)
+                for k in range(1, nt)]
+        kern.solve_items(0, cuts[1], *args)
+        for job in jobs:
+            job.result()
         return LineReads(i_out.reshape(T, B, C), status, iters, moves, out if kept else None)
+
+
+_POOL: list = [None, 0]
+
+
+def _pool(workers: int):
+    """A thread pool of at least ``workers`` threads, kept between reads (starting threads for
+    every read cost more than a 64×64 tile's 20-vector read on two threads takes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _POOL[1] < workers:
+        if _POOL[0] is not None:
+            _POOL[0].shutdown(wait=False)
+        _POOL[0], _POOL[1] = ThreadPoolExecutor(workers, "line-solver"), workers
+    return _POOL[0]
 
 
 def compile_kernel() -> bool:
