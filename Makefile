@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spicecross-installed
-KERNEL := spicecross/surrogate/nonlinear_kernel.py spicecross/surrogate/read_disturb_kernel.py
+KERNEL := $(addprefix spicecross/surrogate/,nonlinear_kernel.py nonlinear_sweeps.py read_disturb_kernel.py)
 KERNEL_STAMP := $(VENV)/.spicecross-kernel-compiled
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
