@@ -44,8 +44,8 @@ from ..surrogate.read_disturb_update import DisturbStats, ReadPulse, advance_arr
 
 __all__ = ["candidate_reads", "check_disturb_config", "disturb_network", "read_disturb_infer"]
 
-#: Reads of one phase of a layer from which :func:`candidate_reads` splits the images in two
-#: halves, the second offered to another worker (:func:`~spicecross.threads.fork_join`).
+#: Reads of one phase of a convolution from which :func:`candidate_reads` splits the images in
+#: two halves, the second offered to another worker (:func:`~spicecross.threads.fork_join`).
 FORK_MIN_READS = 20_000
 
 
@@ -77,7 +77,7 @@ def _infer_chunk(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict[
 
 def _patches(v: torch.Tensor, layer, idx: np.ndarray, n_pos: int) -> torch.Tensor:
     """The unfolded inputs (m, C·kh·kw) of the convolution reads ``idx`` (flat indices
-    image·``n_pos`` + output position) of word-line voltages ``v`` (N, C, H, W) in V: the rows
+    image·``n_pos`` + output position) of ``v`` (N, C, H, W), the layer's inputs: the rows
     ``F.unfold`` gives them, in its order (channel, kernel row, kernel column), gathered
     without unfolding the other reads (per kernel offset, the reads' input pixels with all
     their channels, from a channels-last copy of the images they belong to)."""
@@ -124,34 +124,48 @@ def candidate_reads(layer, x: torch.Tensor, v_bulk_v: float = 0.0) -> tuple[int,
     (:func:`~spicecross.surrogate.read_disturb_bounds.inert_spans` of its largest and smallest
     voltage) does not prove inert, in read order. Every other read is inert in every row tile
     (a row tile's span is at most the whole vector's), so the row tiles' live reads are the
-    same as from all vectors; the spans come from the float32 DAC voltages (max and min are
-    exact in float32) and only the candidates are unfolded and promoted to float64."""
+    same as from all vectors.
+
+    Only what the bound needs is converted: each phase of the DAC is an elementwise monotone
+    function of the input (a scale, a clip and a rounding, non-decreasing for x⁺ and signed
+    reads, non-increasing for x⁻), so a convolution read's largest and smallest voltage are the
+    DAC's voltages of its patch's largest and smallest input (exactly: the extremes of f(x) are
+    f of x's extremes), and only the candidates' patches are gathered, converted and promoted
+    to float64 — the same values the DAC gives the whole input."""
     from ..threads import fork_join
 
     p = layer.config.device_params()
+    cal = layer.calibration
 
-    def candidates(v: torch.Tensor) -> torch.Tensor:
-        if v.dim() == 4:                 # per read: extremes of its patch (padding zeros too)
+    def conv_candidates(x: torch.Tensor) -> list[torch.Tensor]:
+        ext = x if x.shape[1] == 1 else torch.cat([x.amax(1, keepdim=True),
+                                                   x.amin(1, keepdim=True)], dim=1)
+        n_pos = math.prod(layer._output_size(x.shape[2], x.shape[3]))
+        out = []
+        for k, (_, v) in enumerate(layer._dac(ext, cal)):   # (N, 2, H, W) V per phase
             hi = _patch_extremes(v.amax(1, keepdim=True), layer, largest=True)
             lo = _patch_extremes(v.amin(1, keepdim=True), layer, largest=False)
-        else:
-            hi, lo = v.amax(1), v.amin(1)
-        idx = torch.nonzero(~inert_spans(hi, lo, p, v_bulk_v)).flatten().numpy()
-        if v.dim() == 4:
-            return _patches(v, layer, idx, len(hi) // v.shape[0])
-        return v[torch.from_numpy(idx)].reshape(len(idx), layer.array.k_in)
+            idx = torch.nonzero(~inert_spans(hi, lo, p, v_bulk_v)).flatten().numpy()
+            out.append(layer._dac(_patches(x, layer, idx, n_pos), cal)[k][1])
+        return out
 
-    total, out = 0, []
-    for _, v in layer._dac(x, layer.calibration):
-        n_reads = (v.shape[0] * math.prod(layer._output_size(v.shape[2], v.shape[3]))
-                   if v.dim() == 4 else len(v))
-        total += n_reads
-        h = len(v) // 2
-        if n_reads >= FORK_MIN_READS and h:      # two halves of the images, in order
-            out += fork_join(lambda: candidates(v[:h]), lambda: candidates(v[h:]))
+    if x.dim() == 4:
+        n_reads = x.shape[0] * math.prod(layer._output_size(x.shape[2], x.shape[3]))
+        h = len(x) // 2
+        if n_reads >= FORK_MIN_READS and h:            # two halves of the images, in order
+            first, second = fork_join(lambda: conv_candidates(x[:h]),
+                                      lambda: conv_candidates(x[h:]))
+            parts = [torch.cat(pair) for pair in zip(first, second)]
         else:
-            out.append(candidates(v))
-    return total, torch.cat(out).to(torch.float64).numpy()
+            parts = conv_candidates(x)
+        total = n_reads * len(parts)
+    else:
+        total, parts = 0, []
+        for _, v in layer._dac(x, cal):
+            idx = torch.nonzero(~inert_spans(v.amax(1), v.amin(1), p, v_bulk_v)).flatten()
+            total += len(v)
+            parts.append(v[idx].reshape(len(idx), layer.array.k_in))
+    return total, torch.cat(parts).to(torch.float64).numpy()
 
 
 def _live_row_reads(layer, x: torch.Tensor, stats: DisturbStats) -> list[tuple[int, np.ndarray]]:
