@@ -22,15 +22,12 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
 import torch
 
 __all__ = ["STARTUP_THREADS", "available_cores", "threads_for", "limited_threads", "env_for_threads",
            "fork_join", "map_single_threaded", "single_thread_pool"]
 
-A = TypeVar("A")
-B = TypeVar("B")
 
 #: torch's intra-op thread count when spicecross was imported (set by the environment).
 STARTUP_THREADS = torch.get_num_threads()
@@ -134,19 +131,21 @@ def single_thread_pool(workers: int) -> ThreadPoolExecutor | None:
     return None
 
 
-def fork_join(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
-    """``(first(), second())``, ``second`` offered to a single-threaded worker of the pool
-    while this thread runs ``first`` on one torch thread: when no worker has taken it by then
-    (all busy), this thread runs it too. Safe from inside the pool's own workers (a thread
+def fork_join(*calls: Callable[[], object], workers: int | None = None) -> tuple:
+    """Every call's result, in order: the calls after the first offered to the single-threaded
+    workers of the pool of ``workers`` (default: the pool this thread belongs to, else torch's
+    thread count) while this thread runs the first on one torch thread; a call no worker has
+    taken by then (all busy) runs here too. Safe from inside the pool's own workers (a thread
     only ever waits for a call that is already running), so work can split where it stands;
-    without a pool of ≥ 2 workers (one torch thread outside the pool) both run here."""
-    workers = getattr(_POOL_THREAD, "workers", None) or torch.get_num_threads()
-    if workers < 2:
+    with fewer than 2 workers all calls run here."""
+    if workers is None:
+        workers = getattr(_POOL_THREAD, "workers", None) or torch.get_num_threads()
+    if workers < 2 or len(calls) < 2:
         with limited_threads(1):
-            return first(), second()
-    later = _single_thread_pool(workers, os.getpid()).submit(second)
+            return tuple(call() for call in calls)
+    pool = _single_thread_pool(workers, os.getpid())
+    later = [pool.submit(call) for call in calls[1:]]
     with limited_threads(1):
-        a = first()
-        if later.cancel():
-            return a, second()
-    return a, later.result()
+        out = [calls[0]()]
+        out += [call() if f.cancel() else f.result() for call, f in zip(calls[1:], later)]
+    return tuple(out)

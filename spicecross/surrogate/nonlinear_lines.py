@@ -25,6 +25,7 @@ lambda ≠ 0 never come here (:func:`lines_supported`).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,6 +159,7 @@ class LineSystem:
         threads solve disjoint ranges of vectors (default torch's thread count)."""
         import torch
 
+        from ..threads import fork_join
         from . import nonlinear_kernel as kern
         from .nonlinear import JUNCTION_FREEZE, LAG_JUNCTION_MAX_V
 
@@ -188,28 +190,10 @@ class LineSystem:
                 np.array(wire_conductances(self.spec)), cell, ctrl, status, iters, moves)
         nt = max(1, min(n, torch.get_num_threads() if threads is None else int(threads)))
         cuts = [n * k // nt for k in range(nt + 1)]
-        # ranges 1 … nt − 1 on the pool's threads, range 0 on this one
-        jobs = [_pool(nt - 1).submit(kern.solve_items, cuts[k], cuts[k + 1], *args)
-                for k in range(1, nt)]
-        kern.solve_items(0, cuts[1], *args)
-        for job in jobs:
-            job.result()
+        # range 0 on this thread, the others on the kept worker threads
+        fork_join(*(functools.partial(kern.solve_items, cuts[k], cuts[k + 1], *args)
+                    for k in range(nt)), workers=nt)
         return LineReads(i_out.reshape(T, B, C), status, iters, moves, out if kept else None)
-
-
-_POOL: list = [None, 0]
-
-
-def _pool(workers: int):
-    """A thread pool of at least ``workers`` threads, kept between reads (starting threads for
-    every read cost more than a 64×64 tile's 20-vector read on two threads takes)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    if _POOL[1] < workers:
-        if _POOL[0] is not None:
-            _POOL[0].shutdown(wait=False)
-        _POOL[0], _POOL[1] = ThreadPoolExecutor(workers, "line-solver"), workers
-    return _POOL[0]
 
 
 def compile_kernel() -> bool:
