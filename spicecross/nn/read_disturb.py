@@ -231,7 +231,7 @@ def _disturb_layers(layers: list, inputs: list[torch.Tensor], pulse: ReadPulse, 
 
     work = list(zip(layers, inputs))
     pool = single_thread_pool(torch_threads())
-    with torch.no_grad(), transfer_cache.disabled():   # evolving arrays would only fill it
+    with transfer_cache.disabled():                # evolving arrays would only fill it
         if pool is None:
             return _run_inline(work, live, advance, apply, refresh, stats)
         return _run_steps(pool, work, live, advance, apply, refresh, stats)

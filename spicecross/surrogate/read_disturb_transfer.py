@@ -68,8 +68,11 @@ class TransferCache:
         else:
             t_new = self.t.clone()
             t_new[stale] = cell_voltage_transfer(spec, conductances(stale), inputs=n_in)
-        w_built = w.clone() if len(stale) == A else self.w_built.clone()
-        w_built[stale] = w[stale]
+        if len(stale) == A:
+            w_built = w.clone()
+        else:
+            w_built = self.w_built.clone()
+            w_built[stale] = w[stale]
         self.t, self.w_built = t_new, w_built
         self.pos_neg = deviation_bounds(t_new)
         return len(stale)
