@@ -75,11 +75,13 @@ def test_candidate_reads_are_the_live_reads_of_every_vector(v_read, scheme, cell
 @pytest.mark.parametrize("spec", [TileSpec(rows=32, cols=24),
                                   TileSpec(rows=12, cols=7, r_wire_wl_ohm=1.0, r_wire_bl_ohm=2.0,
                                            r_driver_ohm=3.0, r_sense_ohm=5.0),
-                                  TileSpec(rows=1, cols=40), TileSpec(rows=40, cols=1)])
+                                  TileSpec(rows=1, cols=40), TileSpec(rows=40, cols=1),
+                                  # word-line entries of M⁻¹ decaying by ≈ 1e-2 per column
+                                  TileSpec(rows=9, cols=64, r_wire_wl_ohm=1e5)])
 def test_transfer_by_the_bit_line_sweep_is_the_nodal_solve(spec):
-    """cell_voltage_transfer (word lines eliminated, then the bit lines swept) against the
-    dense nodal solve and against cell_voltages' block sweep for random inputs; only the
-    first ``inputs`` columns when asked; open cells included."""
+    """cell_voltage_transfer (word lines inverted in closed form and eliminated, then the bit
+    lines swept) against the dense nodal solve and against cell_voltages' block sweep for
+    random inputs; only the first ``inputs`` columns when asked; open cells included."""
     R, C = spec.rows, spec.cols
     rng = np.random.default_rng(R * C)
     g = torch.as_tensor(rng.uniform(1e-6, 2e-4, (3, R, C)))

@@ -40,6 +40,7 @@ import torch
 from ..circuit.tile import TileSpec
 from ..devices.vteam import VTEAMParams, get_parameter_set
 from ..threads import limited_threads, threads_for
+from .cell_transfer import block_cell_voltage_transfer, line_diagonals
 
 #: Below this many flops per block-Cholesky step (batch · (2·cols)³) one thread is faster: the
 #: thread pool's overhead dominates small matrices (measured 1.4 ms vs 37 ms per 8×8 solve with
@@ -55,28 +56,13 @@ __all__ = ["DynamicTileSurrogate", "PulseResult", "cell_voltage_transfer", "cell
            "DENSE_MAX_CELLS"]
 
 
-def _line_diagonals(spec: TileSpec, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Wire, driver and sense terms (S) on the nodal matrix's diagonal: per word-line node
-    (cols,) and per bit-line node's row (rows,); neighbours couple by −1/r_wire."""
-    R, C = spec.rows, spec.cols
-    g_w, g_b = 1.0 / spec.r_wire_wl_ohm, 1.0 / spec.r_wire_bl_ohm
-    wl_diag = torch.full((C,), 2 * g_w, dtype=dtype)
-    wl_diag[0] = 1.0 / (spec.r_driver_ohm + spec.r_wire_wl_ohm) + (g_w if C > 1 else 0.0)
-    if C > 1:
-        wl_diag[-1] = g_w
-    bl_diag = torch.full((R,), 2 * g_b, dtype=dtype)
-    bl_diag[0] = g_b if R > 1 else 0.0
-    bl_diag[-1] = (g_b if R > 1 else 0.0) + 1.0 / (spec.r_wire_bl_ohm + spec.r_sense_ohm)
-    return wl_diag, bl_diag
-
-
 def word_line_blocks(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
     """The word-line blocks (B, rows, cols, cols) in S of the nodal matrix (each word line's
     chain and its cells, whose other ends are the bit-line nodes)."""
     C = spec.cols
     j = torch.arange(C)
     d = g.new_zeros(g.shape + (C,))
-    d[..., j, j] = _line_diagonals(spec, g.dtype)[0] + g
+    d[..., j, j] = line_diagonals(spec, g.dtype)[0] + g
     if C > 1:
         d[..., j[:-1], j[1:]] = -1.0 / spec.r_wire_wl_ohm
         d[..., j[1:], j[:-1]] = -1.0 / spec.r_wire_wl_ohm
@@ -88,7 +74,7 @@ def nodal_blocks(spec: TileSpec, g: torch.Tensor) -> torch.Tensor:
     R, C = spec.rows, spec.cols
     d, j = g.new_zeros((g.shape[0], R, 2 * C, 2 * C)), torch.arange(C)
     d[:, :, :C, :C] = word_line_blocks(spec, g)
-    d[:, :, C + j, C + j] = _line_diagonals(spec, g.dtype)[1][:, None] + g
+    d[:, :, C + j, C + j] = line_diagonals(spec, g.dtype)[1][:, None] + g
     d[:, :, j, C + j] = -g
     d[:, :, C + j, j] = -g
     return d
@@ -183,8 +169,10 @@ def cell_voltage_transfer(spec: TileSpec, g_s: torch.Tensor, *, method: str = "a
     """The cell-voltage transfer matrices (B, rows, cols, inputs), V per V, of read tiles (sense
     ends at 0 V) with cell conductances ``g_s`` (B, rows, cols) in S: ``V_cell[b, i, j] =
     Σ_k T[b, i, j, k]·v_in[b, k]``, the exact solve of :func:`cell_voltages` for every unit
-    input at once (one factorization per tile). ``inputs`` (default ``rows``): only the first
-    ``inputs`` word lines are driven (the others at 0 V): only their columns are solved."""
+    input at once (one factorization per tile; ``'block'``:
+    :func:`~spicecross.surrogate.cell_transfer.block_cell_voltage_transfer`). ``inputs``
+    (default ``rows``): only the first ``inputs`` word lines are driven (the others at 0 V):
+    only their columns are solved."""
     spec = spec.for_solvers()
     R, C = spec.rows, spec.cols
     n_in = R if inputs is None else inputs
@@ -199,31 +187,7 @@ def cell_voltage_transfer(spec: TileSpec, g_s: torch.Tensor, *, method: str = "a
         return nodes[:, :, :C] - nodes[:, :, C:]
     if method not in ("auto", "block"):
         raise ValueError(f"method must be 'auto', 'block' or 'dense', got {method!r}")
-    # the word lines eliminated first (all rows at once: a word line couples only to its own
-    # row's bit-line nodes), then the block sweep over the bit lines: C×C blocks, not 2C×2C
-    m_inv = torch.cholesky_inverse(torch.linalg.cholesky(word_line_blocks(spec, g_s)))
-    g = g_s[..., None]                                                  # (B, R, C, 1)
-    s_all = -g * m_inv * g.transpose(-1, -2)                            # bit-line blocks
-    s_all.diagonal(dim1=-2, dim2=-1).add_(_line_diagonals(spec, g_s.dtype)[1][:, None] + g_s)
-    drive = (g_in * m_inv[:, :n_in, :, 0]).transpose(0, 1)              # (inputs, B, C)
-    rhs = g_s.new_zeros((g_s.shape[0], R, C, n_in))
-    rhs[:, k, :, k] = g_s[:, :n_in].transpose(0, 1) * drive             # row k: input k
-    g_b = 1.0 / spec.r_wire_bl_ohm
-    invs, ys = [], []                                # S_i⁻¹ (B, C, C) of the sweep, y_i
-    for i in range(R):
-        s, y = s_all[:, i], rhs[:, i]
-        if i:
-            s = s - g_b * g_b * invs[-1]
-            y = y + g_b * (invs[-1] @ ys[-1])
-        invs.append(torch.cholesky_inverse(torch.linalg.cholesky(s)))
-        ys.append(y)
-    bl = [None] * (R - 1) + [invs[R - 1] @ ys[R - 1]]
-    for i in range(R - 2, -1, -1):
-        bl[i] = invs[i] @ (ys[i] + g_b * bl[i + 1])
-    v_bl = torch.stack(bl, dim=1)                                       # (B, R, C, inputs)
-    v_wl = m_inv @ (g * v_bl)
-    v_wl[:, k, :, k] += drive
-    return v_wl - v_bl
+    return block_cell_voltage_transfer(spec, g_s, n_in)
 
 
 @dataclass
