@@ -10,7 +10,9 @@ every cell of the row tile's G⁺ and G⁻ arrays with its exact cell voltage
 (:func:`~spicecross.surrogate.read_disturb_update.advance_arrays`); the read matrices
 of the row tiles that moved are then rebuilt by the array's own path
 (:meth:`~spicecross.surrogate.array.ProgrammedArray.refresh_row_tiles`; the transfer-matrix
-disk cache bypassed: evolving arrays would only fill it) before the next chunk. The converters
+disk cache bypassed: evolving arrays would only fill it) before that layer reads the next
+chunk (:mod:`~spicecross.nn.read_disturb_steps`; with two or more threads the next chunk's
+inference runs beside the updates, each layer waiting for its own). The converters
 keep the calibration made on the programmed network (a chip calibrates once). A layer whose
 DAC range itself stays within the thresholds (every read's span is at most the range's) is
 skipped whole.
@@ -30,7 +32,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -40,8 +42,8 @@ from torch.utils.data import TensorDataset
 
 from ..surrogate import transfer_cache
 from ..surrogate.read_disturb_bounds import inert_reads, inert_spans
-from ..surrogate.read_disturb_transfer import TransferCache
-from ..surrogate.read_disturb_update import DisturbStats, ReadPulse, advance_arrays
+from ..surrogate.read_disturb_update import DisturbStats, ReadPulse
+from .read_disturb_steps import LayerChain, LayerSteps, run_inline
 
 __all__ = ["candidate_reads", "check_disturb_config", "disturb_network", "read_disturb_infer"]
 
@@ -169,7 +171,7 @@ def candidate_reads(layer, x: torch.Tensor, v_bulk_v: float = 0.0) -> tuple[int,
     return total, torch.cat(parts).to(torch.float64).numpy()
 
 
-def _live_row_reads(layer, x: torch.Tensor, stats: DisturbStats) -> list[tuple[int, np.ndarray]]:
+def live_row_reads(layer, x: torch.Tensor, stats: DisturbStats) -> list[tuple[int, np.ndarray]]:
     """The reads of inputs ``x`` on one analog layer that a threshold can see, per row tile:
     ``(row tile, word-line voltages (m, rows used) in V)`` for the row tiles with any; the
     inert reads only counted in ``stats``."""
@@ -195,120 +197,98 @@ def _live_row_reads(layer, x: torch.Tensor, stats: DisturbStats) -> list[tuple[i
     return out
 
 
-def _disturb_layers(layers: list, inputs: list[torch.Tensor], pulse: ReadPulse, dw_max: float,
-                    caches: dict, stats: DisturbStats) -> bool:
-    """Advance the arrays of the analog ``layers`` by the reads of their ``inputs``; True if
-    any conductance changed. Per layer three steps, each on one torch thread: its live reads
-    per row tile (:func:`_live_row_reads`); every (layer, row tile) advanced on its own (its
-    G⁺ and G⁻ arrays share its reads); the read matrices of its row tiles that moved rebuilt.
-    With several workers the steps of all layers flow through the single-threaded worker
-    pool as soon as what they need is done (a layer's rebuild waits for its own row tiles
-    only). Every step reads and writes its own layer's arrays alone, so the answer does not
-    depend on the worker count or the order in which steps finish."""
-    from ..threads import single_thread_pool
-    from .analog_base import torch_threads
-
-    def live(layer, x):
-        st = DisturbStats()
-        return _live_row_reads(layer, x, st), st
-
-    def advance(layer, r, v):
-        cfg, arr = layer.config, layer.array
-        g = arr.g_dev[:, r].reshape(-1, cfg.tile_rows, cfg.tile_cols)     # (2·nc, R, C)
-        return advance_arrays(arr.spec, cfg.device_params(), g, v, pulse, dw_max=dw_max,
-                              wires=cfg.wires,
-                              cache=caches.setdefault((id(layer), r), TransferCache()))
-
-    def apply(layer, r, g_new, st) -> bool:
-        stats.add(st)
-        arr = layer.array
-        if np.array_equal(g_new, arr.g_dev[:, r].reshape(g_new.shape)):
-            return False
-        arr.g_dev[:, r] = g_new.reshape(arr.g_dev[:, r].shape)
-        return True
-
-    def refresh(layer, rows):
-        layer.array.refresh_row_tiles(rows)
-
-    work = list(zip(layers, inputs))
-    pool = single_thread_pool(torch_threads())
-    with transfer_cache.disabled():                # evolving arrays would only fill it
-        if pool is None:
-            return _run_inline(work, live, advance, apply, refresh, stats)
-        return _run_steps(pool, work, live, advance, apply, refresh, stats)
-
-
-def _run_inline(work, live, advance, apply, refresh, stats) -> bool:
-    """The steps of :func:`_disturb_layers` one after the other in this thread."""
-    from ..threads import limited_threads
-
-    changed = False
-    with limited_threads(1):
-        for layer, x in work:
-            rows, st = live(layer, x)
-            stats.add(st)
-            moved = [r for r, v in rows if apply(layer, r, *advance(layer, r, v))]
-            if moved:
-                refresh(layer, moved)
-                changed = True
-    return changed
-
-
-def _run_steps(pool, work, live, advance, apply, refresh, stats) -> bool:
-    """The steps of :func:`_disturb_layers` on the single-threaded worker ``pool``, each
-    submitted once what it needs has finished (results applied in this thread)."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    pending = {pool.submit(live, layer, x): ("live", layer, None) for layer, x in work}
-    left: dict[int, int] = {}
-    moved: dict[int, list[int]] = {}
-    try:
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for f in done:
-                kind, layer, r = pending.pop(f)
-                key = id(layer)
-                if kind == "live":
-                    rows, st = f.result()
-                    stats.add(st)
-                    left[key], moved[key] = len(rows), []
-                    for r_, v in rows:
-                        pending[pool.submit(advance, layer, r_, v)] = ("advance", layer, r_)
-                elif kind == "advance":
-                    if apply(layer, r, *f.result()):
-                        moved[key].append(r)
-                    left[key] -= 1
-                else:
-                    f.result()
-                if kind != "refresh" and left[key] == 0 and moved[key]:
-                    left[key] = -1                                  # submitted once
-                    pending[pool.submit(refresh, layer, sorted(moved[key]))] = \
-                        ("refresh", layer, None)
-    except BaseException:
-        for f in pending:
-            f.cancel()
-        wait(pending)
-        raise
-    return any(moved.values())
-
-
-def _state_change(model: nn.Module, start: dict[str, np.ndarray]) -> tuple[float, float, float]:
-    """Share of cells whose state moved, mean and largest |Δstate| (of the state range) since
-    the stream began (conductances ``start`` per layer), over every array of every layer."""
+def _layer_state_change(layer, g_start: np.ndarray) -> tuple[int, int, float, float]:
+    """One layer's cells whose state moved, its cell count, the sum and the largest of
+    |Δstate| (of the state range) since the stream began (conductances ``g_start``)."""
     from ..devices.vteam import state_at_conductance
-    from .analog import analog_layers
 
+    arr = layer.array
+    p = layer.config.device_params()
+    d = np.abs(state_at_conductance(p, arr.g_dev) - state_at_conductance(p, g_start))
+    return int((arr.g_dev != g_start).sum()), d.size, float(d.sum()), float(d.max())
+
+
+def _unmoved(layer) -> tuple[int, int, float, float]:
+    """:func:`_layer_state_change` of a layer no read has moved yet."""
+    return 0, layer.array.g_dev.size, 0.0, 0.0
+
+
+def _state_change(parts: list[tuple[int, int, float, float]]) -> tuple[float, float, float]:
+    """Share of cells whose state moved, mean and largest |Δstate| over every array of every
+    layer, from the layers' :func:`_layer_state_change` in module order."""
     moved = total = 0
     dsum = dmax = 0.0
-    for name, layer in analog_layers(model):
-        arr = layer.array
-        p = layer.config.device_params()
-        d = np.abs(state_at_conductance(p, arr.g_dev) - state_at_conductance(p, start[name]))
-        moved += int((arr.g_dev != start[name]).sum())
-        total += d.size
-        dsum += float(d.sum())
-        dmax = max(dmax, float(d.max()))
+    for m, n, s, x in parts:
+        moved, total, dsum, dmax = moved + m, total + n, dsum + s, max(dmax, x)
     return moved / total, dsum / total, dmax
+
+
+def _stream_inline(model, layers, chunks, steps, start, on_chunk) -> None:
+    """The stream in this thread: each chunk inferred, then every layer's steps."""
+    from ..threads import limited_threads
+
+    parts = {name: _unmoved(layer) for name, layer in layers}
+    with limited_threads(1):
+        for x, y in chunks:
+            logits, inputs = _infer_chunk(model, x)
+            with torch.no_grad():
+                for name, layer in layers:
+                    if run_inline(steps, layer, inputs[name]):
+                        parts[name] = _layer_state_change(layer, start[name])
+            on_chunk(logits, y, _state_change([parts[n] for n, _ in layers]))
+
+
+def _stream_pipelined(model, layers, chunks, steps, start, on_chunk, pool) -> None:
+    """The stream with the next chunk inferred while the last one's updates run: every layer's
+    steps for a chunk go to ``pool`` (a :class:`LayerChain`) as soon as the layer has read
+    that chunk, and the layer reads the next chunk once they are done (it waits for its own
+    chain only), so the answer is the inline stream's. The inference runs in this thread on
+    one torch thread, its tile reads too, beside the pool's workers."""
+    from ..threads import limited_threads
+
+    names = [n for n, _ in layers]
+    parts = {name: _unmoved(layer) for name, layer in layers}
+    chains: dict[str, Future] = {}
+    reported: list[tuple[torch.Tensor, torch.Tensor, dict[str, Future]]] = []
+
+    def after(name):
+        return lambda layer, changed: _layer_state_change(layer, start[name]) if changed else None
+
+    def before_read(name):
+        def hook(module, inputs):
+            if name in chains:                      # this layer's update of the last chunk
+                chains[name].result()
+        return hook
+
+    def after_read(name):
+        def hook(module, inputs, output):
+            chains[name] = LayerChain(pool, steps, module, inputs[0], after(name)).done
+        return hook
+
+    def report(upto: int) -> None:
+        while len(reported) > upto:
+            logits, y, done = reported.pop(0)
+            for n in names:
+                got = done[n].result()
+                if got is not None:
+                    parts[n] = got
+            on_chunk(logits, y, _state_change([parts[n] for n in names]))
+
+    modules = dict(layers)
+    hooks = [modules[n].register_forward_pre_hook(before_read(n)) for n in names]
+    hooks += [modules[n].register_forward_hook(after_read(n)) for n in names]
+    model.eval()
+    try:
+        with limited_threads(1), torch.no_grad():
+            for x, y in chunks:
+                logits = model(x)
+                reported.append((logits, y, dict(chains)))
+                report(1)                           # the chunk before: all its chains waited for
+        report(0)
+    finally:
+        for h in hooks:
+            h.remove()
+        wait(list(chains.values()))                # nothing left running on the arrays
 
 
 def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chunk: int = 100,
@@ -317,40 +297,48 @@ def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chu
     arrays after each (module doc). Returns per chunk ``images`` (processed so far),
     ``accuracy`` (% of that chunk), ``moved_share``, ``mean_abs_dw`` and ``max_abs_dw`` (of the
     state range, since the stream began) after the chunk's update; the overall ``accuracy``,
-    ``stats`` (:class:`DisturbStats` summed) and ``seconds`` (inference plus updates)."""
+    ``stats`` (:class:`DisturbStats` summed) and ``seconds`` (inference plus updates). With
+    more than one torch thread the updates run on the single-threaded worker pool beside the
+    next chunk's inference (:func:`_stream_pipelined`); the same answer either way."""
+    from ..threads import single_thread_pool
     from .analog import analog_layers
+    from .analog_base import torch_threads
 
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"disturb chunk must be a positive number of images, got {chunk!r}")
+    layers = list(analog_layers(model))
     start = {}
-    for name, layer in analog_layers(model):
+    for name, layer in layers:
         check_disturb_config(layer.config)
         start[name] = layer.array.g_dev
         layer.array.g_dev = layer.array.g_dev.copy()       # the stream writes its own copy
     x_all, y_all = test.tensors
-    caches: dict = {}
+    chunks = ((x_all[lo:lo + chunk], y_all[lo:lo + chunk]) for lo in range(0, len(y_all), chunk))
     stats = DisturbStats()
+    steps = LayerSteps(pulse, dw_max, stats)
     rows: list[dict[str, float]] = []
-    correct = 0
-    t0 = time.perf_counter()
-    for lo in range(0, len(y_all), chunk):
-        x, y = x_all[lo:lo + chunk], y_all[lo:lo + chunk]
-        logits, inputs = _infer_chunk(model, x)
+    correct = [0]
+
+    def on_chunk(logits, y, change) -> None:
         ok = int((logits.argmax(1) == y).sum())
-        correct += ok
-        with torch.no_grad():
-            layers = list(analog_layers(model))
-            changed = _disturb_layers([m for _, m in layers], [inputs[n] for n, _ in layers],
-                                      pulse, dw_max, caches, stats)
-        share, mean_dw, max_dw = _state_change(model, start) if changed or not rows else \
-            (rows[-1]["moved_share"], rows[-1]["mean_abs_dw"], rows[-1]["max_abs_dw"])
-        rows.append({"images": lo + len(y), "accuracy": 100.0 * ok / len(y),
-                     "moved_share": share, "mean_abs_dw": mean_dw, "max_abs_dw": max_dw})
+        correct[0] += ok
+        share, mean_dw, max_dw = change
+        rows.append({"images": (rows[-1]["images"] if rows else 0) + len(y),
+                     "accuracy": 100.0 * ok / len(y), "moved_share": share,
+                     "mean_abs_dw": mean_dw, "max_abs_dw": max_dw})
         if progress:
-            print(f"read disturb: {lo + len(y)}/{len(y_all)} images, chunk accuracy "
+            print(f"read disturb: {rows[-1]['images']}/{len(y_all)} images, chunk accuracy "
                   f"{rows[-1]['accuracy']:.2f} %, cells moved {100 * share:.3g} %, mean |Δw| "
                   f"{mean_dw:.3g}", file=sys.stderr, flush=True)
-    return {"chunks": rows, "accuracy": 100.0 * correct / max(1, len(y_all)),
+
+    pool = single_thread_pool(torch_threads())
+    t0 = time.perf_counter()
+    with transfer_cache.disabled():                # evolving arrays would only fill it
+        if pool is None:
+            _stream_inline(model, layers, chunks, steps, start, on_chunk)
+        else:
+            _stream_pipelined(model, layers, chunks, steps, start, on_chunk, pool)
+    return {"chunks": rows, "accuracy": 100.0 * correct[0] / max(1, len(y_all)),
             "stats": stats, "seconds": time.perf_counter() - t0}
 
 
