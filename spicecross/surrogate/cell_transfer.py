@@ -84,30 +84,22 @@ def block_cell_voltage_transfer(spec: TileSpec, g_s: torch.Tensor, n_in: int) ->
     s_all = -g * m_inv * g.transpose(-1, -2)                            # (B, R, C, C)
     s_all.diagonal(dim1=-2, dim2=-1).add_(bl_diag[:, None] + g_s)
     drive = g_in * m_inv[:, :n_in, :, 0]                                # (B, n_in, C)
-    invs: list[torch.Tensor] = []                  # S'_i⁻¹ (B, C, C) of the sweep
-    ys: list[torch.Tensor] = []                    # y_i (B, C, min(i + 1, n_in))
+    ys = g_s.new_zeros((R, B, C, n_in))            # y_i, row by row: input k enters row k
+    k = torch.arange(n_in)
+    ys[k, :, :, k] = g_s[:, :n_in].transpose(0, 1) * drive.transpose(0, 1)
+    invs = g_s.new_empty((R, B, C, C))             # S'_i⁻¹ of the sweep
     for i in range(R):
         s = s_all[:, i]
-        m = min(i + 1, n_in)
-        y = g_s.new_zeros((B, C, m))
         if i:
-            s = torch.add(s, invs[-1], alpha=-g_b * g_b)
-            k = min(i, n_in)
-            y[:, :, :k] = torch.matmul(invs[-1], ys[-1][:, :, :k]).mul_(g_b)
-        if i < n_in:
-            y[:, :, i] = g_s[:, i] * drive[:, i]
-        invs.append(torch.cholesky_inverse(torch.linalg.cholesky(s)))
-        ys.append(y)
-    v_bl = g_s.new_empty((B, R, C, n_in))
-    below = None
-    for i in range(R - 1, -1, -1):
-        m = ys[i].shape[-1]
-        rhs = ys[i] if m == n_in else torch.nn.functional.pad(ys[i], (0, n_in - m))
-        if below is not None:
-            rhs = torch.add(rhs, below, alpha=g_b)
-        below = torch.matmul(invs[i], rhs)
-        v_bl[:, i] = below
+            s = torch.add(s, invs[i - 1], alpha=-g_b * g_b)
+            m = min(i, n_in)                       # above row m, column m is still 0
+            ys[i, :, :, :m].baddbmm_(invs[i - 1], ys[i - 1, :, :, :m], alpha=g_b)
+        torch.cholesky_inverse(torch.linalg.cholesky(s), out=invs[i])
+    v_bl = g_s.new_empty((R, B, C, n_in))
+    torch.matmul(invs[R - 1], ys[R - 1], out=v_bl[R - 1])
+    for i in range(R - 2, -1, -1):
+        torch.matmul(invs[i], ys[i].add_(v_bl[i + 1], alpha=g_b), out=v_bl[i])
+    v_bl = v_bl.transpose(0, 1)                                         # (B, R, C, n_in)
     v_wl = torch.matmul(m_inv, g * v_bl)
-    k = torch.arange(n_in)
     v_wl[:, k, :, k] += drive.transpose(0, 1)
     return v_wl.sub_(v_bl)
