@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 __all__ = ["STARTUP_THREADS", "available_cores", "threads_for", "limited_threads", "env_for_threads",
-           "fork_join", "map_single_threaded", "single_thread_pool"]
+           "fork_join", "map_single_threaded", "offering_to_pool", "single_thread_pool"]
 
 
 #: torch's intra-op thread count when spicecross was imported (set by the environment).
@@ -107,14 +107,36 @@ def _single_thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
     return pool
 
 
+#: Set in a thread by :func:`offering_to_pool`.
+_OFFERING = threading.local()
+
+
+@contextlib.contextmanager
+def offering_to_pool(workers: int) -> Iterator[None]:
+    """In this block, :func:`map_single_threaded` called from this thread offers its items to
+    the pool of ``workers`` single-threaded workers and runs every item no worker has taken
+    itself (:func:`fork_join`), whatever this thread's own torch thread count: for a thread
+    that runs on one torch thread beside a pool busy with other work (the read-disturb
+    stream's inference beside its updates), which idle workers then help."""
+    before = getattr(_OFFERING, "workers", None)
+    _OFFERING.workers = workers
+    try:
+        yield
+    finally:
+        _OFFERING.workers = before
+
+
 def map_single_threaded(fn: Callable, items, workers: int) -> list:
     """``[fn(item) for item in items]`` in order, every call on one torch thread: shared among
     ``workers`` single-threaded worker threads (:func:`_single_thread_pool`) when ``workers``
     > 1, else (or when called from one of those workers, so that no task waits for the pool
     it runs in) in this thread with torch lowered to one thread. Workers on one thread each do
     not wait at the end of every small operation for a thread the machine's load has
-    descheduled."""
+    descheduled. Inside :func:`offering_to_pool`: :func:`fork_join` over that pool."""
     items = list(items)
+    offer = getattr(_OFFERING, "workers", None)
+    if offer and len(items) > 1 and not getattr(_POOL_THREAD, "inside", False):
+        return list(fork_join(*[functools.partial(fn, item) for item in items], workers=offer))
     pool = single_thread_pool(workers)
     if pool is not None:
         return list(pool.map(fn, items))

@@ -272,3 +272,45 @@ def test_fork_join_splits_where_it_stands_without_deadlock():
         walk(t)
     assert flat == [(i, 1) for i in range(32)]
     assert any(name.startswith("spicecross-worker") for name in seen)
+
+
+def test_offering_to_pool_runs_what_no_worker_takes():
+    """Inside offering_to_pool, map_single_threaded from a thread on one torch thread offers its
+    items to the pool: with both workers blocked the caller runs every item itself, in order;
+    with the workers free they take some; results in order, every item on one torch thread."""
+    import threading
+
+    from spicecross.threads import (_single_thread_pool, limited_threads, map_single_threaded,
+                                    offering_to_pool)
+
+    me = threading.current_thread().name
+
+    def item(i):
+        return i, threading.current_thread().name, torch.get_num_threads()
+
+    pool = _single_thread_pool(2, __import__("os").getpid())
+    gate = threading.Event()
+    blockers = [pool.submit(gate.wait) for _ in range(2)]
+    try:
+        with limited_threads(1), offering_to_pool(2):
+            got = map_single_threaded(item, range(6), 1)
+        assert [g[0] for g in got] == list(range(6))
+        assert {g[1] for g in got} == {me} and {g[2] for g in got} == {1}
+    finally:
+        gate.set()
+        for b in blockers:
+            b.result()
+    names = set()
+    for _ in range(20):                   # free workers: some item lands on one of them
+        def slow(i):
+            __import__("time").sleep(0.01)
+            return item(i)
+        with limited_threads(1), offering_to_pool(2):
+            got = map_single_threaded(slow, range(6), 1)
+        assert [g[0] for g in got] == list(range(6)) and {g[2] for g in got} == {1}
+        names |= {g[1] for g in got}
+        if any(n.startswith("spicecross-worker") for n in names):
+            break
+    assert any(n.startswith("spicecross-worker") for n in names)
+    with limited_threads(1):                                    # outside the block: inline
+        assert {g[1] for g in map_single_threaded(item, range(3), 1)} == {me}

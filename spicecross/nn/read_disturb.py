@@ -238,13 +238,16 @@ def _stream_inline(model, layers, chunks, steps, start, on_chunk) -> None:
             on_chunk(logits, y, _state_change([parts[n] for n, _ in layers]))
 
 
-def _stream_pipelined(model, layers, chunks, steps, start, on_chunk, pool) -> None:
+def _stream_pipelined(model, layers, chunks, steps, start, on_chunk, pool, workers: int
+                      ) -> None:
     """The stream with the next chunk inferred while the last one's updates run: every layer's
-    steps for a chunk go to ``pool`` (a :class:`LayerChain`) as soon as the layer has read
+    steps for a chunk go to ``pool`` (``workers`` single-threaded workers; a
+    :class:`LayerChain`) as soon as the layer has read
     that chunk, and the layer reads the next chunk once they are done (it waits for its own
     chain only), so the answer is the inline stream's. The inference runs in this thread on
-    one torch thread, its tile reads too, beside the pool's workers."""
-    from ..threads import limited_threads
+    one torch thread; its tile reads are offered to the pool's workers, and this thread runs
+    those no idle worker has taken (:func:`~spicecross.threads.offering_to_pool`)."""
+    from ..threads import limited_threads, offering_to_pool
 
     names = [n for n, _ in layers]
     parts = {name: _unmoved(layer) for name, layer in layers}
@@ -279,7 +282,7 @@ def _stream_pipelined(model, layers, chunks, steps, start, on_chunk, pool) -> No
     hooks += [modules[n].register_forward_hook(after_read(n)) for n in names]
     model.eval()
     try:
-        with limited_threads(1), torch.no_grad():
+        with limited_threads(1), offering_to_pool(workers), torch.no_grad():
             for x, y in chunks:
                 logits = model(x)
                 reported.append((logits, y, dict(chains)))
@@ -331,13 +334,14 @@ def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chu
                   f"{rows[-1]['accuracy']:.2f} %, cells moved {100 * share:.3g} %, mean |Δw| "
                   f"{mean_dw:.3g}", file=sys.stderr, flush=True)
 
-    pool = single_thread_pool(torch_threads())
+    workers = torch_threads()
+    pool = single_thread_pool(workers)
     t0 = time.perf_counter()
     with transfer_cache.disabled():                # evolving arrays would only fill it
         if pool is None:
             _stream_inline(model, layers, chunks, steps, start, on_chunk)
         else:
-            _stream_pipelined(model, layers, chunks, steps, start, on_chunk, pool)
+            _stream_pipelined(model, layers, chunks, steps, start, on_chunk, pool, workers)
     return {"chunks": rows, "accuracy": 100.0 * correct[0] / max(1, len(y_all)),
             "stats": stats, "seconds": time.perf_counter() - t0}
 
