@@ -97,6 +97,11 @@ def _single_thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
     barrier = threading.Barrier(workers)
 
     def one_thread() -> None:
+        # torch sets up each thread's OpenMP thread count lazily, at its first get_num_threads
+        # or parallel operation, to the count most recently set by *any* thread: done after
+        # the set_num_threads(1) below, that would put this worker back on 2 threads as soon
+        # as the caller restored its own count (tests/test_inference_speed_paths.py)
+        torch.get_num_threads()
         torch.set_num_threads(1)
         _POOL_THREAD.inside = True
         _POOL_THREAD.workers = workers

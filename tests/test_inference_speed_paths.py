@@ -314,3 +314,29 @@ def test_offering_to_pool_runs_what_no_worker_takes():
     assert any(n.startswith("spicecross-worker") for n in names)
     with limited_threads(1):                                    # outside the block: inline
         assert {g[1] for g in map_single_threaded(item, range(3), 1)} == {me}
+
+
+def test_pool_workers_stay_on_one_thread_after_the_caller_restores_its_count():
+    """torch sets a thread's OpenMP count up lazily, to the count any thread set last: a worker
+    that only called set_num_threads(1) went back to 2 threads at its first large operation
+    once the caller had restored its own 2 (seen in the full suite). Every worker of a new
+    pool stays on one thread through such operations."""
+    import os
+    import threading
+
+    from spicecross.threads import _single_thread_pool, limited_threads
+
+    if torch.get_num_threads() < 2:
+        pytest.skip("needs a process started with 2 or more torch threads")
+    pool = _single_thread_pool(3, os.getpid())
+    with limited_threads(1):             # the caller lowers, then restores: the last set is ≥ 2
+        pass
+    barrier = threading.Barrier(3)
+
+    def work():
+        barrier.wait(timeout=30)         # one task per worker
+        torch.ones(200_000).sum()
+        torch.ones(256, 256) @ torch.ones(256, 256)
+        return torch.get_num_threads()
+
+    assert [f.result() for f in [pool.submit(work) for _ in range(3)]] == [1, 1, 1]
