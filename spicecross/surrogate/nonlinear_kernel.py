@@ -41,9 +41,9 @@ drain junction forward biased past the lag limit, a non-finite value); :data:`NO
 within ``max_iter``: the caller re-solves those with the general solver.
 
 Loops write no maximum back where they read it (that compiles to masked stores, slow on AMD
-cores) and keep running maxima out of loops that should vectorize. The per-row helpers are
-inlined into their callers (``inline="always"``: a call per row passed a dozen array structs and
-kept LLVM from seeing across it; ≈ 12 % of a 64×64 read on one thread).
+cores) and keep running maxima out of loops that should vectorize. The passes' per-row helpers
+are inlined (≈ 12 % of a 64×64 read); not :func:`_junctions`, which the plain :func:`_solve_one`
+also calls (a warm start), as an inlined function takes its caller's fastmath flags.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def junction_a(x, is_a, vt):
 # arrays; maxima are kept per column (a select per element vectorizes, a running maximum over a
 # loop does not).
 
-@nb.njit(inline="always", **_FAST)
+@nb.njit(**_FAST)
 def _junctions(i, b, u, gd, jbd, jsum, cell, xr):
     """Row ``i``'s junction currents (A) at series nodes b + u and bit-line nodes b (V) into
     ``jbd`` and ``jsum`` (both junctions), for the next iteration. ``u`` (C,): this row's.
