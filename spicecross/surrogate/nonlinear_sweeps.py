@@ -17,7 +17,7 @@ _JIT = dict(cache=True, error_model="numpy")
 _FAST = dict(_JIT, fastmath={"reassoc", "contract", "nnan", "nsz"})
 
 
-@nb.njit(**_FAST)
+@nb.njit(inline="always", **_FAST)
 def word4(x, idw, i0, g_w):
     """Word lines ``i0`` … ``i0 + 3`` (clamped to the last) solved in place for the residuals
     ``x`` (4, C) (A → V): forward elimination and back substitution with the reciprocal pivots
@@ -42,7 +42,7 @@ def word4(x, idw, i0, g_w):
         x0[j], x1[j], x2[j], x3[j] = p0, p1, p2, p3
 
 
-@nb.njit(**_FAST)
+@nb.njit(inline="always", **_FAST)
 def word_pivots4(ga, degw, idw, i0, g_w):
     """Reciprocal pivots (Ω) of word lines ``i0`` … ``i0 + 3`` (clamped) into ``idw``: their
     cells' ``ga`` (R, C) plus the wires' degrees ``degw`` (C,) on the diagonal (S), ``−g_w``
