@@ -241,6 +241,42 @@ def test_disturbed_stream_does_not_depend_on_the_worker_count(monkeypatch):
     assert r1["chunks"] == r2["chunks"] and r1["stats"] == r2["stats"]
 
 
+def test_pipelined_stream_hands_back_an_update_error_and_leaves_nothing_running(monkeypatch):
+    """With two workers the updates run beside the next chunk's inference: an error in one
+    layer's update (here its second chunk) reaches the caller as that error, once no step of the
+    stream runs any more (no thread left writing the arrays), and the hooks are removed."""
+    import threading
+
+    import spicecross.nn.analog_base as ab
+    from spicecross.nn import read_disturb_steps as rds
+    from spicecross.nn.analog import analog_layers
+    from spicecross.nn.read_disturb import disturb_network
+
+    monkeypatch.setattr(ab, "torch_threads", lambda: 2)
+    model, data = _network(0.8, limit=36)
+    name, target = list(analog_layers(model))[1]
+    calls, running = [], []
+    real = rds.LayerSteps.advance
+
+    def advance(self, layer, r, v):
+        running.append(threading.current_thread().name)
+        try:
+            if layer is target:
+                calls.append(r)
+                if len(calls) > 2:
+                    raise RuntimeError(f"boom in {name}")
+            return real(self, layer, r, v)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(rds.LayerSteps, "advance", advance)
+    with pytest.raises(RuntimeError, match=f"boom in {name}"):
+        disturb_network(model, data.test, ReadPulse(1e-6), chunk=12)
+    assert running == [] and len(calls) > 2
+    assert all(not m._forward_hooks and not m._forward_pre_hooks
+               for _, m in analog_layers(model))
+
+
 @pytest.mark.parametrize("kernel, stride, padding, dilation", [((3, 3), (1, 1), (1, 1), (1, 1)),
                                                                ((5, 3), (2, 1), (2, 0), (1, 2)),
                                                                ((2, 2), (2, 2), (0, 1), (2, 1))])
