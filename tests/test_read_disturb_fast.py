@@ -187,6 +187,29 @@ def test_network_stream_equals_the_previous_path():
         assert torch.equal(fast(x).argmax(1), ref(x).argmax(1))
 
 
+@pytest.mark.parametrize("moved_rows", [[0, 3], [5], [], list(range(20))])
+def test_rebuild_from_the_last_sweep_is_a_build_from_scratch(moved_rows):
+    """A rebuild that keeps the last build's word-line and Schur inverses below the lowest row
+    whose conductances changed gives bitwise the transfer matrices (and state) of a build from
+    scratch, for moves in the top rows, in one row, in none and in every row."""
+    from spicecross.surrogate.cell_transfer import block_cell_voltage_transfer
+
+    spec = TileSpec(rows=20, cols=12, r_wire_wl_ohm=0.5, r_wire_bl_ohm=0.3).for_solvers()
+    rng = np.random.default_rng(7)
+    g = torch.as_tensor(rng.uniform(1e-4, 1e-2, (2, 20, 12)))
+    _, state = block_cell_voltage_transfer(spec, g, 5)
+    g2 = g.clone()
+    for r in moved_rows:
+        g2[1, r] *= 1.0 + 0.1 * torch.as_tensor(rng.random(12))
+    t_reused, st_reused = block_cell_voltage_transfer(spec, g2, 5, state)
+    t_fresh, st_fresh = block_cell_voltage_transfer(spec, g2, 5)
+    assert torch.equal(t_reused, t_fresh)
+    assert torch.equal(st_reused.invs, st_fresh.invs) and torch.equal(st_reused.m_inv,
+                                                                        st_fresh.m_inv)
+    assert torch.allclose(t_fresh, cell_voltage_transfer(spec, g2, method="dense", inputs=5),
+                          rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("cell", ["0t1r", "1t1r"])
 def test_refresh_row_tiles_equals_a_full_rebuild(cell):
     """After some row tiles' conductances move, rebuilding only those row tiles' read matrices

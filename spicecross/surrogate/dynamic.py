@@ -187,7 +187,7 @@ def cell_voltage_transfer(spec: TileSpec, g_s: torch.Tensor, *, method: str = "a
         return nodes[:, :, :C] - nodes[:, :, C:]
     if method not in ("auto", "block"):
         raise ValueError(f"method must be 'auto', 'block' or 'dense', got {method!r}")
-    return block_cell_voltage_transfer(spec, g_s, n_in)
+    return block_cell_voltage_transfer(spec, g_s, n_in)[0]
 
 
 @dataclass

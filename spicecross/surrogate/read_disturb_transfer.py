@@ -7,7 +7,10 @@ Each array's matrices depend on its own conductances alone, so an array none of 
 moved that far keeps its matrices: every array's frozen conductances stay within ``dw_max``
 of its present ones whichever arrays of the group are rebuilt (the guarantee the update's
 error bound rests on), and a group of G⁺ and G⁻ arrays whose cells move in one of them pays
-for that one.
+for that one. A rebuilt array keeps the rows of its last build below the lowest row whose
+conductances changed (:class:`~spicecross.surrogate.cell_transfer.SweepState`, tiles of up to
+:data:`SWEEP_STATE_MAX_BYTES` per array): the first MNIST convolution's rebuilds sweep 9 of 64
+rows again.
 """
 from __future__ import annotations
 
@@ -17,8 +20,13 @@ from typing import Callable
 import torch
 
 from ..circuit.tile import TileSpec
-from .dynamic import cell_voltage_transfer
+from .cell_transfer import SweepState, block_cell_voltage_transfer
+from .dynamic import DENSE_MAX_CELLS, cell_voltage_transfer
 from .read_disturb_bounds import deviation_bounds
+
+#: Largest state (bytes) one array keeps for its next rebuild (:class:`SweepState`: 4 MB at
+#: 64×64, 32 MB at 128×128, which would cost more memory than the rows it saves are worth).
+SWEEP_STATE_MAX_BYTES = 8 * 2**20
 
 __all__ = ["TransferCache"]
 
@@ -34,6 +42,7 @@ class TransferCache:
     w_built: torch.Tensor | None = None
     pos_neg: tuple[torch.Tensor, torch.Tensor] | None = None
     _by_row: tuple[torch.Tensor, torch.Tensor] | None = None
+    _sweeps: dict | None = None         # array → its last build's SweepState (small tiles)
 
     def by_row(self) -> torch.Tensor:
         """``t`` per row as (rows, inputs, A·cols), contiguous: a row's cell voltages for reads
@@ -64,10 +73,10 @@ class TransferCache:
         if not wires:
             t_new = torch.eye(R, n_in, dtype=torch.float64)[None, :, None, :].expand(A, R, C, n_in)
         elif len(stale) == A:
-            t_new = cell_voltage_transfer(spec, conductances(stale), inputs=n_in)
+            t_new = self._build(spec, conductances(stale), stale, n_in)
         else:
             t_new = self.t.clone()
-            t_new[stale] = cell_voltage_transfer(spec, conductances(stale), inputs=n_in)
+            t_new[stale] = self._build(spec, conductances(stale), stale, n_in)
         if len(stale) == A:
             w_built = w.clone()
         else:
@@ -76,3 +85,22 @@ class TransferCache:
         self.t, self.w_built = t_new, w_built
         self.pos_neg = deviation_bounds(t_new)
         return len(stale)
+
+    def _build(self, spec: TileSpec, g_s: torch.Tensor, idx: torch.Tensor, n_in: int
+               ) -> torch.Tensor:
+        """Transfer matrices of arrays ``idx`` at conductances ``g_s`` (len(idx), rows, cols)
+        in S: array by array from its last build's :class:`SweepState` where the tiles are
+        small enough to keep one (only the rows above the lowest changed row are swept
+        again: bitwise a build from scratch), else all at once."""
+        sp = spec.for_solvers()
+        if (sp.rows * sp.cols <= DENSE_MAX_CELLS
+                or SweepState.nbytes(sp.rows, sp.cols) > SWEEP_STATE_MAX_BYTES):
+            return cell_voltage_transfer(spec, g_s, inputs=n_in)
+        if self._sweeps is None or self.t is None or self.t.shape[-1] != n_in:
+            self._sweeps = {}
+        out = []
+        for j, a in enumerate(idx.tolist()):
+            t, self._sweeps[a] = block_cell_voltage_transfer(sp, g_s[j:j + 1], n_in,
+                                                             self._sweeps.get(a))
+            out.append(t)
+        return torch.cat(out)
