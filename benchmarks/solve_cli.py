@@ -56,7 +56,10 @@ def paired(cli: list[float], raw: list[float]) -> str:
     """Median and quartiles of the per-repeat ratios CLI / raw, each CLI run against the raw
     run just before it (the simulator's own time drifts by tens of % between minutes on a
     shared VM; a neighbour in time shares the drift)."""
-    q = statistics.quantiles([c / r for c, r in zip(cli, raw)], n=4, method="inclusive")
+    ratios = [c / r for c, r in zip(cli, raw)]
+    if len(ratios) < 2:                     # quartiles need two runs
+        return f"{ratios[0]:.2f}× (one run)"
+    q = statistics.quantiles(ratios, n=4, method="inclusive")
     return f"{q[1]:.2f}× ({q[0]:.2f}–{q[2]:.2f})"
 
 

@@ -318,7 +318,7 @@ def disturb_network(model: nn.Module, test: TensorDataset, pulse: ReadPulse, chu
     x_all, y_all = test.tensors
     chunks = ((x_all[lo:lo + chunk], y_all[lo:lo + chunk]) for lo in range(0, len(y_all), chunk))
     stats = DisturbStats()
-    steps = LayerSteps(pulse, dw_max, stats)
+    steps = LayerSteps(pulse, dw_max, stats, live_row_reads)
     rows: list[dict[str, float]] = []
     correct = [0]
 

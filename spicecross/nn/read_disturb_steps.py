@@ -15,6 +15,7 @@ thread can go on (the stream infers the next chunk meanwhile).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import numpy as np
@@ -28,10 +29,13 @@ __all__ = ["LayerChain", "LayerSteps", "run_inline"]
 class LayerSteps:
     """The steps with what they share across layers and chunks: the read ``pulse``, ``dw_max``,
     the transfer-matrix caches per (layer, row tile) and the summed ``stats`` (added under a
-    lock: chains apply from worker threads)."""
+    lock: chains apply from worker threads). ``live_reads(layer, x, stats)``: a layer's live
+    reads per row tile (:func:`~spicecross.nn.read_disturb.live_row_reads`)."""
 
-    def __init__(self, pulse: ReadPulse, dw_max: float, stats: DisturbStats) -> None:
+    def __init__(self, pulse: ReadPulse, dw_max: float, stats: DisturbStats,
+                 live_reads: Callable) -> None:
         self.pulse, self.dw_max, self.stats = pulse, dw_max, stats
+        self._live_reads = live_reads
         self.caches: dict = {}
         self._lock = threading.Lock()
 
@@ -40,10 +44,8 @@ class LayerSteps:
             self.stats.add(st)
 
     def live(self, layer, x) -> list[tuple[int, np.ndarray]]:
-        from .read_disturb import live_row_reads
-
         st = DisturbStats()
-        rows = live_row_reads(layer, x, st)
+        rows = self._live_reads(layer, x, st)
         self.count(st)
         return rows
 
