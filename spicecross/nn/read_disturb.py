@@ -352,7 +352,8 @@ def _load_kernels(cell: str) -> None:
     from ..surrogate import nonlinear_lines, read_disturb_kernel
 
     if not read_disturb_kernel.compile_kernel():
-        raise RuntimeError("the compiled read-disturb kernel disagrees with numpy on its check case")
+        raise RuntimeError("the compiled read-disturb kernel disagrees with numpy on its "
+                           "check case")
     if cell == "1t1r":
         nonlinear_lines.compile_kernel()
 

@@ -72,7 +72,8 @@ class LayerSteps:
 
 def run_inline(steps: LayerSteps, layer, x) -> bool:
     """One layer's steps one after the other in this thread; True if a conductance changed."""
-    moved = [r for r, v in steps.live(layer, x) if steps.apply(layer, r, *steps.advance(layer, r, v))]
+    moved = [r for r, v in steps.live(layer, x)
+             if steps.apply(layer, r, *steps.advance(layer, r, v))]
     if moved:
         steps.refresh(layer, moved)
     return bool(moved)

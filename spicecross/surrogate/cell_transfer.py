@@ -58,8 +58,9 @@ def _tridiagonal_inverses(d: torch.Tensor, c: float) -> torch.Tensor:
     ``δ_j = 1/(p_j + q_j − d_j)``; above it, in column ``k`` the rows ``j < k`` hold
     homogeneous equations, whose forward elimination leaves ``p_j·x_j = c·x_{j+1}``, so
     ``(M⁻¹)_{jk} = δ_k·Π_{l=j}^{k−1} c/p_l`` = ``δ_max(j,k)·exp(−|L_j − L_k|)`` with ``L`` the
-    running sum of ``log(c/p)`` before each node (decreasing; relative error ≈ |L_j − L_k|·eps, and entries
-    below the float range become 0). The pivots' recurrences run in numpy (small steps)."""
+    running sum of ``log(c/p)`` before each node (decreasing; relative error ≈
+    |L_j − L_k|·eps, and entries below the float range become 0). The pivots' recurrences run
+    in numpy (small steps)."""
     n = d.shape[-1]
     dn = d.numpy()
     p, q = dn.copy(), dn.copy()
@@ -88,9 +89,6 @@ class SweepState:
     def nbytes(rows: int, cols: int) -> int:
         """Bytes one array's state holds (float64)."""
         return 8 * rows * cols * (2 * cols + 1)
-
-    def select(self, idx: torch.Tensor) -> "SweepState":
-        return SweepState(self.g_s[idx], self.m_inv[idx], self.invs[:, idx])
 
 
 def block_cell_voltage_transfer(spec: TileSpec, g_s: torch.Tensor, n_in: int,
