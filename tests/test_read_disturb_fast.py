@@ -326,3 +326,66 @@ def test_patch_extremes_and_patches_match_unfold(kernel, stride, padding, dilati
     idx = np.array([0, 5, n_pos + 2, 3 * n_pos - 1])
     want = cols.transpose(1, 2).reshape(-1, cols.shape[1])[torch.from_numpy(idx)]
     assert torch.equal(_patches(v, layer, idx, n_pos), want)
+
+
+def _pinned_arrays(seed: int) -> np.ndarray:
+    """Two 16×16 0T1R arrays with most cells at the OFF bound (R_off: state 1), as the MNIST
+    layers hold their unused columns and the weaker cell of every differential pair."""
+    g = np.stack([programmed(16, 16, seed), programmed(16, 16, seed + 1)])
+    pinned = np.random.default_rng(seed).random(g.shape) < 0.7
+    return np.where(pinned, 1.0 / P.r_off_ohm, g)
+
+
+@pytest.mark.parametrize("negative_first", [False, True])
+def test_pinned_cells_are_skipped_without_changing_the_states(monkeypatch, negative_first):
+    """Leaving out the OFF doses of cells pinned at the OFF bound gives bitwise the states of
+    making them (their change is clipped away either way), also when reads below v_on first
+    move pinned cells off the bound while the later reads' doses, made by halves before that,
+    are kept (those are made again: the test fails if the kept doses are reused)."""
+    import spicecross.surrogate.read_disturb_update as rdu
+
+    from dataclasses import replace
+
+    spec = TileSpec(rows=16, cols=16, cell="0t1r")
+    # ON motion as slow as OFF motion: the first half's reads move pinned cells off the bound
+    # by less than dw_max, so the transfer matrices (and the kept doses) are not renewed
+    p = replace(P, k_on_m_per_s=-P.k_off_m_per_s)
+    g = _pinned_arrays(21)
+    rng = np.random.default_rng(4)
+    v = rng.uniform(0.0, 0.9, (512, 16))
+    pulse = ReadPulse(2e-4)
+    if negative_first:
+        # each half moves states by < dw_max, both halves together by more (rows 8-15): the
+        # second half's doses, made with the first's, are kept for its step. The first half
+        # moves pinned cells of rows 0-7 off the bound (ON), the second doses them weakly
+        v[:256, :8], v[256:, :8] = -rng.uniform(0.7, 0.8, (256, 8)), 0.52
+        v[:, 8:] = 0.6
+        pulse = ReadPulse(1.6e-5)
+    skipped, st = advance_arrays(spec, p, g, v, pulse, split_min_reads=8, dw_max=0.005)
+    made = rdu._raw_0t1r
+    monkeypatch.setattr(rdu, "_raw_0t1r", lambda *a, movable=None, **k: made(*a, **k))
+    full, st_full = advance_arrays(spec, p, g, v, pulse, split_min_reads=8, dw_max=0.005)
+    assert np.array_equal(skipped, full)
+    assert st.segments == st_full.segments >= 2                       # split: halves kept
+    assert np.abs(full - g).max() > 1e-3 * np.abs(g).max()              # the reads disturb
+    pinned = g == 1.0 / P.r_off_ohm
+    if negative_first:                          # some pinned cells left the bound, and moved
+        assert (full[pinned] != g[pinned]).any()
+
+
+def test_excess_kernel_skips_only_the_cells_marked_pinned():
+    """The compiled pass with a movable mask equals the unmasked one on the movable cells
+    and leaves the others 0."""
+    from spicecross.surrogate.read_disturb_kernel import excess_sums
+
+    rng = np.random.default_rng(8)
+    v = rng.uniform(0.0, 1.0, (40, 5))
+    v[3, 2] = 0.0
+    t = rng.uniform(0.0, 0.6, (6, 5, 12))
+    rows, live = np.array([0, 2, 5]), rng.random((3, 40)) < 0.8
+    movable = rng.random((3, 12)) < 0.4
+    movable[1] = False                                              # a row with none
+    whole = excess_sums(v, t, rows, live, 0.45)
+    masked = excess_sums(v, t, rows, live, 0.45, movable)
+    assert np.array_equal(masked[movable], whole[movable])
+    assert not masked[~movable].any() and whole[~movable].any()

@@ -48,12 +48,19 @@ one cheap where only OFF motion is possible: their dose is ``k_off·width/v_off`
 ``Σ max(V_cell − v_off, 0)``, made and summed in one compiled pass per row
 (:func:`~spicecross.surrogate.read_disturb_kernel.excess_sums`).
 
+**Pinned cells.** A 0T1R cell at the OFF bound (state 1) cannot move further OFF: in rows
+where only OFF motion is possible its OFF dose would be clipped away, so the compiled pass does
+not make it (the first MNIST convolution's arrays hold 98 % of their cells there: the unused
+columns and the weaker cell of every differential pair). Doses made while a cell was pinned
+are not used again once ON motion has moved it off the bound.
+
 **Integration.** Within a segment of consecutive reads the conductances (so ``T``) and the
 window (a function of the state) are frozen at the segment's start, every read's rate is
 exact for those, and the state moves by the sum (explicit Euler over the reads). A segment
-whose largest state change exceeds ``dw_max`` (of the state range) is halved (its halves'
-doses, summed to judge it, kept), down to single pulses, and a single pulse that still moves
-more is cut into ``⌈Δw/dw_max⌉`` time sub-steps. ``T`` is rebuilt once any state has moved by
+whose largest state change (within the state range [0, 1]: the part a bound clips away is no
+change) exceeds ``dw_max`` is halved (its halves' doses, summed to judge it, kept), down to
+single pulses, and a single pulse that still moves more is cut into ``⌈Δw/dw_max⌉`` time
+sub-steps. ``T`` is rebuilt once any state has moved by
 more than ``dw_max`` since it was built, array by array (also across calls,
 :class:`~spicecross.surrogate.read_disturb_transfer.TransferCache`), so a segment's frozen
 conductances are within ``2·dw_max`` of the state range of the true ones:
@@ -199,9 +206,12 @@ def _raw_1t1r(dev: _Device, spec: TileSpec, g: torch.Tensor, v: torch.Tensor,
 
 
 def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: ReadPulse,
-              stats: DisturbStats) -> tuple[torch.Tensor, torch.Tensor]:
+              stats: DisturbStats, movable: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """OFF and ON doses without window (A, rows, cols) of reads ``v`` (n, inputs) at the
-    frozen ``cache.t``: rows skipped, aggregated or solved by the row bounds (module doc)."""
+    frozen ``cache.t``: rows skipped, aggregated or solved by the row bounds (module doc).
+    ``movable`` (A, rows, cols): where False (a cell pinned at the OFF bound) the OFF dose of
+    rows where only OFF motion is possible may be left 0 (module doc, *Pinned cells*)."""
     p, t = dev.p, cache.t
     A, R, C, _ = t.shape
     off, on = torch.zeros((A, R, C), dtype=t.dtype), torch.zeros((A, R, C), dtype=t.dtype)
@@ -225,6 +235,8 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
     by_row = cache.by_row()                                          # (R, inputs, A·C)
     linear_off = p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0
     over, under = hi > p.v_off_v, lo < p.v_on_v
+    mov_rows = None if movable is None else movable.permute(1, 0, 2).reshape(R, A * C)[rows]
+    any_mov = None if mov_rows is None else mov_rows.any(1).tolist()
 
     def dose_rows(js: list[int]) -> None:           # rows of their own: no two write one row
         summed = []              # OFF only, rate linear above v_off: Σ relu(V − v_off), compiled
@@ -233,7 +245,7 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
             want_off = bool((col & over[:, j]).any())
             want_on = bool((col & under[:, j]).any())
             if linear_off and not want_on:
-                if want_off:
+                if want_off and (any_mov is None or any_mov[j]):
                     summed.append(j)
                 continue
             v_cell = torch.index_select(v, 0, torch.nonzero(col).flatten()) @ by_row[i]
@@ -244,7 +256,8 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
                 on[:, i] += d_on.sum(0).view(A, C)
         if summed:
             excess = excess_sums(v.numpy(), by_row.numpy(), rows[summed].numpy(),
-                                 can_move[:, summed].T.numpy(), p.v_off_v)
+                                 can_move[:, summed].T.numpy(), p.v_off_v,
+                                 None if mov_rows is None else mov_rows[summed].numpy())
             off[:, rows[summed]] += (torch.from_numpy(excess).view(len(summed), A, C)
                                      .transpose(0, 1) * (dev.k_off * pulse.width_s / p.v_off_v))
 
@@ -310,13 +323,15 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
         return cache
 
     memo: dict = {}                     # (lo, hi, frozen) → doses of reads lo:hi
-    frozen = [0]                        # bumped whenever the 1T1R conductances change
+    # bumped whenever the 1T1R conductances change, or a pinned 0T1R cell leaves the OFF
+    # bound (doses made while it was pinned may lack its OFF part)
+    frozen = [0]
 
     def doses(lo: int, hi: int, pulse_seg: ReadPulse) -> tuple[torch.Tensor, torch.Tensor]:
         if selector:
             g = torch.where(open_cell, torch.zeros_like(w), dev.dyn.conductances(w))
             return _raw_1t1r(dev, spec, g, vl[lo:hi], pulse_seg, wires, stats)
-        return _raw_0t1r(dev, transfer(), vl[lo:hi], pulse_seg, stats)
+        return _raw_0t1r(dev, transfer(), vl[lo:hi], pulse_seg, stats, movable=w < 1.0)
 
     def segment_doses(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Doses of reads lo:hi (a long segment's as its halves', kept: one pass, not two)."""
@@ -339,15 +354,20 @@ def advance_arrays(spec: TileSpec, p: VTEAMParams, g_s: np.ndarray, v: np.ndarra
 
     def step(dw: torch.Tensor) -> torch.Tensor:
         stats.segments += 1
-        if selector:                                   # 1T1R doses depend on the present w
-            frozen[0] += 1
-        return (w + dw).clamp(0.0, 1.0)
+        w_new = (w + dw).clamp(0.0, 1.0)
+        if selector or bool(((w >= 1.0) & (w_new < 1.0)).any()):
+            frozen[0] += 1                  # 1T1R doses depend on the present w; unpinned cells
+        return w_new
+
+    def moved(dw: torch.Tensor) -> float:
+        """The largest state change ``dw`` makes (within the state range)."""
+        return float(((w + dw).clamp(0.0, 1.0) - w).abs().max())
 
     stack = [(0, len(vl))]
     while stack:
         lo, hi = stack.pop()
         dw = change(segment_doses(lo, hi))
-        big = float(dw.abs().max())
+        big = moved(dw)
         if big > dw_max and hi - lo > 1:
             mid = (lo + hi) // 2
             stack += [(mid, hi), (lo, mid)]                  # first half next, same T
