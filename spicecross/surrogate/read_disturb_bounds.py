@@ -56,10 +56,11 @@ def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
         else:
             v_rows = v.new_zeros((v.shape[0], len(rows)))
             v_rows[:, driven] = torch.index_select(v, 1, rows[driven])
-    vp = v.clamp(min=0)
+    bipolar = bool((v < 0).any())
+    vp = v.clamp(min=0) if bipolar else v                  # v⁺ (reads ≥ 0: v itself)
     hi = v_rows + vp @ pos.T
     lo = v_rows - vp @ neg.T
-    if bool((v < 0).any()):                                  # bipolar reads
+    if bipolar:
         vn = (-v).clamp(min=0)
         hi += vn @ neg.T
         lo -= vn @ pos.T
@@ -71,7 +72,8 @@ def rows_any_read_can_move(p: VTEAMParams, pos_neg: tuple[torch.Tensor, torch.Te
     """Indices of the rows (of ``rows``) whose bound 2 for all reads ``v`` (n, inputs) at once
     (their parts' largest values) reaches a threshold; the others are skipped for every read."""
     pos, neg = pos_neg
-    vp, vn, pad = v.clamp(min=0).amax(0), (-v).clamp(min=0).amax(0), (0, rows - v.shape[1])
-    hi = torch.nn.functional.pad(v.amax(0), pad) + pos @ vp + neg @ vn
-    lo = torch.nn.functional.pad(v.amin(0), pad) - neg @ vp - pos @ vn
+    v_max, v_min, pad = v.amax(0), v.amin(0), (0, rows - v.shape[1])
+    vp, vn = v_max.clamp(min=0), (-v_min).clamp(min=0)   # the parts' largest values
+    hi = torch.nn.functional.pad(v_max, pad) + pos @ vp + neg @ vn
+    lo = torch.nn.functional.pad(v_min, pad) - neg @ vp - pos @ vn
     return torch.nonzero((hi > p.v_off_v) | (lo < p.v_on_v)).flatten()
