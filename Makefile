@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.spicecross-installed
-KERNEL := $(addprefix spicecross/surrogate/,nonlinear_kernel.py nonlinear_sweeps.py read_disturb_kernel.py adc_kernel.py)
+KERNEL := $(addprefix spicecross/surrogate/,nonlinear_kernel.py nonlinear_sweeps.py read_disturb_kernel.py)
 KERNEL_STAMP := $(VENV)/.spicecross-kernel-compiled
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
@@ -19,13 +19,12 @@ setup: $(STAMP) ngspice $(KERNEL_STAMP)
 	@$(PY) -m compileall -q spicecross >/dev/null
 
 # The compiled kernels (numba, cached beside their modules: the exact nonlinear 1T1R reads',
-# ≈ 30 s, read disturb's and the fused ADC's): compiled here once per change of their source, not in the
+# ≈ 30 s, and read disturb's): compiled here once per change of their source, not in the
 # first read of a demo or test.
 $(KERNEL_STAMP): $(KERNEL) $(STAMP)
 	@echo "== compiling the numba kernels (once per change of $(KERNEL))"
 	@$(PY) -c "from spicecross.surrogate.nonlinear_lines import compile_kernel as c; assert c()"
 	@$(PY) -c "from spicecross.surrogate.read_disturb_kernel import compile_kernel as c; assert c()"
-	@$(PY) -c "from spicecross.surrogate.adc_kernel import compile_kernel as c; assert c()"
 	@touch $@
 
 ngspice:

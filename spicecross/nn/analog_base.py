@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..surrogate import memtorch_compat as mc
 from ..surrogate.array import ProgrammedArray
 from ..surrogate.config import AnalogConfig
-from ..surrogate.converters import DAC, adc_steps, adc_sum_
+from ..surrogate.converters import DAC, adc_codes_, adc_steps, adc_sum_
 from ..threads import limited_threads, map_single_threaded
 from .calibrator import LayerCalibration, adc_max_ranges, adc_percentile_ranges
 
@@ -110,23 +110,26 @@ class _AnalogLayer(nn.Module):
 
     def _read_codes_into(self, x: Tensor, cal: LayerCalibration, out: Tensor) -> Tensor:
         """The read of :meth:`_read` in code units, written into ``out`` (weight units): DAC
-        codes → tile reads in ADC code units (:meth:`_code_reads`) → ADC codes summed over
-        phases and row tiles in order, each code times its weight units per code
-        (:func:`~spicecross.surrogate.adc_kernel.codes_into`: clip, round and multiply-add in
-        one pass per row tile) instead of the seven passes of converting in A
-        (:meth:`_read_unscaled`): the same quantities, with
+        codes → tile reads in ADC code units (:meth:`_code_reads`) → ADC codes
+        (:func:`~spicecross.surrogate.converters.adc_codes_`, in place, block by block) →
+        summed over phases and row tiles in order, each code times its weight units per
+        code. Per row tile three passes over its outputs (clip, round, multiply-add) instead
+        of the seven of converting in A (:meth:`_read_unscaled`): the same quantities, with
         the constant factors multiplied together before the read instead of applied one by one
         after it (float32 results differ in the last bits, and a code where a current sits
         within an ulp of a code boundary)."""
-        from ..surrogate.adc_kernel import codes_into
-
         reads, per_code = self._code_reads(cal, x.dtype)
         bits, first = self.config.adc_bits, True
         for sign, codes in self._dac_codes(x, cal):
             for r0, block in self._current_blocks(codes, reads):
-                for j, y in enumerate(block):       # clip, round, times per code: one pass
-                    codes_into(y, per_code[sign][r0 + j], bits, out, first)
-                    first = False
+                adc_codes_(block, bits)
+                for j, y in enumerate(block):
+                    c = per_code[sign][r0 + j].view((-1,) + (1,) * (y.dim() - 2))
+                    if first:
+                        torch.mul(y, c, out=out)
+                        first = False
+                    else:
+                        out.addcmul_(y, c)
         return out
 
     def _tile_currents(self, v: Tensor) -> list[Tensor]:
