@@ -235,6 +235,8 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
     by_row = cache.by_row()                                          # (R, inputs, A·C)
     linear_off = p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0
     over, under = hi > p.v_off_v, lo < p.v_on_v
+    # per row: does any read it solves reach v_off, v_on
+    wants_off, wants_on = (can_move & over).any(0).tolist(), (can_move & under).any(0).tolist()
     mov_rows = None if movable is None else movable.permute(1, 0, 2).reshape(R, A * C)[rows]
     any_mov = None if mov_rows is None else mov_rows.any(1).tolist()
 
@@ -242,8 +244,7 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
         summed = []              # OFF only, rate linear above v_off: Σ relu(V − v_off), compiled
         for j in js:
             i, col = int(rows[j]), can_move[:, j]
-            want_off = bool((col & over[:, j]).any())
-            want_on = bool((col & under[:, j]).any())
+            want_off, want_on = wants_off[j], wants_on[j]
             if linear_off and not want_on:
                 if want_off and (any_mov is None or any_mov[j]):
                     summed.append(j)
