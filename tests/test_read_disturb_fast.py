@@ -389,3 +389,35 @@ def test_excess_kernel_skips_only_the_cells_marked_pinned():
     masked = excess_sums(v, t, rows, live, 0.45, movable)
     assert np.array_equal(masked[movable], whole[movable])
     assert not masked[~movable].any() and whole[~movable].any()
+
+
+@pytest.mark.parametrize("bipolar", [False, True])
+def test_compiled_row_decisions_follow_the_row_bounds(bipolar):
+    """The compiled pass's bound 2 and decisions (skipped, surely switching, solved; the sure
+    reads' sums; which rows want OFF and ON doses) are those of ``row_voltage_bounds``, on a
+    wired tile's transfer matrices with reads on its first word lines."""
+    from spicecross.surrogate.read_disturb_bounds import deviation_bounds, row_voltage_bounds
+    from spicecross.surrogate.read_disturb_kernel import classify_reads
+
+    spec = TileSpec(rows=16, cols=16)
+    g = torch.as_tensor(np.stack([programmed(16, 16, 31), programmed(16, 16, 32)]))
+    t = cell_voltage_transfer(spec, g, inputs=11)                           # (2, 16, 16, 11)
+    pos_neg = deviation_bounds(t)
+    rng = np.random.default_rng(9)
+    v = torch.as_tensor(rng.uniform(-0.7 if bipolar else 0.0, 0.9, (400, 11)))
+    rows = torch.tensor([0, 3, 10, 12, 15])                        # 12 and 15: not driven
+    lo, hi = row_voltage_bounds(t, v, pos_neg, rows)
+    live, sums, n_sure, wants, counts = classify_reads(
+        v.numpy(), rows.numpy(), pos_neg[0].numpy(), pos_neg[1].numpy(), P.v_off_v, P.v_on_v,
+        True)
+    can = (hi > P.v_off_v) | (lo < P.v_on_v)
+    sure = (lo > P.v_off_v) & can
+    solved = can & ~sure
+    assert np.array_equal(live, solved.T.numpy())
+    assert np.array_equal(n_sure, sure.sum(0).numpy())
+    assert np.allclose(sums, (sure.T.double() @ v).numpy(), rtol=1e-14, atol=0)
+    assert np.array_equal(wants[:, 0], (solved & (hi > P.v_off_v)).any(0).numpy())
+    assert np.array_equal(wants[:, 1], (solved & (lo < P.v_on_v)).any(0).numpy())
+    assert counts.tolist() == [int((~can).sum()), int(sure.sum()), int(solved.sum())]
+    assert sure.any() and solved.any() and (~can).any()                # every kind occurs
+    assert wants[:, 1].any() == bipolar

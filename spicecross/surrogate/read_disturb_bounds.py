@@ -44,7 +44,8 @@ def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
     with cell-voltage transfer matrices ``t`` (A, rows, cols, inputs) under reads ``v``
     (n, inputs), the first ``inputs`` word lines (the others at 0 V) (bound 2;
     ``pos_neg`` its :func:`deviation_bounds` if known); ``rows``: only these rows' bounds
-    (n, len(rows))."""
+    (n, len(rows)). The update computes the same bound inside its compiled pass
+    (:func:`~spicecross.surrogate.read_disturb_kernel.classify_reads`, tested against this)."""
     pos, neg = deviation_bounds(t) if pos_neg is None else pos_neg
     if rows is None:
         v_rows = torch.nn.functional.pad(v, (0, t.shape[1] - v.shape[1]))   # (n, rows)

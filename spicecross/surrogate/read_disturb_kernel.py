@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["compile_kernel", "excess_sums"]
+__all__ = ["classify_reads", "compile_kernel", "excess_sums"]
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
@@ -85,6 +85,82 @@ def excess_sums(v: np.ndarray, by_row: np.ndarray, rows: np.ndarray, live: np.nd
     return out
 
 
+@nb.njit(**_JIT)
+def _classify(v, rows, pos, neg, bipolar, v_off, v_on, aggregate, live, sums, n_sure, wants,
+              counts):
+    """Per read ``m`` (``v`` (n, K) V, on the first K word lines) and row ``rows[j]``: bound 2,
+    ``hi = v_i + P·v⁺ + N·v⁻``, ``lo = v_i − N·v⁺ − P·v⁻`` (``pos``, ``neg`` (J, K) the rows'
+    P and N; the v⁻ terms only if ``bipolar``); then skipped (within [v_on, v_off]), surely
+    switching (``lo > v_off`` when ``aggregate``: counted in ``n_sure[j]``, ``v[m]`` added to
+    ``sums[j]``), else solved cell by cell (``live[j, m]``; ``wants[j]``: any such read above
+    v_off, below v_on). ``counts``: skipped, aggregated, solved."""
+    n, k_in = v.shape
+    J = rows.shape[0]
+    vp = np.empty(k_in)
+    vn = np.empty(k_in)
+    for m in range(n):
+        for k in range(k_in):
+            x = v[m, k]
+            vp[k] = x if x > 0.0 else 0.0
+            vn[k] = -x if x < 0.0 else 0.0
+        for j in range(J):
+            i = rows[j]
+            vi = v[m, i] if i < k_in else 0.0
+            up_p = 0.0
+            dn_p = 0.0
+            for k in range(k_in):
+                up_p += vp[k] * pos[j, k]
+                dn_p += vp[k] * neg[j, k]
+            h = vi + up_p
+            d = vi - dn_p
+            if bipolar:
+                up_n = 0.0
+                dn_n = 0.0
+                for k in range(k_in):
+                    up_n += vn[k] * neg[j, k]
+                    dn_n += vn[k] * pos[j, k]
+                h += up_n
+                d -= dn_n
+            up, down = h > v_off, d < v_on
+            if not (up or down):
+                counts[0] += 1
+            elif aggregate and d > v_off:
+                counts[1] += 1
+                n_sure[j] += 1
+                for k in range(k_in):
+                    sums[j, k] += v[m, k]
+            else:
+                counts[2] += 1
+                live[j, m] = True
+                wants[j, 0] |= up
+                wants[j, 1] |= down
+
+
+def classify_reads(v: np.ndarray, rows: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+                   v_off_v: float, v_on_v: float, aggregate: bool):
+    """Bound 2 of :mod:`~spicecross.surrogate.read_disturb_update` and its decisions in one
+    pass, for reads ``v`` (n, K) in V on the first K word lines and the rows ``rows`` (J,)
+    with deviation bounds ``pos``, ``neg`` (rows, K) V/V
+    (:func:`~spicecross.surrogate.read_disturb_bounds.deviation_bounds`; the same bound as
+    :func:`~spicecross.surrogate.read_disturb_bounds.row_voltage_bounds`): ``live`` (J, n) the
+    reads each row solves cell by cell; ``sums`` (J, K) V and ``n_sure`` (J,) the sum and
+    number of the reads surely switching it (``lo > v_off``; only when ``aggregate``, else
+    solved); ``wants`` (J, 2) any solved read above v_off, below v_on; ``counts`` (skipped,
+    aggregated, solved)."""
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    n, J = len(v), len(rows)
+    live = np.zeros((J, n), dtype=np.bool_)
+    sums = np.zeros((J, v.shape[1]))
+    n_sure = np.zeros(J, dtype=np.int64)
+    wants = np.zeros((J, 2), dtype=np.bool_)
+    counts = np.zeros(3, dtype=np.int64)
+    _classify(v, rows, np.ascontiguousarray(pos[rows], dtype=np.float64),
+              np.ascontiguousarray(neg[rows], dtype=np.float64), bool((v < 0).any()),
+              float(v_off_v), float(v_on_v), bool(aggregate), live, sums, n_sure, wants, counts)
+    return live, sums, n_sure, wants, counts
+
+
 def compile_kernel() -> bool:
     """Compile (or load from numba's cache beside this module) the kernel once, on a tiny case
     checked against numpy; True if it agrees."""
@@ -97,4 +173,18 @@ def compile_kernel() -> bool:
     got = excess_sums(v, t, rows, live, 0.3, movable)
     want = np.stack([np.maximum(v[live[j]] @ t[r] - 0.3, 0.0).sum(0)
                      for j, r in enumerate(rows)]) * movable
+    pos, neg = rng.uniform(0.0, 0.1, (4, 3)), rng.uniform(0.0, 0.1, (4, 3))
+    vb = v - 0.3                                                  # bipolar reads
+    for reads in (v, vb):
+        vr = np.pad(reads, ((0, 0), (0, 1)))[:, rows]                  # row 3 is not driven
+        lo = vr - np.maximum(reads, 0) @ neg[rows].T - np.maximum(-reads, 0) @ pos[rows].T
+        hi = vr + np.maximum(reads, 0) @ pos[rows].T + np.maximum(-reads, 0) @ neg[rows].T
+        live_c, sums, n_sure, wants, counts = classify_reads(reads, rows, pos, neg, 0.5, -0.5,
+                                                             True)
+        sure = lo > 0.5
+        solved = ((hi > 0.5) | (lo < -0.5)) & ~sure
+        if not (np.array_equal(live_c, solved.T) and np.array_equal(n_sure, sure.sum(0))
+                and np.allclose(sums, sure.T.astype(float) @ reads, rtol=1e-14, atol=0)
+                and counts.sum() == lo.size):
+            return False
     return bool(np.allclose(got, want, rtol=1e-12, atol=1e-15))

@@ -35,8 +35,10 @@ rebuilt once the states have moved by more than ``dw_max`` (see *Integration*).
    negative parts of the read). Rows whose interval lies within ``[v_on, v_off]`` are skipped
    (first for all reads at once, each read's parts replaced by their largest values); rows
    whose interval lies wholly above ``v_off`` are *surely switching*; the rest are solved cell
-   by cell. The bounds cost two (n × rows)·(rows × rows) products (four with negative inputs)
-   instead of the (n × rows)·(rows × rows·cols) of the exact voltages.
+   by cell. The bounds cost 2·inputs products per read and row (4· with negative inputs)
+   instead of the inputs·cols·arrays of the exact voltages; they and these decisions are made
+   in one compiled pass (:func:`~spicecross.surrogate.read_disturb_kernel.classify_reads`,
+   tested against :func:`~spicecross.surrogate.read_disturb_bounds.row_voltage_bounds`).
 
 **Surely switching rows, aggregated.** With ``alpha_off = 1`` (pt_hf_ti) and rectangular pulses,
 VTEAM's OFF rate ``k_off/x_span·(V/v_off − 1)`` is linear in ``V`` wherever ``V > v_off``, so
@@ -83,8 +85,8 @@ from .cells import series_node_1t1r
 from .dynamic import DynamicTileSurrogate
 from .mapping import effective_cell_conductance
 from .nonlinear import BlockSolver
-from .read_disturb_bounds import inert_reads, row_voltage_bounds, rows_any_read_can_move
-from .read_disturb_kernel import excess_sums
+from .read_disturb_bounds import inert_reads, rows_any_read_can_move
+from .read_disturb_kernel import classify_reads, excess_sums
 from .read_disturb_transfer import TransferCache
 
 #: Reads per nonlinear solve of 1T1R arrays (their node voltages are kept per read).
@@ -219,37 +221,36 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
     stats.rows_skipped += len(v) * (R - len(rows))
     if len(rows) == 0:
         return off, on
-    lo, hi = row_voltage_bounds(t, v, cache.pos_neg, rows)             # (n, len(rows))
-    can_move = (hi > p.v_off_v) | (lo < p.v_on_v)
-    stats.rows_skipped += int((~can_move).sum())
-    if p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0:
-        sure = (lo > p.v_off_v) & can_move
-        if bool(sure.any()):
-            s = sure.T.to(t.dtype) @ v                       # (rows, inputs): Σ v of sure reads
-            n_i = sure.sum(0).to(t.dtype)
-            v_sum = torch.einsum("aijk,ik->aij", t[:, rows], s)
-            off[:, rows] += dev.k_off * pulse.width_s * (v_sum / p.v_off_v - n_i[None, :, None])
-            stats.rows_aggregated += int(sure.sum())
-            can_move = can_move & ~sure
-    stats.rows_exact += int(can_move.sum())
-    by_row = cache.by_row()                                          # (R, inputs, A·C)
     linear_off = p.alpha_off == 1.0 and pulse.rise_s == 0.0 and pulse.fall_s == 0.0
-    over, under = hi > p.v_off_v, lo < p.v_on_v
-    # per row: does any read it solves reach v_off, v_on
-    wants_off, wants_on = (can_move & over).any(0).tolist(), (can_move & under).any(0).tolist()
+    # per row: bound 2 of every read, the reads it solves cell by cell (live), the sum and count
+    # of those that surely switch it (aggregated when the OFF rate is linear), whether any
+    # solved read reaches v_off or v_on: one compiled pass
+    pos, neg = cache.pos_neg
+    live, sums, n_sure, wants, counts = classify_reads(v.numpy(), rows.numpy(), pos.numpy(),
+                                                       neg.numpy(), p.v_off_v, p.v_on_v,
+                                                       linear_off)
+    stats.rows_skipped += int(counts[0])
+    stats.rows_aggregated += int(counts[1])
+    stats.rows_exact += int(counts[2])
+    if counts[1]:
+        v_sum = torch.einsum("aijk,ik->aij", t[:, rows], torch.from_numpy(sums))
+        n_i = torch.from_numpy(n_sure).to(t.dtype)
+        off[:, rows] += dev.k_off * pulse.width_s * (v_sum / p.v_off_v - n_i[None, :, None])
+    by_row = cache.by_row()                                          # (R, inputs, A·C)
+    wants_off, wants_on = wants[:, 0].tolist(), wants[:, 1].tolist()
     mov_rows = None if movable is None else movable.permute(1, 0, 2).reshape(R, A * C)[rows]
     any_mov = None if mov_rows is None else mov_rows.any(1).tolist()
 
     def dose_rows(js: list[int]) -> None:           # rows of their own: no two write one row
         summed = []              # OFF only, rate linear above v_off: Σ relu(V − v_off), compiled
         for j in js:
-            i, col = int(rows[j]), can_move[:, j]
+            i = int(rows[j])
             want_off, want_on = wants_off[j], wants_on[j]
             if linear_off and not want_on:
                 if want_off and (any_mov is None or any_mov[j]):
                     summed.append(j)
                 continue
-            v_cell = torch.index_select(v, 0, torch.nonzero(col).flatten()) @ by_row[i]
+            v_cell = v[torch.from_numpy(live[j])] @ by_row[i]
             d_off, d_on = dev.doses(v_cell, pulse, off=want_off, on=want_on)   # (m, A·C)
             if d_off is not None:
                 off[:, i] += d_off.sum(0).view(A, C)
@@ -257,12 +258,12 @@ def _raw_0t1r(dev: _Device, cache: "TransferCache", v: torch.Tensor, pulse: Read
                 on[:, i] += d_on.sum(0).view(A, C)
         if summed:
             excess = excess_sums(v.numpy(), by_row.numpy(), rows[summed].numpy(),
-                                 can_move[:, summed].T.numpy(), p.v_off_v,
+                                 live[summed], p.v_off_v,
                                  None if mov_rows is None else mov_rows[summed].numpy())
             off[:, rows[summed]] += (torch.from_numpy(excess).view(len(summed), A, C)
                                      .transpose(0, 1) * (dev.k_off * pulse.width_s / p.v_off_v))
 
-    per_row = can_move.sum(0)
+    per_row = torch.from_numpy(live.sum(1))
     todo = torch.nonzero(per_row).flatten().tolist()
     work = torch.cumsum(per_row[todo], 0) if todo else per_row[:0]
     if todo and int(work[-1]) * A * C >= FORK_MIN_VOLTAGES and len(todo) > 1:
