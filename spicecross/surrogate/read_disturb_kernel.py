@@ -1,4 +1,11 @@
-"""The compiled inner loop of read disturb in 0T1R arrays where only OFF motion is possible
+"""The compiled inner loops of read disturb in 0T1R arrays (numba, without the GIL).
+
+:func:`classify_reads`: per read and row, bound 2 of
+:mod:`~spicecross.surrogate.read_disturb_update` and what it decides (skipped, surely
+switching, solved cell by cell), in one pass instead of a dozen tensor passes over (reads ×
+rows) per segment.
+
+:func:`excess_sums`: the dose where only OFF motion is possible
 and VTEAM's OFF rate is linear above ``v_off`` (``alpha_off = 1``, rectangular reads, see
 :mod:`~spicecross.surrogate.read_disturb_update`): per row, ``Σ_m max(V_m − v_off, 0)`` over
 the reads ``m`` the row bounds left, every cell voltage ``V_m = v_m · T_row`` made, clipped and
