@@ -57,11 +57,10 @@ def row_voltage_bounds(t: torch.Tensor, v: torch.Tensor,
         else:
             v_rows = v.new_zeros((v.shape[0], len(rows)))
             v_rows[:, driven] = torch.index_select(v, 1, rows[driven])
-    bipolar = bool((v < 0).any())
-    vp = v.clamp(min=0) if bipolar else v                  # v⁺ (reads ≥ 0: v itself)
+    vp = v.clamp(min=0)
     hi = v_rows + vp @ pos.T
     lo = v_rows - vp @ neg.T
-    if bipolar:
+    if bool((v < 0).any()):                                  # bipolar reads
         vn = (-v).clamp(min=0)
         hi += vn @ neg.T
         lo -= vn @ pos.T
