@@ -169,8 +169,14 @@ def classify_reads(v: np.ndarray, rows: np.ndarray, pos: np.ndarray, neg: np.nda
 
 
 def compile_kernel() -> bool:
-    """Compile (or load from numba's cache beside this module) the kernel once, on a tiny case
-    checked against numpy; True if it agrees."""
+    """Compile (or load from numba's cache beside this module) the kernels once, on tiny cases
+    checked against numpy and the torch bounds
+    (:func:`~spicecross.surrogate.read_disturb_bounds.row_voltage_bounds`); True if they
+    agree."""
+    import torch
+
+    from .read_disturb_bounds import row_voltage_bounds
+
     rng = np.random.default_rng(0)
     v = rng.uniform(0.0, 1.0, (7, 3))
     v[2, 1] = 0.0
@@ -181,11 +187,11 @@ def compile_kernel() -> bool:
     want = np.stack([np.maximum(v[live[j]] @ t[r] - 0.3, 0.0).sum(0)
                      for j, r in enumerate(rows)]) * movable
     pos, neg = rng.uniform(0.0, 0.1, (4, 3)), rng.uniform(0.0, 0.1, (4, 3))
-    vb = v - 0.3                                                  # bipolar reads
-    for reads in (v, vb):
-        vr = np.pad(reads, ((0, 0), (0, 1)))[:, rows]                  # row 3 is not driven
-        lo = vr - np.maximum(reads, 0) @ neg[rows].T - np.maximum(-reads, 0) @ pos[rows].T
-        hi = vr + np.maximum(reads, 0) @ pos[rows].T + np.maximum(-reads, 0) @ neg[rows].T
+    bounds_of = lambda reads: (x.numpy() for x in row_voltage_bounds(    # noqa: E731
+        torch.zeros(1, 4, 1, 3), torch.from_numpy(reads),
+        (torch.from_numpy(pos), torch.from_numpy(neg)), torch.from_numpy(rows)))
+    for reads in (v, v - 0.3):                          # unipolar, then bipolar reads
+        lo, hi = bounds_of(reads)                                      # row 3 is not driven
         live_c, sums, n_sure, wants, counts = classify_reads(reads, rows, pos, neg, 0.5, -0.5,
                                                              True)
         sure = lo > 0.5
