@@ -96,7 +96,7 @@ class TransferCache:
         if (sp.rows * sp.cols <= DENSE_MAX_CELLS
                 or SweepState.nbytes(sp.rows, sp.cols) > SWEEP_STATE_MAX_BYTES):
             return cell_voltage_transfer(spec, g_s, inputs=n_in)
-        if self._sweeps is None or self.t is None or self.t.shape[-1] != n_in:
+        if self._sweeps is None:      # a sweep's state does not depend on the inputs driven
             self._sweeps = {}
         out = []
         for j, a in enumerate(idx.tolist()):
