@@ -11,7 +11,8 @@ of a random 0T1R tile (seeded, default wires). *Raw*: the exact command spicecro
 wall time of the subprocess. *CLI*: ``spicecross solve --no-cache --jobs 1 --json tile.sim`` as a
 subprocess, wall time including the interpreter, imports, reading the netlist, the simulator
 and parsing its raw file. Interleaved: the ratio of the minima of ``--repeats`` runs, and the
-median (and quartiles) of the ratios of each CLI run to the raw run just before it. Start-up: wall time of
+median (and quartiles) of the ratios of each CLI run to the raw run of the same repeat (the raw
+run first in even repeats, last in odd ones). Start-up: wall time of
 ``spicecross solve --help`` and ``spicecross netlist --help``. Targets (performance issue):
 solve ≤ 1.1× raw, start-up < 0.5 s.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import functools
 import json
 import os
 import statistics
@@ -54,7 +56,7 @@ def wall(cmd: list[str], **kw) -> float:
 
 def paired(cli: list[float], raw: list[float]) -> str:
     """Median and quartiles of the per-repeat ratios CLI / raw, each CLI run against the raw
-    run just before it (the simulator's own time drifts by tens of % between minutes on a
+    run of its repeat (the simulator's own time drifts by tens of % between minutes on a
     shared VM; a neighbour in time shares the drift)."""
     ratios = [c / r for c, r in zip(cli, raw)]
     if len(ratios) < 2:                     # quartiles need two runs
@@ -94,20 +96,27 @@ def main() -> int:
         wall([CLI, "netlist", "--rows", str(args.size), "--cols", str(args.size),
               "--simulator", "vacask", "--seed", "1", "--out", str(deck)])
         outs = {}
-        for _ in range(args.repeats):
+        def run_raw() -> None:
             with tempfile.TemporaryDirectory() as run:
                 tmp = Path(run)
                 raw.append(wall(sim._command(sim.executable(), deck, tmp), cwd=tmp,
                                 env=simulator_env()))
-            for label, path in trees.items():
-                t0 = time.perf_counter()
-                out = subprocess.run([CLI, "solve", "--no-cache", "--jobs", "1", "--json",
-                                      str(deck)], capture_output=True, text=True,
-                                     env=tree_env(path))
-                cli[label].append(time.perf_counter() - t0)
-                if out.returncode != 0:
-                    raise RuntimeError(out.stderr.strip()[-300:])
-                outs[label] = out.stdout
+
+        def run_cli(label: str, path: str | None) -> None:
+            t0 = time.perf_counter()
+            out = subprocess.run([CLI, "solve", "--no-cache", "--jobs", "1", "--json",
+                                  str(deck)], capture_output=True, text=True, env=tree_env(path))
+            cli[label].append(time.perf_counter() - t0)
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr.strip()[-300:])
+            outs[label] = out.stdout
+
+        for k in range(args.repeats):
+            # the raw run first in even repeats, last in odd ones: neither side gains from
+            # its place (a warmer page cache, a clock that drifts within a repeat)
+            runs = [run_raw] + [functools.partial(run_cli, *t) for t in trees.items()]
+            for run in (runs if k % 2 == 0 else runs[::-1]):
+                run()
         payloads = set(outs.values())      # byte-identical output of every checkout
         n = len(json.loads(next(iter(outs.values())).strip().splitlines()[-1])["sense_currents"])
         start = {(label, c): min(wall([CLI, c, "--help"], env=tree_env(path))
