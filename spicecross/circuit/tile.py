@@ -18,7 +18,7 @@ import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -274,6 +274,11 @@ def in_node(i: int) -> str:
     return f"in_{i}"
 
 
+def cell_name(i: int, j: int) -> str:
+    """Name (without the simulator's prefix) of cell (i, j)'s memristor."""
+    return f"c{i}_{j}"
+
+
 def sense_name(j: int) -> str:
     """Name (without the simulator's 'V' prefix) of column j's 0 V sense source."""
     return f"sense{j}"
@@ -287,12 +292,13 @@ def input_name(i: int) -> str:
 CELL_DEVICES = ("resistor", "vteam")
 
 
-@dataclass(frozen=True)
-class Element:
+class Element(NamedTuple):
     """One element of the tile netlist: kind 'R' (value Ω), 'V' (value V; a non-empty ``wave``
     makes it a piecewise-linear source, flat pairs ``(t0_s, v0_v, t1_s, v1_v, …)``), 'M' (NMOS
     selector, nodes drain gate source bulk) or 'MEM' (a VTEAM memristor instance, nodes p n,
-    value its initial state x0 in m, ``extra`` its normalised initial state ``(("w0", w0),)``)."""
+    value its initial state x0 in m, ``extra`` its normalised initial state ``(("w0", w0),)``).
+    A named tuple (immutable; ``_replace`` for a changed copy): a 128×128 tile has ≈ 50 000 of
+    them, and a frozen dataclass's ``__init__`` cost 3× as much."""
 
     kind: str
     name: str
@@ -300,6 +306,17 @@ class Element:
     value: float = 0.0
     extra: tuple[tuple[str, float], ...] = ()
     wave: tuple[float, ...] = ()
+
+
+def checked_read(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One read's conductances (rows, cols) in S and input voltages (rows,) in V, validated
+    (ValueError naming the bad value), as float64."""
+    g = spec.check_conductances(g_s)
+    v = spec.check_inputs(v_in_v)
+    if v.ndim != 1:
+        raise ValueError(f"a netlist takes one input vector (rows,), got shape {v.shape}")
+    return g, v
 
 
 def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
@@ -313,47 +330,50 @@ def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
     [1/r_off, 1/r_on]) for ``device_params`` (a ``VTEAMParams``; default the set named by
     ``spec.device_set``). Cells with G = 0 are left open either way.
     """
-    g = spec.check_conductances(g_s)
-    v = spec.check_inputs(v_in_v)
+    g, v = checked_read(spec, g_s, v_in_v)
     spec = spec.for_solvers()
-    if v.ndim != 1:
-        raise ValueError(f"a netlist takes one input vector (rows,), got shape {v.shape}")
     if devices not in CELL_DEVICES:
         raise ValueError(f"devices must be one of {CELL_DEVICES}, got {devices!r}")
     cell = _cell_writer(spec, g, devices, device_params)
     R, C = spec.rows, spec.cols
+    r_wl, r_bl = spec.r_wire_wl_ohm, spec.r_wire_bl_ohm
+    # node names (wl_node, bl_node, mid_node) made once per row, not once per use
+    wl = [[wl_node(i, j) for j in range(C)] for i in range(R)]
+    bl = [[bl_node(i, j) for j in range(C)] for i in range(R)]
     els: list[Element] = []
+    add = els.append
     for i in range(R):
-        first = in_node(i)
-        els.append(Element("V", input_name(i), (first if spec.r_driver_ohm == 0 else f"drv_{i}", "0"),
-                           float(v[i])))
+        first, wli = in_node(i), wl[i]
+        add(Element("V", input_name(i), (first if spec.r_driver_ohm == 0 else f"drv_{i}", "0"),
+                    float(v[i])))
         if spec.r_driver_ohm > 0:
-            els.append(Element("R", f"drv{i}", (f"drv_{i}", first), spec.r_driver_ohm))
-        els.append(Element("R", f"wl{i}_0", (first, wl_node(i, 0)), spec.r_wire_wl_ohm))
+            add(Element("R", f"drv{i}", (f"drv_{i}", first), spec.r_driver_ohm))
+        add(Element("R", f"wl{i}_0", (first, wli[0]), r_wl))
         for j in range(1, C):
-            els.append(Element("R", f"wl{i}_{j}", (wl_node(i, j - 1), wl_node(i, j)), spec.r_wire_wl_ohm))
+            add(Element("R", f"wl{i}_{j}", (wli[j - 1], wli[j]), r_wl))
     bulk = spec.selector.bulk_node
     if spec.cell == "1t1r" and bulk != "0":  # the selectors' bulk, biased by its own source
-        els.append(Element("V", BULK_NODE, (bulk, "0"), spec.selector.v_bulk_v))
+        add(Element("V", BULK_NODE, (bulk, "0"), spec.selector.v_bulk_v))
     for i in range(R):
-        if spec.cell == "1t1r":  # one gate line per row, driven by its own source
-            els.append(Element("V", f"gate{i}", (gate_node(i), "0"), spec.selector.v_gate_v))
-        for j in range(C):
-            if g[i, j] <= 0:
-                continue
-            if spec.cell == "0t1r":
-                els.append(cell(i, j, (wl_node(i, j), bl_node(i, j))))
-            else:
-                els.append(cell(i, j, (wl_node(i, j), mid_node(i, j))))
-                els.append(Element("M", f"s{i}_{j}", (mid_node(i, j), gate_node(i), bl_node(i, j), bulk)))
+        wli, bli = wl[i], bl[i]
+        cols = np.flatnonzero(g[i] > 0).tolist()
+        if spec.cell == "0t1r":
+            els += [cell(i, j, (wli[j], bli[j])) for j in cols]
+            continue
+        gate = gate_node(i)         # one gate line per row, driven by its own source
+        add(Element("V", f"gate{i}", (gate, "0"), spec.selector.v_gate_v))
+        for j in cols:
+            mid = mid_node(i, j)
+            add(cell(i, j, (wli[j], mid)))
+            add(Element("M", f"s{i}_{j}", (mid, gate, bli[j], bulk)))
     for j in range(C):
         for i in range(R - 1):
-            els.append(Element("R", f"bl{i}_{j}", (bl_node(i, j), bl_node(i + 1, j)), spec.r_wire_bl_ohm))
+            add(Element("R", f"bl{i}_{j}", (bl[i][j], bl[i + 1][j]), r_bl))
         out = f"out_{j}" if spec.r_sense_ohm > 0 else f"sn_{j}"
-        els.append(Element("R", f"bl{R - 1}_{j}", (bl_node(R - 1, j), out), spec.r_wire_bl_ohm))
+        add(Element("R", f"bl{R - 1}_{j}", (bl[R - 1][j], out), r_bl))
         if spec.r_sense_ohm > 0:
-            els.append(Element("R", f"sense{j}", (out, f"sn_{j}"), spec.r_sense_ohm))
-        els.append(Element("V", sense_name(j), (f"sn_{j}", "0"), 0.0))
+            add(Element("R", f"sense{j}", (out, f"sn_{j}"), spec.r_sense_ohm))
+        add(Element("V", sense_name(j), (f"sn_{j}", "0"), 0.0))
     return els
 
 
@@ -361,7 +381,9 @@ def _cell_writer(spec: TileSpec, g: np.ndarray, devices: str, device_params: Any
     """``cell(i, j, nodes) -> Element`` of the memristor of cell (i, j): a resistor 1/G (Ω) or
     a VTEAM instance started at the state of conductance G."""
     if devices == "resistor":
-        return lambda i, j, nodes: Element("R", f"c{i}_{j}", nodes, 1.0 / g[i, j])
+        with np.errstate(divide="ignore"):
+            r = (1.0 / g).tolist()          # Ω as Python floats (open cells are not asked)
+        return lambda i, j, nodes: Element("R", cell_name(i, j), nodes, r[i][j])
     from ..devices.vteam import get_parameter_set, state_for_conductance
 
     p = get_parameter_set(spec.device_set) if device_params is None else device_params
@@ -369,5 +391,5 @@ def _cell_writer(spec: TileSpec, g: np.ndarray, devices: str, device_params: Any
     on = g > 0
     x0[on] = state_for_conductance(p, g[on])
     w0 = (x0 - p.x_on_m) / p.x_span_m
-    return lambda i, j, nodes: Element("MEM", f"c{i}_{j}", nodes, float(x0[i, j]),
+    return lambda i, j, nodes: Element("MEM", cell_name(i, j), nodes, float(x0[i, j]),
                                        (("w0", float(w0[i, j])),))

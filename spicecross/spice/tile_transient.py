@@ -15,7 +15,7 @@ This module imports neither torch nor matplotlib.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +157,7 @@ def tile_transient_elements(spec: TileSpec, g_s: np.ndarray, train: PulseTrain,
         waves |= {sense_name(j): train.wave_of(bl[:, j]) for j in range(spec.cols)}
     if train.v_gates_v is not None:
         waves |= {f"gate{i}": train.wave_of(train.v_gates_v[:, i]) for i in range(spec.rows)}
-    return [replace(e, wave=waves[e.name]) if e.kind == "V" and e.name in waves else e
+    return [e._replace(wave=waves[e.name]) if e.kind == "V" and e.name in waves else e
             for e in els]
 
 
