@@ -47,7 +47,7 @@ def solve_costs(cell: str, args) -> None:
     import numpy as np
 
     from spicecross.calibration.network_check import sample_tile_reads
-    from spicecross.circuit.netlist import vacask_reads_netlist
+    from spicecross.circuit.reads_netlist import vacask_reads_netlist
     from spicecross.nn.analog import analog_layers, patch_model
     from spicecross.nn.inference import SPICE_CHECK_IMAGES, load_eval_data, load_network
     from spicecross.spice.simulators import VACASK

@@ -11,7 +11,7 @@ the largest relative difference of its currents from the baseline's.
 
 Variants (VACASK reads decks of one programmed 64×64 array, ``--vectors`` input vectors):
 ``baseline`` one gate source per row of selectors (the deck before own gate sources), ``now``
-the emitted deck (:func:`~spicecross.circuit.netlist.vacask_reads_netlist`). 0T1R decks have
+the emitted deck (:func:`~spicecross.circuit.reads_netlist.vacask_reads_netlist`). 0T1R decks have
 no selectors, so there the two are the same deck (a check of the method: ratio 1).
 
 Vectors: random inputs in [0, 0.2] V with 10 % zeros (the two-phase reads apply no negative
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PASSIVE_G_RANGE_S, PT_HF_TI_G_RANGE_S, R_WIRE_OHM, V_READ_MAX_V,  # noqa: E402
                      header, load_str)
 
-from spicecross.circuit.netlist import vacask_reads_netlist  # noqa: E402
+from spicecross.circuit.reads_netlist import vacask_reads_netlist  # noqa: E402
 from spicecross.circuit.tile import TileSpec  # noqa: E402
 from spicecross.spice.simulators import VACASK  # noqa: E402
 

@@ -36,7 +36,7 @@ from _common import (PASSIVE_G_RANGE_S, PT_HF_TI_G_RANGE_S, R_WIRE_OHM, V_READ_M
                      header, load_str)
 
 from spicecross.circuit.tile import TileSpec  # noqa: E402
-from spicecross.circuit.netlist import vacask_reads_netlist  # noqa: E402
+from spicecross.circuit.reads_netlist import vacask_reads_netlist  # noqa: E402
 from spicecross.spice.simulators import VACASK  # noqa: E402
 from spicecross.spice.solve import solve_reads, solve_tile  # noqa: E402
 

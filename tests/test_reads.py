@@ -174,7 +174,7 @@ def test_superposed_reads_of_a_linear_tile_equal_one_op_per_vector(tmp_path):
 def test_own_gate_sources_split_only_nodes_held_by_a_source_and_read_the_same():
     """Each selector of a reads deck has its own gate source at the gate voltage; the reads
     equal those of the deck with one gate source per row (a MOSFET gate draws no DC current)."""
-    from spicecross.circuit.netlist import own_gate_sources, vacask_reads_netlist
+    from spicecross.circuit.reads_netlist import own_gate_sources, vacask_reads_netlist
     from spicecross.circuit.tile import Element
 
     n = 12

@@ -151,7 +151,8 @@ def test_plain_solve_imports_no_numpy(tmp_path):
 @pytest.fixture(scope="module")
 def tile_netlists() -> list[str]:
     """Emitted netlists (ngspice and VACASK, 0T1R and 1T1R, a reads deck)."""
-    from spicecross.circuit.netlist import ngspice_netlist, vacask_netlist, vacask_reads_netlist
+    from spicecross.circuit.netlist import ngspice_netlist, vacask_netlist
+    from spicecross.circuit.reads_netlist import vacask_reads_netlist
     from spicecross.circuit.tile import TileSpec
 
     rng = np.random.default_rng(1)

@@ -226,9 +226,9 @@ class Simulator(ABC):
         ``spec``: a :class:`~spicecross.circuit.tile.TileSpec`; ``g_s``: (rows, cols)
         conductances in S; ``v_batch_v``: (n, rows) input voltages in V.
         """
-        from ..circuit import netlist
+        from ..circuit import reads_netlist
 
-        return getattr(netlist, f"{self.name}_reads_netlist")(spec, g_s, v_batch_v)
+        return getattr(reads_netlist, f"{self.name}_reads_netlist")(spec, g_s, v_batch_v)
 
     def parse_reads(self, plots: list[RawPlot], n: int) -> np.ndarray:
         """The sense currents (A), shape (n, cols), of a reads netlist's plots (its first plot,

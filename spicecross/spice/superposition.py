@@ -1,7 +1,7 @@
 """Many reads of a linear tile by superposition: SPICE solves one read per row, the rest is a
 matrix product.
 
-A 0T1R tile (resistors and sources only, :func:`~spicecross.circuit.netlist.is_linear`) has
+A 0T1R tile (resistors and sources only, :func:`~spicecross.circuit.reads_netlist.is_linear`) has
 sense currents linear in its input voltages: ``I(v) = v @ T`` with ``T`` (rows, cols) in S, row
 ``i`` the sense currents for 1 V on input ``i`` and 0 V elsewhere. So when a programmed array is
 read with more distinct vectors than it has rows, the simulator solves the ``rows`` unit vectors
@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..circuit.netlist import is_linear
+from ..circuit.reads_netlist import is_linear
 from ..circuit.tile import TileSpec, tile_elements
 
 #: Amplitude of the unit input vectors (V); T is the result divided by it.
