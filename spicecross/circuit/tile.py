@@ -232,7 +232,7 @@ class TileSpec:
             raise ValueError(f"{name} must have shape (rows, cols) = ({self.rows}, {self.cols}), "
                              f"got {g.shape}")
         if not np.all(np.isfinite(g)) or np.any(g < 0):
-            bad = g[~(np.isfinite(g) & (g >= 0))].ravel()[0]
+            bad = float(g[~(np.isfinite(g) & (g >= 0))].ravel()[0])
             raise ValueError(f"{name} must be finite conductances ≥ 0 S, found {bad!r}")
         return g
 
@@ -245,7 +245,8 @@ class TileSpec:
             raise ValueError(f"{name} must have shape (rows,) or (batch, rows) with rows = "
                              f"{self.rows}, got {v.shape}")
         if not np.all(np.isfinite(v)):
-            raise ValueError(f"{name} must be finite voltages, found {v[~np.isfinite(v)].ravel()[0]!r}")
+            raise ValueError(f"{name} must be finite voltages, found "
+                             f"{float(v[~np.isfinite(v)].ravel()[0])!r}")
         return v
 
 

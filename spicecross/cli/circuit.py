@@ -82,7 +82,7 @@ def load_array(path: str, what: str):
     arr = np.asarray(arr, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{what} file {p} holds non-finite values "
-                         f"({arr[~np.isfinite(arr)].ravel()[0]!r})")
+                         f"({float(arr[~np.isfinite(arr)].ravel()[0])!r})")
     return arr
 
 
