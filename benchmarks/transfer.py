@@ -9,7 +9,7 @@ Thread counts are fixed by the environment at start (no ``torch.set_num_threads`
 ``spicecross/threads.py``). Old and new are timed in interleaved repeats; the table shows the
 minimum of the repeats (512: one repeat each). Tiles: cells U(1, 1000) µS with 10 % open cells,
 0.1 Ω segments, 0 Ω driver and sense. The on-disk cache of transfer matrices is not used
-(``cache=False``): every repeat builds (before 2026-11-27 the repeats after the first of 128×128
+(``cache=False``): every repeat builds (until the ninth session the repeats after the first of 128×128
 and larger tiles read the first one's cache entry back, and the minimum timed that read).
 """
 from __future__ import annotations

@@ -209,7 +209,7 @@ def test_gate_selected_writes_in_1t1r(sim, v, tmp_path):
         from spicecross.spice.simulators import SimulationError
 
         # where the abort sets in depends on the machine's rounding (a 2×1 SET at −1.4 V
-        # aborted on the machine of 2026-11-26, ran on 2026-11-27's, which aborts at −2 V):
+        # aborted on the eighth session's machine, runs on the ninth's, which aborts at −2 V):
         # the first of these drives that aborts must carry the explanation
         two = TileSpec(rows=2, cols=1, cell="1t1r")
         writer = make_writer("vacask", two)

@@ -15,8 +15,8 @@ positive ``V`` RESETs the cell towards r_off, a negative one SETs it towards r_o
   0 V, so every line stays ≥ 0 V (no forward-biased selector junctions). VACASK 0.3.4's
   sp_mos1 can fail to converge in these transients when an off selector's drain is driven
   above ~1 V, and where it sets in depends on the machine's rounding (a 2×2 tile, RESET from
-  state 0.375: at 1.0 V it ran and at 1.1 V aborted on the machine of 2026-11-26, at 1.0 V it
-  aborted on 2026-11-27's; ngspice runs all of them): write 1T1R tiles in VACASK at
+  state 0.375: at 1.0 V it ran and at 1.1 V aborted on one machine, at 1.0 V it aborted on
+  another of the same type (2026-11-26); ngspice runs all of them): write 1T1R tiles in VACASK at
   |V| ≤ 1.0 V, and with ngspice where VACASK aborts.
 
 Bit lines are driven at their sense ends (the 0 V sense sources of a read carry the write
