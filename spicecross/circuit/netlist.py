@@ -6,7 +6,6 @@ and as a VACASK netlist. Both are plain text a circuit designer can open, edit a
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from pathlib import Path
 
@@ -195,9 +194,9 @@ def vacask_netlist_from_elements(spec: TileSpec, elements: list[Element], *, dev
         lines.append(vacask_model_card(params, VTEAM_MODEL))
     inst = ""
     if spec.cell == "1t1r":
-        _warn_forward_junctions(spec, min((e.value for e in elements if e.kind == "V"
-                                           and e.name.startswith("in") and e.value is not SLOT),
-                                          default=math.inf))
+        inputs = [e.value for e in elements if e.kind == "V" and e.name.startswith("in")]
+        if not inputs or any(x is not SLOT for x in inputs):   # a template's: vacask_netlist's
+            _warn_forward_junctions(spec, min((x for x in inputs if x is not SLOT), default=0.0))
         params = " ".join(f"{k}={v}" for k, v in selector_model_params(spec.selector).items())
         lines.append(f"model {SELECTOR_MODEL} sp_mos1 ( type=1 {params} )")
         inst = " ".join(f"{k}={v}" for k, v in selector_instance_params(spec.selector).items())

@@ -338,7 +338,7 @@ def tile_elements(spec: TileSpec, g_s: np.ndarray, v_in_v: np.ndarray,
     cell = _cell_writer(spec, g, devices, device_params)
     R, C = spec.rows, spec.cols
     r_wl, r_bl = spec.r_wire_wl_ohm, spec.r_wire_bl_ohm
-    # node names (wl_node, bl_node, mid_node) made once per row, not once per use
+    # word- and bit-line node names (wl_node, bl_node) made once, not once per use
     wl = [[wl_node(i, j) for j in range(C)] for i in range(R)]
     bl = [[bl_node(i, j) for j in range(C)] for i in range(R)]
     els: list[Element] = []
