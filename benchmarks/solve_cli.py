@@ -11,8 +11,12 @@ of a random 0T1R tile (seeded, default wires). *Raw*: the exact command spicecro
 wall time of the subprocess. *CLI*: ``spicecross solve --no-cache --jobs 1 --json tile.sim`` as a
 subprocess, wall time including the interpreter, imports, reading the netlist, the simulator
 and parsing its raw file. Interleaved: the ratio of the minima of ``--repeats`` runs, and the
-median (and quartiles) of the ratios of each CLI run to the raw run of the same repeat (the raw
-run first in even repeats, last in odd ones). Start-up: wall time of
+median of the ratios of each CLI run to the raw run of the same repeat (the raw run first in
+even repeats, last in odd ones) with a 95 % bootstrap interval of that median (2 000 resamples
+of the repeats, seeded). *Control*: every repeat runs the raw command twice, and the same
+estimate of the second raw run against the first must come out ≈ 1.0: its interval is how far
+this machine's noise alone moves a ratio in this run (the simulator's own time moved by
+±20 % between runs minutes apart on this VM). Start-up: wall time of
 ``spicecross solve --help`` and ``spicecross netlist --help``. Targets (performance issue):
 solve ≤ 1.1× raw, start-up < 0.5 s.
 
@@ -20,7 +24,9 @@ The CLI is the ``spicecross`` console script next to this interpreter, i.e. the 
 installed (editable) checkout. ``--tree LABEL=PATH`` (repeatable) times the same console script
 with ``PATH`` first on ``PYTHONPATH`` instead, so that checkout's ``spicecross`` package runs
 (A/B of two checkouts in one interleaved run); each tree's byte code is compiled first, as a
-user's second run finds it.
+user's second run finds it (the installed checkout's too: a process started with
+``PYTHONDONTWRITEBYTECODE=1`` never refreshes stale byte code, and recompiling one module
+costs the CLI milliseconds on every run).
 """
 from __future__ import annotations
 
@@ -29,12 +35,13 @@ import compileall
 import functools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, load_str, table  # noqa: E402
@@ -55,14 +62,17 @@ def wall(cmd: list[str], **kw) -> float:
 
 
 def paired(cli: list[float], raw: list[float]) -> str:
-    """Median and quartiles of the per-repeat ratios CLI / raw, each CLI run against the raw
-    run of its repeat (the simulator's own time drifts by tens of % between minutes on a
-    shared VM; a neighbour in time shares the drift)."""
-    ratios = [c / r for c, r in zip(cli, raw)]
-    if len(ratios) < 2:                     # quartiles need two runs
-        return f"{ratios[0]:.2f}× (one run)"
-    q = statistics.quantiles(ratios, n=4, method="inclusive")
-    return f"{q[1]:.2f}× ({q[0]:.2f}–{q[2]:.2f})"
+    """Median of the per-repeat ratios CLI / raw, each CLI run against the raw run of its
+    repeat (the simulator's own time drifts by tens of % between minutes on a shared VM; a
+    neighbour in time shares the drift), with its 95 % bootstrap interval (percentiles of the
+    medians of 2 000 resamples of the repeats, seeded)."""
+    ratios = np.array([c / r for c, r in zip(cli, raw)])
+    if len(ratios) < 3:                     # no interval from fewer runs
+        return f"{float(np.median(ratios)):.3f}× ({len(ratios)} run(s))"
+    rng = np.random.default_rng(0)
+    medians = np.median(rng.choice(ratios, size=(2000, len(ratios))), axis=1)
+    lo, hi = np.percentile(medians, [2.5, 97.5])
+    return f"{float(np.median(ratios)):.3f}× ({lo:.3f}–{hi:.3f})"
 
 
 def tree_env(path: str | None) -> dict[str, str] | None:
@@ -81,6 +91,8 @@ def main() -> int:
                     help="also time this checkout's spicecross (repeatable)")
     args = ap.parse_args()
     trees: dict[str, str | None] = {"installed": None} if not args.tree else {}
+    if not args.tree:   # this checkout's byte code may be stale (PYTHONDONTWRITEBYTECODE=1 runs)
+        compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "spicecross"), quiet=1)
     for t in args.tree:
         label, _, path = t.partition("=")
         if not path or not (Path(path) / "spicecross" / "cli" / "__init__.py").is_file():
@@ -90,17 +102,18 @@ def main() -> int:
     print(header("spicecross solve vs the raw simulator"))
     sim = get_simulator("vacask")
     raw: list[float] = []
+    raw2: list[float] = []          # the control: the raw command again, same repeat
     cli: dict[str, list[float]] = {k: [] for k in trees}
     with tempfile.TemporaryDirectory() as d:
         deck = Path(d) / "tile.sim"
         wall([CLI, "netlist", "--rows", str(args.size), "--cols", str(args.size),
               "--simulator", "vacask", "--seed", "1", "--out", str(deck)])
         outs = {}
-        def run_raw() -> None:
+        def run_raw(into: list[float]) -> None:
             with tempfile.TemporaryDirectory() as run:
                 tmp = Path(run)
-                raw.append(wall(sim._command(sim.executable(), deck, tmp), cwd=tmp,
-                                env=simulator_env()))
+                into.append(wall(sim._command(sim.executable(), deck, tmp), cwd=tmp,
+                                 env=simulator_env()))
 
         def run_cli(label: str, path: str | None) -> None:
             t0 = time.perf_counter()
@@ -114,7 +127,9 @@ def main() -> int:
         for k in range(args.repeats):
             # the raw run first in even repeats, last in odd ones: neither side gains from
             # its place (a warmer page cache, a clock that drifts within a repeat)
-            runs = [run_raw] + [functools.partial(run_cli, *t) for t in trees.items()]
+            runs = ([functools.partial(run_raw, raw)]
+                    + [functools.partial(run_cli, *t) for t in trees.items()]
+                    + [functools.partial(run_raw, raw2)])
             for run in (runs if k % 2 == 0 else runs[::-1]):
                 run()
         payloads = set(outs.values())      # byte-identical output of every checkout
@@ -123,11 +138,14 @@ def main() -> int:
                                  for _ in range(args.repeats))
                  for label, path in trees.items() for c in ("solve", "netlist")}
     r = min(raw)
-    print(table(["tile", "code", "raw vacask", "spicecross solve", "ratio of minima",
-                 "paired ratio, median (quartiles)", "solve --help", "netlist --help"],
-                [[f"{args.size}×{args.size}", label, f"{r:.3f} s", f"{min(c):.3f} s",
-                  f"{min(c) / r:.2f}×", paired(c, raw), f"{start[label, 'solve']:.3f} s",
-                  f"{start[label, 'netlist']:.3f} s"] for label, c in cli.items()]))
+    rows = [[f"{args.size}×{args.size}", label, f"{r:.3f} s", f"{min(c):.3f} s",
+             f"{min(c) / r:.2f}×", paired(c, raw), f"{start[label, 'solve']:.3f} s",
+             f"{start[label, 'netlist']:.3f} s"] for label, c in cli.items()]
+    rows.append([f"{args.size}×{args.size}", "control: raw again", f"{r:.3f} s",
+                 f"{min(raw2):.3f} s", f"{min(raw2) / r:.2f}×", paired(raw2, raw), "—", "—"])
+    print(table(["tile", "code", "raw vacask (min)", "timed run (min)", "ratio of minima",
+                 "paired ratio, median (95 % interval)", "solve --help", "netlist --help"],
+                rows))
     same = "the same output" if len(payloads) == 1 else "DIFFERENT outputs"
     print(f"(sense currents parsed: {n}; {len(trees)} checkout(s), {same}); {load_str()}")
     return 0 if len(payloads) == 1 else 1
