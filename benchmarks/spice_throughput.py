@@ -12,7 +12,13 @@ cached even if the cache were on.
 
 Method. Throughput: ``solve_many(spec, Gs, Vs, backend, n_jobs, cache_dir=None)`` over N reads,
 wall time of the call (the loky pool is started once beforehand, so worker start-up is not
-counted). Breakdown: the steps ``solve_tile`` performs, through the same package calls
+counted), in ``--rounds`` rounds of a serial and a 2-worker pass (serial first in even rounds,
+last in odd ones); the speed-up is the median of the rounds' own ratios (this VM's speed moves
+by ±20 % between minutes: a ratio of two passes a minute apart carries that), tiles/s the
+totals over the rounds. The ceiling: the same reads' netlists run as bare simulator processes
+(the command spicecross runs, one thread each, in their own run directories), one at a time and
+two at a time, in the same rounds: the speed-up two processes reach on this machine without any
+Python around them (they share the memory bus and the last-level cache). Breakdown: the steps ``solve_tile`` performs, through the same package calls
 (``Simulator.emit`` for the netlist text; ``Simulator.run`` with its ``timings`` for the
 temporary deck file, the simulator subprocess and the raw file read; ``Simulator.sense_currents``:
 ``solve_text`` reads the node voltages only when they are first asked for), timed
@@ -26,8 +32,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +46,7 @@ from _common import (PASSIVE_G_RANGE_S, R_WIRE_OHM, fmt_rate, fmt_s, header, loa
                      max_rel_diff, random_tiles, table)
 
 from spicecross.circuit.tile import TileSpec  # noqa: E402
+from spicecross.spice.executables import simulator_env  # noqa: E402
 from spicecross.spice.simulators import SIMULATOR_NAMES, get_simulator  # noqa: E402
 from spicecross.spice.solve import AUTO_NGSPICE_MAX_CELLS, solve_many  # noqa: E402
 from spicecross.surrogate.transfer import transfer_matrices  # noqa: E402
@@ -63,9 +73,24 @@ def instrumented_solve(spec: TileSpec, g: np.ndarray, v: np.ndarray, sim: str) -
     return steps, cur
 
 
+def raw_processes(simulator, decks: list[Path], at_once: int) -> float:
+    """Wall time (s) of running ``decks`` as bare simulator processes (the command and
+    environment spicecross uses), ``at_once`` at a time, each in a new run directory."""
+    def one(deck: Path) -> None:
+        with tempfile.TemporaryDirectory() as run:
+            subprocess.run(simulator._command(simulator.executable(), deck, Path(run)),
+                           cwd=run, env=simulator_env(), capture_output=True, check=True)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(at_once) as pool:
+        list(pool.map(one, decks))
+    return time.perf_counter() - t0
+
+
 def run_backend(spec: TileSpec, gs: np.ndarray, vs: np.ndarray, sim: str, full: bool,
-                n_breakdown: int) -> dict:
-    """Breakdown on the first tiles, then serial and 2-worker throughput (if ``full``)."""
+                n_breakdown: int, rounds: int = 1) -> dict:
+    """Breakdown on the first tiles, then serial and 2-worker throughput (if ``full``) in
+    ``rounds`` alternating rounds, with the bare simulator processes' own speed-up."""
     n = len(gs)
     res: dict = {"backend": sim, "size": spec.rows, "reads": n if full else 1}
     steps, currents = [], {}
@@ -81,21 +106,42 @@ def run_backend(spec: TileSpec, gs: np.ndarray, vs: np.ndarray, sim: str, full: 
     res["first_gen"] = steps[0]["gen"]
     res["outside_share"] = float(np.median([1.0 - s["sim"] / s["total"] for s in steps]))
     if full:
+        walls: dict[int, list[float]] = {1: [], 2: []}
+        raw_walls: dict[int, list[float]] = {1: [], 2: []}
+        simulator = get_simulator(sim)
+        with tempfile.TemporaryDirectory() as d:
+            decks = []
+            for k in range(n):
+                decks.append(Path(d) / f"read{k}{simulator.suffix}")
+                decks[-1].write_text(simulator.emit(spec, gs[k], vs[k]))
+            for rnd in range(rounds):
+                for jobs in ((1, 2) if rnd % 2 == 0 else (2, 1)):
+                    t0 = time.perf_counter()
+                    out = solve_many(spec, list(gs), list(vs), backend=sim, n_jobs=jobs,
+                                     cache_dir=None, progress=False)
+                    walls[jobs].append(time.perf_counter() - t0)
+                    bad = [r.error for r in out if not r.ok]
+                    if bad:
+                        raise RuntimeError(f"{sim} {spec.rows}x{spec.cols}: {len(bad)} failed "
+                                           f"solves: {bad[0]}")
+                    arr = np.array([r.sense_currents_a for r in out])
+                    if jobs == 1:
+                        serial = arr
+                    else:
+                        same = bool(np.array_equal(arr, serial)) if rnd % 2 == 0 else None
+                        if same is not None:
+                            res["parallel_equals_serial"] = (
+                                res.get("parallel_equals_serial", True) and same)
+                    raw_walls[jobs].append(raw_processes(simulator, decks, jobs))
         for jobs in (1, 2):
-            t0 = time.perf_counter()
-            out = solve_many(spec, list(gs), list(vs), backend=sim, n_jobs=jobs, cache_dir=None,
-                             progress=False)
-            wall = time.perf_counter() - t0
-            bad = [r.error for r in out if not r.ok]
-            if bad:
-                raise RuntimeError(f"{sim} {spec.rows}x{spec.cols}: {len(bad)} failed solves: {bad[0]}")
-            res[f"tps_{jobs}"] = n / wall
-            res[f"wall_{jobs}"] = wall
-            arr = np.array([r.sense_currents_a for r in out])
-            if jobs == 1:
-                serial = arr
-            else:
-                res["parallel_equals_serial"] = bool(np.array_equal(arr, serial))
+            res[f"tps_{jobs}"] = n * len(walls[jobs]) / sum(walls[jobs])
+            res[f"wall_{jobs}"] = sum(walls[jobs]) / len(walls[jobs])
+        res["speedup"] = float(np.median([a / b for a, b in zip(walls[1], walls[2])]))
+        res["speedup_range"] = [float(min(a / b for a, b in zip(walls[1], walls[2]))),
+                                float(max(a / b for a, b in zip(walls[1], walls[2])))]
+        res["raw_speedup"] = float(np.median([a / b for a, b in zip(raw_walls[1],
+                                                                   raw_walls[2])]))
+        res["rounds"] = rounds
         for k in range(n):
             currents[k] = serial[k]
     else:   # the single instrumented read is the serial measurement
@@ -166,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="tiles timed step by step per size and backend (default 5)")
     ap.add_argument("--quick", action="store_true",
                     help="fewer reads; skip ngspice above 64×64 (its 128×128 solve takes ≈100 s)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating rounds of the serial and 2-worker passes (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     ap.add_argument("--backends", nargs="+", default=list(SIMULATOR_NAMES),
@@ -175,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     BACKENDS = tuple(args.backends)
     if args.reads is not None and args.reads < 2:
         ap.error("--reads must be ≥ 2 (two workers need two tiles)")
+    if args.rounds < 1:
+        ap.error(f"--rounds must be ≥ 1, got {args.rounds}")
 
     print(header("SPICE throughput (passive tiles, cache disabled)"))
     print(f"tiles: cells U(1 µS, 100 µS), {R_WIRE_OHM} Ω segments, inputs U(0, 0.2 V)\n")
@@ -202,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{n}×{n} ngspice: skipped (--quick)", flush=True)
                 continue
             t0 = time.perf_counter()
-            r = run_backend(spec, gs, vs, sim, full, args.breakdown_reads)
+            r = run_backend(spec, gs, vs, sim, full, args.breakdown_reads, args.rounds)
             results[(n, sim)] = r
             print(f"{n}×{n} {sim}: {r['reads']} reads, {fmt_rate(r['tps_1'])} tiles/s serial"
                   + (f", {fmt_rate(r['tps_2'])} with 2 workers" if "tps_2" in r else "")
@@ -227,12 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         b = r["breakdown"]
         rows.append([f"{n}×{n}", sim, r["reads"], fmt_s(1 / r["tps_1"]), fmt_rate(r["tps_1"]),
                      fmt_rate(r.get("tps_2")),
-                     f"{r['tps_2'] / r['tps_1']:.2f}×" if "tps_2" in r else "—",
+                     (f"{r['speedup']:.2f}× ({r['speedup_range'][0]:.2f}–"
+                      f"{r['speedup_range'][1]:.2f})" if "speedup" in r else "—"),
+                     f"{r['raw_speedup']:.2f}×" if "raw_speedup" in r else "—",
                      fmt_s(b["gen"]), fmt_s(b["write"] + b["cleanup"]), fmt_s(b["sim"]),
                      fmt_s(b["parse"]), f"{100 * r['outside_share']:.1f} %"])
     print("\n## Throughput and where the time goes\n")
     print(table(["tile", "backend", "reads", "s/tile serial", "tiles/s serial", "tiles/s 2 workers",
-                 "speed-up", "netlist gen", "file I/O", "simulator process", "raw parse",
+                 "speed-up, median of rounds (range)", "bare processes' speed-up",
+                 "netlist gen", "file I/O", "simulator process", "raw parse",
                  "outside simulator"], rows))
     print("\n(breakdown columns: median of the first "
           f"{args.breakdown_reads} reads, 1 for ngspice above {NGSPICE_FULL_MAX}×{NGSPICE_FULL_MAX}; "
