@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -85,6 +86,53 @@ def raw_processes(simulator, decks: list[Path], at_once: int) -> float:
     with ThreadPoolExecutor(at_once) as pool:
         list(pool.map(one, decks))
     return time.perf_counter() - t0
+
+
+def dask_speedups(spec: TileSpec, gs: np.ndarray, vs: np.ndarray, sim: str,
+                  workers: list[int], rounds: int) -> dict[int, dict]:
+    """Per worker count ``w``: one ``LocalCluster`` of ``w`` single-threaded worker processes
+    (:func:`~spicecross.spice.cluster.local_cluster`, started and warmed up untimed), then
+    ``rounds`` alternating rounds of a serial pass and ``solve_many(..., parallel_backend=
+    "dask", scheduler=<its address>, n_jobs=w)`` (each call connects a client, as a user's
+    call to a running cluster does). Speed-up: the median of the rounds' own ratios;
+    efficiency: speed-up / min(w, cores)."""
+    from spicecross.spice.cluster import local_cluster
+
+    out = {}
+    cores = os.cpu_count() or 1
+    for w in workers:
+        cluster = local_cluster(w)
+        try:
+            addr = cluster.scheduler_address
+
+            def dask_pass() -> float:
+                t0 = time.perf_counter()
+                res = solve_many(spec, list(gs), list(vs), backend=sim, n_jobs=w, cache_dir=None,
+                                 progress=False, parallel_backend="dask", scheduler=addr)
+                dt = time.perf_counter() - t0
+                if not all(r.ok for r in res):
+                    raise RuntimeError(f"dask {w} workers: failed solves")
+                return dt
+
+            def serial_pass() -> float:
+                t0 = time.perf_counter()
+                solve_many(spec, list(gs), list(vs), backend=sim, n_jobs=1, cache_dir=None,
+                           progress=False)
+                return time.perf_counter() - t0
+
+            dask_pass()                                     # workers import spicecross
+            ser, par = [], []
+            for rnd in range(rounds):
+                for f in ((serial_pass, dask_pass) if rnd % 2 == 0 else (dask_pass, serial_pass)):
+                    (ser if f is serial_pass else par).append(f())
+        finally:
+            cluster.close()
+        ratios = [a / b for a, b in zip(ser, par)]
+        sp = float(np.median(ratios))
+        out[w] = {"tps": len(gs) * len(par) / sum(par), "speedup": sp,
+                  "range": [float(min(ratios)), float(max(ratios))],
+                  "efficiency": sp / min(w, cores)}
+    return out
 
 
 def run_backend(spec: TileSpec, gs: np.ndarray, vs: np.ndarray, sim: str, full: bool,
@@ -214,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="fewer reads; skip ngspice above 64×64 (its 128×128 solve takes ≈100 s)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternating rounds of the serial and 2-worker passes (default 3)")
+    ap.add_argument("--dask-workers", type=int, nargs="*", default=[], metavar="W",
+                    help="also measure a dask LocalCluster of W single-threaded workers per W "
+                         "(e.g. 1 2 4; VACASK only), alternating with serial passes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     ap.add_argument("--backends", nargs="+", default=list(SIMULATOR_NAMES),
@@ -258,6 +309,12 @@ def main(argv: list[str] | None = None) -> int:
                   + (f", {fmt_rate(r['tps_2'])} with 2 workers" if "tps_2" in r else "")
                   + f", outside the simulator {100 * r['outside_share']:.1f} %"
                   + f"  [{time.perf_counter() - t0:.1f} s; {load_str()}]", flush=True)
+            if args.dask_workers and sim == "vacask":
+                t0 = time.perf_counter()
+                r["dask"] = dask_speedups(spec, gs, vs, sim, args.dask_workers, args.rounds)
+                print(f"{n}×{n} {sim} on dask: " + ", ".join(
+                    f"{w} workers {d['speedup']:.2f}×" for w, d in r["dask"].items())
+                      + f"  [{time.perf_counter() - t0:.1f} s; {load_str()}]", flush=True)
         # agreement on the tiles both backends solved, and against the exact transfer matrix
         T = transfer_matrices(spec, gs).numpy()
         exact = np.einsum("kcr,kr->kc", T, vs)
@@ -293,6 +350,13 @@ def main(argv: list[str] | None = None) -> int:
           "template made at a tile shape's first read: netlist gen of the first read "
           + ", ".join(f"{n}×{n} {sim} {fmt_s(r['first_gen'])}" for (n, sim), r in results.items())
           + ")")
+    dask_rows = [[f"{n}×{n}", sim, w, fmt_rate(d["tps"]), f"{d['speedup']:.2f}× "
+                  f"({d['range'][0]:.2f}–{d['range'][1]:.2f})", f"{100 * d['efficiency']:.0f} %"]
+                 for (n, sim), r in results.items() for w, d in r.get("dask", {}).items()]
+    if dask_rows:
+        print(f"\n## dask LocalCluster (single-threaded worker processes, {os.cpu_count()} cores)\n")
+        print(table(["tile", "backend", "workers", "tiles/s", "speed-up over serial, median of "
+                     "rounds (range)", "efficiency (speed-up / min(workers, cores))"], dask_rows))
     par = [f"{n}×{n} {s}" for (n, s), r in results.items() if r.get("parallel_equals_serial") is False]
     print("2-worker results identical to serial: " + ("yes, every tile" if not par else f"NO for {par}"))
     print("\n## Sense currents: ngspice vs VACASK on the same tiles (max |ΔI| / max |I|)\n")

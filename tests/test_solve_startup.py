@@ -222,9 +222,14 @@ def test_solve_result_reads_node_voltages_when_first_used_and_pickles_them(tmp_p
     cur, nodes = VACASK.read_tile(text)
     assert res.sense_currents == cur.tolist()
     assert res.node_voltages_v == nodes and not callable(res._nodes)
-    again = pickle.loads(pickle.dumps(solve_text(text, "vacask")))
+    unread = solve_text(text, "vacask")
+    sent = pickle.dumps(unread)      # as a worker returns it: the plot, its names not parsed
+    assert callable(unread._nodes) and "names" not in unread._nodes.args[0].__dict__
+    again = pickle.loads(sent)
+    assert callable(again._nodes)                                   # read where asked for
     assert again == SolveResult(again.sense_currents, nodes, True, "", "vacask",
                                 again.simulator_version, again.netlist_hash, again.seconds)
+    assert pickle.loads(pickle.dumps(again)) == again                   # read, then pickled
     assert pickle.loads(pickle.dumps(VACASK)) is VACASK
 
 
