@@ -44,7 +44,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PASSIVE_G_RANGE_S, R_WIRE_OHM, fmt_rate, fmt_s, header, load_str,  # noqa: E402
-                     max_rel_diff, random_tiles, table)
+                     max_rel_diff, random_tiles, table, timed)
 
 from spicecross.circuit.tile import TileSpec  # noqa: E402
 from spicecross.spice.executables import simulator_env  # noqa: E402
@@ -74,6 +74,26 @@ def instrumented_solve(spec: TileSpec, g: np.ndarray, v: np.ndarray, sim: str) -
     return steps, cur
 
 
+def round_speedups(serial_s: list[float], parallel_s: list[float]) -> tuple[float, list[float]]:
+    """The median and [min, max] of the rounds' own speed-ups (serial / parallel wall time)."""
+    ratios = [a / b for a, b in zip(serial_s, parallel_s)]
+    return float(np.median(ratios)), [float(min(ratios)), float(max(ratios))]
+
+
+def solve_pass(spec: TileSpec, gs: np.ndarray, vs: np.ndarray, sim: str, n_jobs: int,
+               **parallel) -> tuple[float, np.ndarray]:
+    """Wall time (s) of one ``solve_many`` pass over the reads (cache off; ``parallel``:
+    its ``parallel_backend``/``scheduler``) and the sense currents (reads, cols) in A;
+    RuntimeError naming the first failure."""
+    wall, out = timed(lambda: solve_many(spec, list(gs), list(vs), backend=sim, n_jobs=n_jobs,
+                                         cache_dir=None, progress=False, **parallel))
+    bad = [r.error for r in out if not r.ok]
+    if bad:
+        raise RuntimeError(f"{sim} {spec.rows}x{spec.cols}, {n_jobs} job(s): {len(bad)} failed "
+                           f"solves: {bad[0]}")
+    return wall, np.array([r.sense_currents_a for r in out])
+
+
 def raw_processes(simulator, decks: list[Path], at_once: int) -> float:
     """Wall time (s) of running ``decks`` as bare simulator processes (the command and
     environment spicecross uses), ``at_once`` at a time, each in a new run directory."""
@@ -82,10 +102,8 @@ def raw_processes(simulator, decks: list[Path], at_once: int) -> float:
             subprocess.run(simulator._command(simulator.executable(), deck, Path(run)),
                            cwd=run, env=simulator_env(), capture_output=True, check=True)
 
-    t0 = time.perf_counter()
     with ThreadPoolExecutor(at_once) as pool:
-        list(pool.map(one, decks))
-    return time.perf_counter() - t0
+        return timed(lambda: list(pool.map(one, decks)))[0]
 
 
 def dask_speedups(spec: TileSpec, gs: np.ndarray, vs: np.ndarray, sim: str,
@@ -103,34 +121,19 @@ def dask_speedups(spec: TileSpec, gs: np.ndarray, vs: np.ndarray, sim: str,
     for w in workers:
         cluster = local_cluster(w)
         try:
-            addr = cluster.scheduler_address
 
-            def dask_pass() -> float:
-                t0 = time.perf_counter()
-                res = solve_many(spec, list(gs), list(vs), backend=sim, n_jobs=w, cache_dir=None,
-                                 progress=False, parallel_backend="dask", scheduler=addr)
-                dt = time.perf_counter() - t0
-                if not all(r.ok for r in res):
-                    raise RuntimeError(f"dask {w} workers: failed solves")
-                return dt
-
-            def serial_pass() -> float:
-                t0 = time.perf_counter()
-                solve_many(spec, list(gs), list(vs), backend=sim, n_jobs=1, cache_dir=None,
-                           progress=False)
-                return time.perf_counter() - t0
-
-            dask_pass()                                     # workers import spicecross
-            ser, par = [], []
+            on_dask = dict(parallel_backend="dask", scheduler=cluster.scheduler_address)
+            solve_pass(spec, gs, vs, sim, w, **on_dask)     # workers import spicecross
+            walls: dict[int, list[float]] = {1: [], w: []}
             for rnd in range(rounds):
-                for f in ((serial_pass, dask_pass) if rnd % 2 == 0 else (dask_pass, serial_pass)):
-                    (ser if f is serial_pass else par).append(f())
+                for jobs in ((1, w) if rnd % 2 == 0 else (w, 1)):
+                    walls[jobs].append(solve_pass(spec, gs, vs, sim, jobs,
+                                                  **(on_dask if jobs == w else {}))[0])
+            ser, par = walls[1], walls[w]
         finally:
             cluster.close()
-        ratios = [a / b for a, b in zip(ser, par)]
-        sp = float(np.median(ratios))
-        out[w] = {"tps": len(gs) * len(par) / sum(par), "speedup": sp,
-                  "range": [float(min(ratios)), float(max(ratios))],
+        sp, span = round_speedups(ser, par)
+        out[w] = {"tps": len(gs) * len(par) / sum(par), "speedup": sp, "range": span,
                   "efficiency": sp / min(w, cores)}
     return out
 
@@ -164,31 +167,19 @@ def run_backend(spec: TileSpec, gs: np.ndarray, vs: np.ndarray, sim: str, full: 
                 decks[-1].write_text(simulator.emit(spec, gs[k], vs[k]))
             for rnd in range(rounds):
                 for jobs in ((1, 2) if rnd % 2 == 0 else (2, 1)):
-                    t0 = time.perf_counter()
-                    out = solve_many(spec, list(gs), list(vs), backend=sim, n_jobs=jobs,
-                                     cache_dir=None, progress=False)
-                    walls[jobs].append(time.perf_counter() - t0)
-                    bad = [r.error for r in out if not r.ok]
-                    if bad:
-                        raise RuntimeError(f"{sim} {spec.rows}x{spec.cols}: {len(bad)} failed "
-                                           f"solves: {bad[0]}")
-                    arr = np.array([r.sense_currents_a for r in out])
+                    wall, arr = solve_pass(spec, gs, vs, sim, jobs)
+                    walls[jobs].append(wall)
                     if jobs == 1:
                         serial = arr
                     else:
-                        same = bool(np.array_equal(arr, serial)) if rnd % 2 == 0 else None
-                        if same is not None:
-                            res["parallel_equals_serial"] = (
-                                res.get("parallel_equals_serial", True) and same)
+                        res["parallel_equals_serial"] = (res.get("parallel_equals_serial", True)
+                                                         and bool(np.array_equal(arr, serial)))
                     raw_walls[jobs].append(raw_processes(simulator, decks, jobs))
         for jobs in (1, 2):
             res[f"tps_{jobs}"] = n * len(walls[jobs]) / sum(walls[jobs])
             res[f"wall_{jobs}"] = sum(walls[jobs]) / len(walls[jobs])
-        res["speedup"] = float(np.median([a / b for a, b in zip(walls[1], walls[2])]))
-        res["speedup_range"] = [float(min(a / b for a, b in zip(walls[1], walls[2]))),
-                                float(max(a / b for a, b in zip(walls[1], walls[2])))]
-        res["raw_speedup"] = float(np.median([a / b for a, b in zip(raw_walls[1],
-                                                                   raw_walls[2])]))
+        res["speedup"], res["speedup_range"] = round_speedups(walls[1], walls[2])
+        res["raw_speedup"] = round_speedups(raw_walls[1], raw_walls[2])[0]
         res["rounds"] = rounds
         for k in range(n):
             currents[k] = serial[k]
