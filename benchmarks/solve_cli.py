@@ -103,6 +103,8 @@ def main() -> int:
     ap.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH",
                     help="also time this checkout's spicecross (repeatable)")
     args = ap.parse_args()
+    if args.repeats < 1 or args.size < 1:
+        ap.error(f"--repeats and --size must be ≥ 1, got {args.repeats} and {args.size}")
     trees: dict[str, str | None] = {"installed": None} if not args.tree else {}
     if not args.tree:   # this checkout's byte code may be stale (PYTHONDONTWRITEBYTECODE=1 runs)
         compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "spicecross"), quiet=1)

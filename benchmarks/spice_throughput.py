@@ -267,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--reads must be ≥ 2 (two workers need two tiles)")
     if args.rounds < 1:
         ap.error(f"--rounds must be ≥ 1, got {args.rounds}")
+    bad_w = [w for w in args.dask_workers if w < 1]
+    if bad_w:
+        ap.error(f"--dask-workers must be ≥ 1, got {bad_w[0]}")
 
     print(header("SPICE throughput (passive tiles, cache disabled)"))
     print(f"tiles: cells U(1 µS, 100 µS), {R_WIRE_OHM} Ω segments, inputs U(0, 0.2 V)\n")
